@@ -1,0 +1,44 @@
+//! handoff-core: the handoff protocol as pure state machines.
+//!
+//! Nothing in this crate opens a socket, reads a clock or spawns a task. Bytes and
+//! time go in as arguments; bytes to write, deadlines and decisions come out. The
+//! runtime crates (`handoff-tokio`, `handoff-smol`) only move bytes between these
+//! machines and real file descriptors.
+//!
+//! # Modules
+//! - [`handoff`]: decoding the message mod_socket_handoff sends with the client fd.
+//! - [`sse`]: the WHATWG event-stream decoder (backend side) and our encoder (client side).
+//! - [`openai`]: the chat-completions request body and the streamed chunk format.
+//! - [`http1`]: HTTP/1.1 framing: backend request head, response head and body
+//!   decoding, the client response head and error responses.
+//! - [`stream`]: the per-client-stream machine that decides everything a stream does.
+//! - [`mock`]: the mock backend's 18-event script, driven through [`stream`].
+//! - [`pool`]: backend connection bookkeeping (which connection gets the next stream).
+//! - [`limits`]: the concurrent-stream limit, counters and the benchmark summary.
+//! - [`config`]: the one command-line and environment definition both daemons use.
+//!
+//! # The contract of every machine
+//! Machines take `&mut self`, hold no locks and never block. Inputs arrive through
+//! `handle_*` methods that carry `now`; outputs leave through `poll_*` methods.
+//!
+//! **The drain rule:** after every input, call `poll_output` (or `poll_command`)
+//! until it returns the drained sentinel (`Output::Timeout(t)` for a stream, `None`
+//! for the pool), then sleep until the returned deadline or the next input,
+//! whichever comes first. Anything queued for output shows up as due at once, so a
+//! caller that follows the rule never leaves output waiting for an unrelated timer.
+//!
+//! # Errors and panics
+//! Every decoder returns a typed error for bad input and never panics on any byte
+//! sequence; the fuzz targets in `fuzz/` hold it to that. `NeedData` is a value, not
+//! an error.
+
+pub mod config;
+pub mod handoff;
+pub mod http1;
+pub mod json;
+pub mod limits;
+pub mod mock;
+pub mod openai;
+pub mod pool;
+pub mod sse;
+pub mod stream;
