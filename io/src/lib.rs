@@ -1,1 +1,21 @@
-//! Placeholder; filled by the daemon issue.
+//! handoff-io: the daemon's I/O, written once.
+//!
+//! Both daemons (`handoff-tokio`, `handoff-smol`) are this crate plus a
+//! [`runtime::Runtime`] implementation of about a hundred lines: spawning, a
+//! timer, fd readiness and TCP connect. Everything here is generic over that
+//! trait and never spawns, sleeps or connects except through it. h2 and
+//! tokio-rustls need only tokio's I/O *traits*, so the TLS + HTTP/2 path is the
+//! same code on both runtimes.
+//!
+//! Behaviour decisions (status codes, `[DONE]` rules, cancel on disconnect, pool
+//! choice, limits) live in `handoff-core`; this crate moves bytes.
+
+pub mod backend;
+pub mod client;
+pub mod daemon;
+pub mod driver;
+pub mod entry;
+pub mod listener;
+pub mod runtime;
+pub mod stop;
+pub mod sys;

@@ -1,0 +1,219 @@
+//! The OpenAI-compatible backend: connections (TLS, HTTP/2 or HTTP/1.1), the pool
+//! that shares them, and the per-stream request/response state.
+
+mod conn;
+mod h1;
+mod h2;
+mod pool;
+pub mod tls;
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use handoff_core::config::OpenAiConfig;
+use handoff_core::handoff::Handoff;
+use handoff_core::http1::{self, BackendRequest};
+use handoff_core::openai;
+use handoff_core::pool::{Pool, PoolConfig, StreamId};
+use handoff_core::stream::{BackendFailure, FailureKind, Stream};
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+
+use crate::runtime::Runtime;
+use pool::{Connector, PoolMsg, PoolSender};
+
+pub use conn::Endpoint;
+
+pub(crate) fn unavailable(message: &str) -> BackendFailure {
+    BackendFailure { kind: FailureKind::Unavailable, message: message.to_owned() }
+}
+
+/// What every request to the backend shares, built once.
+struct Target {
+    uri: http::Uri,
+    authority: String,
+    path: String,
+    authorization: Option<HeaderValue>,
+    api_key: Option<String>,
+    default_model: String,
+}
+
+/// One stream's request: its body and the per-request header.
+pub struct Request {
+    target: std::sync::Arc<Target>,
+    body: Bytes,
+    test_pattern: Option<HeaderValue>,
+}
+
+impl Request {
+    fn h2_head(&self) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.target.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if let Some(authorization) = &self.target.authorization {
+            headers.insert(AUTHORIZATION, authorization.clone());
+        }
+        if let Some(pattern) = &self.test_pattern {
+            headers.insert("x-test-pattern", pattern.clone());
+        }
+        request
+    }
+
+    fn h1_bytes(&self) -> Bytes {
+        let head = http1::request_head(&BackendRequest {
+            authority: &self.target.authority,
+            path: &self.target.path,
+            api_key: self.target.api_key.as_deref(),
+            test_pattern: self.test_pattern.as_ref().and_then(|v| v.to_str().ok()),
+            content_length: self.body.len(),
+        });
+        let mut out = bytes::BytesMut::with_capacity(head.len() + self.body.len());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&self.body);
+        out.freeze()
+    }
+}
+
+/// The shared backend client: cheap to clone into every stream.
+pub struct OpenAiBackend<R: Runtime> {
+    pool: PoolSender<R>,
+    target: std::sync::Arc<Target>,
+    http2: bool,
+}
+
+impl<R: Runtime> Clone for OpenAiBackend<R> {
+    fn clone(&self) -> Self {
+        OpenAiBackend { pool: self.pool.clone(), target: self.target.clone(), http2: self.http2 }
+    }
+}
+
+#[derive(Debug)]
+pub struct BackendSetupError(pub String);
+
+impl std::fmt::Display for BackendSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BackendSetupError {}
+
+impl<R: Runtime> OpenAiBackend<R> {
+    /// Builds the TLS config and starts the pool's task.
+    pub fn start(runtime: &R, config: &OpenAiConfig, pool: PoolConfig) -> Result<Self, BackendSetupError> {
+        let base = &config.base;
+        let tls = if base.tls {
+            let alpn: &[&[u8]] = if config.http2 { &[b"h2"] } else { &[b"http/1.1"] };
+            let tls = tls::client_config(config.extra_ca.as_deref(), config.insecure_tls, alpn)
+                .map_err(|e| BackendSetupError(format!("backend TLS: {e}")))?;
+            Some(tls)
+        } else {
+            None
+        };
+        let endpoint = Endpoint::new(&base.host, base.port, tls)
+            .map_err(|e| BackendSetupError(format!("backend endpoint: {e}")))?;
+        let scheme = if base.tls { "https" } else { "http" };
+        let path = base.completions_path();
+        let uri: http::Uri = format!("{scheme}://{}{path}", base.authority())
+            .parse()
+            .map_err(|e| BackendSetupError(format!("backend URL: {e}")))?;
+        let authorization = match &config.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::try_from(format!("Bearer {key}"))
+                    .map_err(|_| BackendSetupError("OPENAI_API_KEY has characters not allowed in a header".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let target = Target {
+            uri,
+            authority: base.authority(),
+            path,
+            authorization,
+            api_key: config.api_key.clone(),
+            default_model: config.default_model.clone(),
+        };
+        let connector = Connector { endpoint, http2: config.http2, max_streams: pool.max_streams_per_connection };
+        let sender = pool::start(runtime, Pool::new(pool), connector);
+        Ok(OpenAiBackend { pool: sender, target: std::sync::Arc::new(target), http2: config.http2 })
+    }
+
+    /// Asks the pool for a backend stream for this handoff; the request goes out
+    /// as soon as a connection has room.
+    pub fn open_stream(&self, id: StreamId, handoff: &Handoff) -> BackendStream<R> {
+        let request = Request {
+            target: self.target.clone(),
+            body: openai::request_body(handoff, &self.target.default_model),
+            // Validated by handoff decoding; a value h2 still rejects is dropped.
+            test_pattern: handoff.test_pattern.as_deref().and_then(|p| HeaderValue::from_str(p).ok()),
+        };
+        let (reply, lease) = oneshot::channel();
+        if self.pool.unbounded_send(PoolMsg::Acquire { stream: id, refused: false, reply }).is_err() {
+            return BackendStream::Failed(Some(unavailable("the backend pool stopped")));
+        }
+        if self.http2 {
+            BackendStream::H2(Box::new(h2::H2Stream::new(id, self.pool.clone(), request, lease)))
+        } else {
+            BackendStream::H1(Box::new(h1::H1Stream::new(id, self.pool.clone(), request, lease)))
+        }
+    }
+}
+
+/// A stream's backend side.
+pub enum BackendStream<R: Runtime> {
+    /// The mock script (paced by the stream machine itself), or nothing left.
+    None,
+    /// Could not even be queued; reported to the machine on the first poll.
+    Failed(Option<BackendFailure>),
+    H2(Box<h2::H2Stream<R>>),
+    H1(Box<h1::H1Stream<R>>),
+}
+
+impl<R: Runtime> BackendStream<R> {
+    pub fn is_active(&self) -> bool {
+        match self {
+            BackendStream::None => false,
+            BackendStream::Failed(failure) => failure.is_some(),
+            BackendStream::H2(stream) => stream.is_active(),
+            BackendStream::H1(stream) => stream.is_active(),
+        }
+    }
+
+    /// Feeds what the backend did next into `machine`; `Ready` after each input.
+    pub fn poll_into(&mut self, cx: &mut Context<'_>, machine: &mut Stream) -> Poll<()> {
+        match self {
+            BackendStream::None => Poll::Pending,
+            BackendStream::Failed(failure) => match failure.take() {
+                Some(failure) => {
+                    machine.handle_input(
+                        std::time::Instant::now(),
+                        handoff_core::stream::Input::BackendFailed(failure),
+                    );
+                    Poll::Ready(())
+                }
+                None => Poll::Pending,
+            },
+            BackendStream::H2(stream) => stream.poll_into(cx, machine),
+            BackendStream::H1(stream) => stream.poll_into(cx, machine),
+        }
+    }
+
+    /// The client has taken everything forwarded so far.
+    pub fn release(&mut self) {
+        if let BackendStream::H2(stream) = self {
+            stream.release();
+        }
+    }
+
+    pub fn cancel(&mut self) {
+        match self {
+            BackendStream::H2(stream) => stream.cancel(),
+            BackendStream::H1(stream) => stream.cancel(),
+            BackendStream::None | BackendStream::Failed(_) => {}
+        }
+    }
+}

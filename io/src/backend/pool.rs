@@ -1,0 +1,279 @@
+//! The pool's owner: one task that holds [`handoff_core::pool::Pool`], carries out
+//! its commands (open connections, hand out leases, fail streams) and feeds it
+//! what the connections and streams report. Streams talk to it over a channel, so
+//! the pool machine is never shared or locked.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use futures_core::Stream as _;
+use handoff_core::pool::{Command, ConnId, Event, Pool, StreamId};
+use handoff_core::stream::{BackendFailure, FailureKind};
+
+use super::conn::{BackendIo, Endpoint};
+use crate::runtime::{with_deadline, Runtime, Timer};
+
+/// How long opening one connection (TCP + TLS + HTTP/2 preface) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a stream gets to send its request on.
+pub enum Lease<R: Runtime> {
+    H2 { conn: ConnId, send: h2::client::SendRequest<Bytes> },
+    H1 { conn: ConnId, io: BackendIo<R::Tcp> },
+}
+
+pub type LeaseReply<R> = oneshot::Sender<Result<Lease<R>, BackendFailure>>;
+
+pub enum PoolMsg<R: Runtime> {
+    /// A stream wants a lease (first try, or again after a refusal).
+    Acquire { stream: StreamId, refused: bool, reply: LeaseReply<R> },
+    /// The stream is over; an HTTP/1.1 connection comes back when it can be reused.
+    Finished { stream: StreamId, reusable: Option<(ConnId, BackendIo<R::Tcp>)>, broken: Option<ConnId> },
+    /// A stream saw GOAWAY on this connection.
+    GoAway(ConnId),
+    Connection { conn: ConnId, event: ConnEvent<R> },
+}
+
+pub enum ConnEvent<R: Runtime> {
+    ReadyH2 { send: h2::client::SendRequest<Bytes> },
+    ReadyH1 { io: BackendIo<R::Tcp> },
+    PeerSettings(Option<u32>),
+    Failed(String),
+    Closed(String),
+}
+
+pub type PoolSender<R> = mpsc::UnboundedSender<PoolMsg<R>>;
+
+/// How connections are opened.
+#[derive(Clone)]
+pub struct Connector {
+    pub endpoint: Endpoint,
+    pub http2: bool,
+    /// Streams the configuration allows per connection (h2's limit until the
+    /// server's SETTINGS arrive).
+    pub max_streams: u32,
+}
+
+pub fn start<R: Runtime>(runtime: &R, pool: Pool, connector: Connector) -> PoolSender<R> {
+    let (tx, rx) = mpsc::unbounded();
+    let owner = PoolOwner {
+        runtime: runtime.clone(),
+        pool,
+        connector,
+        tx: tx.clone(),
+        waiting: HashMap::new(),
+        h2: HashMap::new(),
+        h1_idle: HashMap::new(),
+    };
+    runtime.spawn(owner.run(rx));
+    tx
+}
+
+struct PoolOwner<R: Runtime> {
+    runtime: R,
+    pool: Pool,
+    connector: Connector,
+    tx: PoolSender<R>,
+    waiting: HashMap<StreamId, LeaseReply<R>>,
+    h2: HashMap<ConnId, h2::client::SendRequest<Bytes>>,
+    h1_idle: HashMap<ConnId, BackendIo<R::Tcp>>,
+}
+
+impl<R: Runtime> PoolOwner<R> {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PoolMsg<R>>) {
+        let far = || Instant::now() + Duration::from_secs(3600);
+        let mut armed = far();
+        let mut timer = self.runtime.timer(armed);
+        loop {
+            let next = std::future::poll_fn(|cx| {
+                if let Poll::Ready(message) = Pin::new(&mut rx).poll_next(cx) {
+                    return Poll::Ready(Some(message));
+                }
+                timer.poll_expired(cx).map(|()| None)
+            })
+            .await;
+            let now = Instant::now();
+            match next {
+                // Every sender is gone: the daemon is shutting down.
+                Some(None) => return,
+                Some(Some(message)) => self.handle(now, message),
+                None => self.pool.handle_timeout(now),
+            }
+            self.carry_out_commands();
+            let deadline = self.pool.poll_timeout().unwrap_or_else(far);
+            if deadline != armed {
+                armed = deadline;
+                timer.reset(deadline);
+            }
+        }
+    }
+
+    fn handle(&mut self, now: Instant, message: PoolMsg<R>) {
+        match message {
+            PoolMsg::Acquire { stream, refused, reply } => {
+                self.waiting.insert(stream, reply);
+                let event = if refused { Event::StreamRefused(stream) } else { Event::StreamRequested(stream) };
+                self.pool.handle_event(now, event);
+            }
+            PoolMsg::Finished { stream, reusable, broken } => {
+                self.waiting.remove(&stream);
+                if let Some((conn, io)) = reusable {
+                    self.h1_idle.insert(conn, io);
+                }
+                self.pool.handle_event(now, Event::StreamFinished(stream));
+                if let Some(conn) = broken {
+                    self.pool.handle_event(
+                        now,
+                        Event::ConnectionClosed { conn, reason: "HTTP/1.1 connection not reusable".into() },
+                    );
+                }
+            }
+            PoolMsg::GoAway(conn) => self.pool.handle_event(now, Event::GoAway(conn)),
+            PoolMsg::Connection { conn, event } => self.handle_connection(now, conn, event),
+        }
+    }
+
+    fn handle_connection(&mut self, now: Instant, conn: ConnId, event: ConnEvent<R>) {
+        let event = match event {
+            ConnEvent::ReadyH2 { send } => {
+                self.h2.insert(conn, send);
+                Event::ConnectionReady { conn, peer_max_streams: None }
+            }
+            ConnEvent::ReadyH1 { io } => {
+                self.h1_idle.insert(conn, io);
+                Event::ConnectionReady { conn, peer_max_streams: Some(1) }
+            }
+            ConnEvent::PeerSettings(peer_max_streams) => Event::PeerSettings { conn, peer_max_streams },
+            ConnEvent::Failed(reason) => {
+                tracing::warn!(conn = conn.0, %reason, "backend connection failed");
+                Event::ConnectionFailed { conn, reason }
+            }
+            ConnEvent::Closed(reason) => {
+                tracing::debug!(conn = conn.0, %reason, "backend connection closed");
+                self.h2.remove(&conn);
+                self.h1_idle.remove(&conn);
+                Event::ConnectionClosed { conn, reason }
+            }
+        };
+        self.pool.handle_event(now, event);
+    }
+
+    fn carry_out_commands(&mut self) {
+        while let Some(command) = self.pool.poll_command() {
+            match command {
+                Command::Open(conn) => {
+                    let connector = self.connector.clone();
+                    let runtime = self.runtime.clone();
+                    let tx = self.tx.clone();
+                    self.runtime.spawn(open_connection(runtime, connector, conn, tx));
+                }
+                Command::Assign { stream, conn } => self.assign(stream, conn),
+                Command::Fail { stream, failure } => {
+                    if let Some(reply) = self.waiting.remove(&stream) {
+                        let _ = reply.send(Err(failure));
+                    }
+                }
+                Command::Close(conn) => {
+                    // Dropping the last SendRequest lets h2 close the connection once
+                    // its streams are done; an idle HTTP/1.1 connection just closes.
+                    self.h2.remove(&conn);
+                    self.h1_idle.remove(&conn);
+                }
+            }
+        }
+    }
+
+    fn assign(&mut self, stream: StreamId, conn: ConnId) {
+        let lease = if let Some(send) = self.h2.get(&conn) {
+            Some(Lease::H2 { conn, send: send.clone() })
+        } else {
+            self.h1_idle.remove(&conn).map(|io| Lease::H1 { conn, io })
+        };
+        let now = Instant::now();
+        let Some(lease) = lease else {
+            // The pool believed in a connection we no longer hold.
+            self.pool.handle_event(
+                now,
+                Event::ConnectionClosed { conn, reason: "connection vanished before use".into() },
+            );
+            if let Some(reply) = self.waiting.remove(&stream) {
+                let _ = reply.send(Err(BackendFailure {
+                    kind: FailureKind::Unavailable,
+                    message: "backend connection closed before the stream could start".into(),
+                }));
+            }
+            self.pool.handle_event(now, Event::StreamFinished(stream));
+            return;
+        };
+        match self.waiting.remove(&stream) {
+            Some(reply) => {
+                if let Err(Ok(Lease::H1 { conn, io })) = reply.send(Ok(lease)) {
+                    // The client left while waiting: keep the connection.
+                    self.h1_idle.insert(conn, io);
+                    self.pool.handle_event(now, Event::StreamFinished(stream));
+                }
+            }
+            None => {
+                if let Lease::H1 { conn, io } = lease {
+                    self.h1_idle.insert(conn, io);
+                }
+                self.pool.handle_event(now, Event::StreamFinished(stream));
+            }
+        }
+    }
+}
+
+async fn open_connection<R: Runtime>(runtime: R, connector: Connector, conn: ConnId, tx: PoolSender<R>) {
+    let report = |event| {
+        let _ = tx.unbounded_send(PoolMsg::Connection { conn, event });
+    };
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let io = match with_deadline(&runtime, deadline, connector.endpoint.connect(&runtime)).await {
+        Some(Ok(io)) => io,
+        Some(Err(error)) => return report(ConnEvent::Failed(format!("connecting to the backend: {error}"))),
+        None => return report(ConnEvent::Failed("connecting to the backend timed out".into())),
+    };
+    if !connector.http2 {
+        return report(ConnEvent::ReadyH1 { io });
+    }
+    if let Some(alpn) = io.alpn() {
+        if alpn != b"h2" {
+            return report(ConnEvent::Failed(
+                "the backend did not negotiate HTTP/2 over TLS (set OPENAI_HTTP2_ENABLED=false)".into(),
+            ));
+        }
+    }
+    let handshake = h2::client::Builder::new()
+        .initial_max_send_streams(connector.max_streams as usize)
+        .handshake::<_, Bytes>(io);
+    let (send, mut connection) = match with_deadline(&runtime, deadline, handshake).await {
+        Some(Ok(parts)) => parts,
+        Some(Err(error)) => return report(ConnEvent::Failed(format!("HTTP/2 handshake: {error}"))),
+        None => return report(ConnEvent::Failed("HTTP/2 handshake timed out".into())),
+    };
+    report(ConnEvent::ReadyH2 { send });
+    // Drive the connection here, and tell the pool when the server's stream limit
+    // changes (h2 applies SETTINGS while being polled).
+    let mut announced = connection.max_concurrent_send_streams();
+    let result = std::future::poll_fn(|cx| {
+        let polled = Pin::new(&mut connection).poll(cx);
+        let current = connection.max_concurrent_send_streams();
+        if current != announced {
+            announced = current;
+            report(ConnEvent::PeerSettings(Some(u32::try_from(current).unwrap_or(u32::MAX))));
+        }
+        polled
+    })
+    .await;
+    let reason = match result {
+        Ok(()) => "closed".to_owned(),
+        Err(error) => error.to_string(),
+    };
+    report(ConnEvent::Closed(reason));
+}
+
+use std::future::Future as _;
