@@ -1,0 +1,124 @@
+//! The backend request head (HTTP/1.1 transport only; HTTP/2 builds its own).
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::client::put_header;
+use super::is_clean_value;
+
+/// What the backend request head needs.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendRequest<'a> {
+    /// `host` or `host:port` as it goes in the Host header.
+    pub authority: &'a str,
+    /// Absolute path, e.g. `/v1/chat/completions`.
+    pub path: &'a str,
+    pub api_key: Option<&'a str>,
+    pub test_pattern: Option<&'a str>,
+    pub content_length: usize,
+}
+
+/// `POST {path} HTTP/1.1` with Host, Content-Type: application/json,
+/// Content-Length, Accept: text/event-stream, Authorization (when a key is set),
+/// X-Test-Pattern (when given) and Connection: keep-alive. Values with CR/LF are
+/// never written (the caller validated them; this drops the header defensively).
+/// Likewise a path byte that would break the request line (a control character or
+/// space) is percent-encoded, as a URL parser would have done.
+pub fn request_head(request: &BackendRequest<'_>) -> Bytes {
+    let mut out = BytesMut::with_capacity(256 + request.path.len());
+    out.put_slice(b"POST ");
+    if request.path.is_empty() {
+        out.put_u8(b'/');
+    }
+    for &b in request.path.as_bytes() {
+        if b <= b' ' || b == 0x7f {
+            let _ = write!(out, "%{b:02X}");
+        } else {
+            out.put_u8(b);
+        }
+    }
+    out.put_slice(b" HTTP/1.1\r\n");
+    if is_clean_value(request.authority) {
+        put_header(&mut out, "Host", request.authority);
+    }
+    out.put_slice(b"Content-Type: application/json\r\n");
+    // Writing into a BytesMut cannot fail.
+    let _ = write!(out, "Content-Length: {}\r\n", request.content_length);
+    out.put_slice(b"Accept: text/event-stream\r\n");
+    if let Some(key) = request.api_key.filter(|key| is_clean_value(key)) {
+        out.put_slice(b"Authorization: Bearer ");
+        out.put_slice(key.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if let Some(pattern) = request.test_pattern.filter(|pattern| is_clean_value(pattern)) {
+        put_header(&mut out, "X-Test-Pattern", pattern);
+    }
+    out.put_slice(b"Connection: keep-alive\r\n\r\n");
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>() -> BackendRequest<'a> {
+        BackendRequest {
+            authority: "api.example.com:8443",
+            path: "/v1/chat/completions",
+            api_key: Some("sk-test"),
+            test_pattern: Some("slow-start"),
+            content_length: 123,
+        }
+    }
+
+    fn text(head: &Bytes) -> String {
+        String::from_utf8(head.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn full_request_head() {
+        assert_eq!(
+            text(&request_head(&request())),
+            "POST /v1/chat/completions HTTP/1.1\r\n\
+             Host: api.example.com:8443\r\n\
+             Content-Type: application/json\r\n\
+             Content-Length: 123\r\n\
+             Accept: text/event-stream\r\n\
+             Authorization: Bearer sk-test\r\n\
+             X-Test-Pattern: slow-start\r\n\
+             Connection: keep-alive\r\n\
+             \r\n"
+        );
+    }
+
+    #[test]
+    fn optional_headers_are_left_out_when_absent() {
+        let head = text(&request_head(&BackendRequest { api_key: None, test_pattern: None, ..request() }));
+        assert!(!head.contains("Authorization"));
+        assert!(!head.contains("X-Test-Pattern"));
+        assert!(head.ends_with("Connection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn values_with_line_breaks_are_dropped_not_written() {
+        let head = text(&request_head(&BackendRequest {
+            api_key: Some("sk\r\nX-Injected: 1"),
+            test_pattern: Some("p\nq"),
+            ..request()
+        }));
+        assert!(!head.contains("Injected"));
+        assert!(!head.contains("Authorization"));
+        assert!(!head.contains("X-Test-Pattern"));
+        assert_eq!(head.matches("\r\n\r\n").count(), 1);
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_path_cannot_break_the_request_line() {
+        let head = text(&request_head(&BackendRequest { path: "/v1/a b\r\nX: y", ..request() }));
+        assert!(head.starts_with("POST /v1/a%20b%0D%0AX:%20y HTTP/1.1\r\nHost:"));
+        let head = text(&request_head(&BackendRequest { path: "", ..request() }));
+        assert!(head.starts_with("POST / HTTP/1.1\r\n"));
+    }
+}
