@@ -301,10 +301,7 @@ pub fn parse_base_url(url: &str) -> Result<BaseUrl, ConfigError> {
         let (host, after) = bracketed.split_once(']').ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
         let port = match after {
             "" => default_port,
-            _ => after
-                .strip_prefix(':')
-                .and_then(|port| port.parse().ok())
-                .ok_or_else(|| bad("bad port"))?,
+            _ => after.strip_prefix(':').and_then(|port| port.parse().ok()).ok_or_else(|| bad("bad port"))?,
         };
         (host, port)
     } else {
@@ -348,7 +345,8 @@ mod tests {
 
     #[test]
     fn short_flags_work() {
-        let config = cli(&["-s", "/tmp/x.sock", "-m", "600", "-d", "705", "-b", "mock"]).into_config().unwrap();
+        let config =
+            cli(&["-s", "/tmp/x.sock", "-m", "600", "-d", "705", "-b", "mock"]).into_config().unwrap();
         assert_eq!(config.socket_path, PathBuf::from("/tmp/x.sock"));
         assert_eq!(config.socket_mode, 0o600);
         assert_eq!(config.stream.mock_delay, Duration::from_millis(705));
@@ -390,10 +388,7 @@ mod tests {
     #[test]
     fn base_url_scheme_host_port_and_path() {
         let url = parse_base_url("https://api.openai.com/v1/").unwrap();
-        assert_eq!(
-            url,
-            BaseUrl { tls: true, host: "api.openai.com".into(), port: 443, path: "/v1".into() }
-        );
+        assert_eq!(url, BaseUrl { tls: true, host: "api.openai.com".into(), port: 443, path: "/v1".into() });
         assert_eq!(url.authority(), "api.openai.com");
         assert_eq!(url.completions_path(), "/v1/chat/completions");
 
@@ -426,10 +421,7 @@ mod tests {
 
     #[test]
     fn zero_timeouts_are_rejected() {
-        assert_eq!(
-            cli(&["--keep-alive", "0"]).into_config(),
-            Err(ConfigError::ZeroValue("--keep-alive"))
-        );
+        assert_eq!(cli(&["--keep-alive", "0"]).into_config(), Err(ConfigError::ZeroValue("--keep-alive")));
         assert_eq!(
             cli(&["--max-connections", "0"]).into_config(),
             Err(ConfigError::ZeroValue("--max-connections"))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::runtime::{Runtime, Timer, ReadyFd};
+use crate::runtime::{ReadyFd, Runtime, Timer};
 use crate::sys;
 
 /// How long a closing socket keeps draining what the client still sends, so that

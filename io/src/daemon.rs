@@ -71,7 +71,8 @@ pub async fn run<R: Runtime>(
 ) -> Result<Snapshot, DaemonError> {
     let listener_fd = listener::bind(&config.socket_path, config.socket_type, config.socket_mode)
         .map_err(DaemonError::Bind)?;
-    let listener = runtime.register(listener_fd).map_err(|e| DaemonError::Io("registering the listener", e))?;
+    let listener =
+        runtime.register(listener_fd).map_err(|e| DaemonError::Io("registering the listener", e))?;
     let backend = match &config.backend {
         Backend::Mock => None,
         Backend::OpenAi(openai) => {
@@ -108,7 +109,11 @@ pub async fn run<R: Runtime>(
     Ok(shared.limits.snapshot())
 }
 
-async fn accept_until<R: Runtime>(shared: &Arc<Shared<R>>, listener: &R::Fd, shutdown: impl Future<Output = ()>) {
+async fn accept_until<R: Runtime>(
+    shared: &Arc<Shared<R>>,
+    listener: &R::Fd,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff: Option<R::Timer> = None;
     loop {
@@ -205,8 +210,13 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
         Err(error) => {
             tracing::info!(%error, "bad handoff; answering 400");
             shared.limits.record_bad_handoff();
-            let response =
-                http1::error_response(ErrorStatus::BadRequest, &error.to_string(), "invalid_request_error", Some("bad_handoff"), None);
+            let response = http1::error_response(
+                ErrorStatus::BadRequest,
+                &error.to_string(),
+                "invalid_request_error",
+                Some("bad_handoff"),
+                None,
+            );
             return respond(shared, client, response);
         }
     };
@@ -233,7 +243,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     let (source, backend) = match &shared.backend {
         None => {
             let user = handoff.user_id.as_deref().unwrap_or("anonymous");
-            (Source::Mock(mock::Script::new(id, user, handoff.last_user_text())), BackendStream::None)
+            (Source::Mock(mock::Script::new(id, user, &handoff.last_user_text())), BackendStream::None)
         }
         Some(backend) => (Source::Backend, backend.open_stream(StreamId(id), &handoff)),
     };

@@ -14,9 +14,10 @@ use crate::daemon::DaemonError;
 /// flags), then runs `serve` with the validated configuration.
 pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot, DaemonError>) -> ExitCode {
     let matches = Cli::command().name(binary).get_matches();
-    let config = match Cli::from_arg_matches(&matches).map_err(|e| e.to_string()).and_then(|cli| {
-        cli.into_config().map_err(|e| e.to_string())
-    }) {
+    let config = match Cli::from_arg_matches(&matches)
+        .map_err(|e| e.to_string())
+        .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+    {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{binary}: {error}");

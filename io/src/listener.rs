@@ -21,7 +21,11 @@ pub enum BindError {
     InUse(PathBuf),
     /// Something that is not a socket is at the path; it is left alone.
     NotASocket(PathBuf),
-    Io { what: &'static str, path: PathBuf, error: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
 }
 
 impl std::fmt::Display for BindError {

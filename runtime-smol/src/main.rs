@@ -26,7 +26,8 @@ fn main() -> ExitCode {
             workers.push(worker);
         }
         let result = async_io::block_on(executor.run(async {
-            let shutdown = runtime::shutdown_signal().map_err(|e| DaemonError::Io("installing signal handlers", e))?;
+            let shutdown =
+                runtime::shutdown_signal().map_err(|e| DaemonError::Io("installing signal handlers", e))?;
             daemon::run(runtime, config, shutdown).await
         }));
         drop(stop_workers);

@@ -52,9 +52,12 @@ impl Runtime for SmolRuntime {
             let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
                 Ok(ip) => vec![SocketAddr::new(ip, port)],
                 // DNS blocks: it runs on smol's blocking pool, only for host names.
-                Err(_) => smol::unblock(move || (host.as_str(), port).to_socket_addrs().map(Vec::from_iter)).await?,
+                Err(_) => {
+                    smol::unblock(move || (host.as_str(), port).to_socket_addrs().map(Vec::from_iter)).await?
+                }
             };
-            let mut last_error = io::Error::new(io::ErrorKind::NotFound, "the host name resolved to no address");
+            let mut last_error =
+                io::Error::new(io::ErrorKind::NotFound, "the host name resolved to no address");
             for address in addresses {
                 match Async::<TcpStream>::connect(address).await {
                     Ok(stream) => {
@@ -136,4 +139,3 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
         tracing::info!("shutdown signal received");
     })
 }
-

@@ -23,7 +23,8 @@ fn main() -> ExitCode {
             .build()
             .map_err(|e| DaemonError::Io("starting the tokio runtime", e))?;
         tokio.block_on(async {
-            let shutdown = runtime::shutdown_signal().map_err(|e| DaemonError::Io("installing signal handlers", e))?;
+            let shutdown =
+                runtime::shutdown_signal().map_err(|e| DaemonError::Io("installing signal handlers", e))?;
             daemon::run(runtime::TokioRuntime::current(), config, shutdown).await
         })
     })

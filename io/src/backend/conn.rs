@@ -40,8 +40,9 @@ impl Endpoint {
     pub fn new(host: &str, port: u16, tls: Option<Arc<rustls::ClientConfig>>) -> io::Result<Endpoint> {
         let tls = match tls {
             Some(config) => {
-                let name = ServerName::try_from(host.to_owned())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("TLS name {host:?}: {e}")))?;
+                let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("TLS name {host:?}: {e}"))
+                })?;
                 Some((TlsConnector::from(config), name))
             }
             None => None,

@@ -61,7 +61,11 @@ impl<R: Runtime> H1Stream<R> {
                         self.state = State::Writing { conn, io, out };
                     }
                     Ok(Ok(Lease::H2 { .. })) => {
-                        return self.fail(machine, unavailable("pool handed an HTTP/2 lease to an HTTP/1.1 stream"), None)
+                        return self.fail(
+                            machine,
+                            unavailable("pool handed an HTTP/2 lease to an HTTP/1.1 stream"),
+                            None,
+                        )
                     }
                     Ok(Err(failure)) => {
                         self.state = State::Ended;
@@ -70,7 +74,10 @@ impl<R: Runtime> H1Stream<R> {
                     }
                     Err(oneshot::Canceled) => {
                         self.state = State::Ended;
-                        machine.handle_input(Instant::now(), Input::BackendFailed(unavailable("the backend pool stopped")));
+                        machine.handle_input(
+                            Instant::now(),
+                            Input::BackendFailed(unavailable("the backend pool stopped")),
+                        );
                         return Poll::Ready(());
                     }
                 },
@@ -80,13 +87,21 @@ impl<R: Runtime> H1Stream<R> {
                         match ready!(Pin::new(&mut *io).poll_write(cx, out)) {
                             Ok(0) => return self.retry(cx, conn, "backend closed the connection", machine),
                             Ok(written) => out.advance(written),
-                            Err(error) => return self.retry(cx, conn, &format!("writing the request: {error}"), machine),
+                            Err(error) => {
+                                return self.retry(
+                                    cx,
+                                    conn,
+                                    &format!("writing the request: {error}"),
+                                    machine,
+                                )
+                            }
                         }
                     }
                     if let Err(error) = ready!(Pin::new(&mut *io).poll_flush(cx)) {
                         return self.retry(cx, conn, &format!("writing the request: {error}"), machine);
                     }
-                    let State::Writing { conn, io, .. } = std::mem::replace(&mut self.state, State::Ended) else {
+                    let State::Writing { conn, io, .. } = std::mem::replace(&mut self.state, State::Ended)
+                    else {
                         unreachable!("state checked by the enclosing match");
                     };
                     let buf = BytesMut::with_capacity(READ_CHUNK);
@@ -97,7 +112,9 @@ impl<R: Runtime> H1Stream<R> {
                     match parser.parse(buf) {
                         Ok(Some((head, len))) => {
                             buf.advance(len);
-                            let State::Head { io, buf, .. } = std::mem::replace(&mut self.state, State::Ended) else {
+                            let State::Head { io, buf, .. } =
+                                std::mem::replace(&mut self.state, State::Ended)
+                            else {
                                 unreachable!("state checked by the enclosing match");
                             };
                             self.state = State::Body {
@@ -112,14 +129,20 @@ impl<R: Runtime> H1Stream<R> {
                         }
                         Ok(None) => {}
                         Err(error) => {
-                            let failure = BackendFailure { kind: FailureKind::Protocol, message: error.to_string() };
+                            let failure =
+                                BackendFailure { kind: FailureKind::Protocol, message: error.to_string() };
                             return self.fail(machine, failure, Some(conn));
                         }
                     }
                     match ready!(read_more(io, buf, cx)) {
                         Ok(0) if buf.is_empty() => {
                             // A kept-alive connection the server had already closed.
-                            return self.retry(cx, conn, "backend closed the connection before responding", machine);
+                            return self.retry(
+                                cx,
+                                conn,
+                                "backend closed the connection before responding",
+                                machine,
+                            );
                         }
                         Ok(0) => {
                             let failure = BackendFailure {
@@ -130,8 +153,10 @@ impl<R: Runtime> H1Stream<R> {
                         }
                         Ok(_) => {}
                         Err(error) => {
-                            let failure =
-                                BackendFailure { kind: FailureKind::Reset, message: format!("reading: {error}") };
+                            let failure = BackendFailure {
+                                kind: FailureKind::Reset,
+                                message: format!("reading: {error}"),
+                            };
                             return self.fail(machine, failure, Some(conn));
                         }
                     }
@@ -152,8 +177,10 @@ impl<R: Runtime> H1Stream<R> {
                                 return self.end(machine, reusable);
                             }
                             Err(error) => {
-                                let failure =
-                                    BackendFailure { kind: FailureKind::Protocol, message: error.to_string() };
+                                let failure = BackendFailure {
+                                    kind: FailureKind::Protocol,
+                                    message: error.to_string(),
+                                };
                                 return self.fail(machine, failure, Some(conn));
                             }
                         }
@@ -166,16 +193,20 @@ impl<R: Runtime> H1Stream<R> {
                             return match decoder.finish() {
                                 Ok(()) => self.end(machine, false),
                                 Err(error) => {
-                                    let failure =
-                                        BackendFailure { kind: FailureKind::Reset, message: error.to_string() };
+                                    let failure = BackendFailure {
+                                        kind: FailureKind::Reset,
+                                        message: error.to_string(),
+                                    };
                                     self.fail(machine, failure, Some(conn))
                                 }
                             };
                         }
                         Ok(_) => {}
                         Err(error) => {
-                            let failure =
-                                BackendFailure { kind: FailureKind::Reset, message: format!("reading: {error}") };
+                            let failure = BackendFailure {
+                                kind: FailureKind::Reset,
+                                message: format!("reading: {error}"),
+                            };
                             return self.fail(machine, failure, Some(conn));
                         }
                     }
@@ -199,7 +230,11 @@ impl<R: Runtime> H1Stream<R> {
     fn retry(&mut self, cx: &mut Context<'_>, conn: ConnId, why: &str, machine: &mut Stream) -> Poll<()> {
         if !self.refused_once {
             self.refused_once = true;
-            let _ = self.pool.unbounded_send(PoolMsg::Finished { stream: self.id, reusable: None, broken: Some(conn) });
+            let _ = self.pool.unbounded_send(PoolMsg::Finished {
+                stream: self.id,
+                reusable: None,
+                broken: Some(conn),
+            });
             let (reply, lease) = oneshot::channel();
             if self.pool.unbounded_send(PoolMsg::Acquire { stream: self.id, refused: false, reply }).is_ok() {
                 self.state = State::Acquiring(lease);

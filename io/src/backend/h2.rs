@@ -56,9 +56,12 @@ impl<R: Runtime> H2Stream<R> {
             match &mut self.state {
                 State::Acquiring(lease) => match Pin::new(lease).poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(Ok(Lease::H2 { conn, send }))) => self.state = State::Sending { conn, send },
+                    Poll::Ready(Ok(Ok(Lease::H2 { conn, send }))) => {
+                        self.state = State::Sending { conn, send }
+                    }
                     Poll::Ready(Ok(Ok(Lease::H1 { .. }))) => {
-                        return self.fail(machine, unavailable("pool handed an HTTP/1.1 lease to an HTTP/2 stream"));
+                        return self
+                            .fail(machine, unavailable("pool handed an HTTP/1.1 lease to an HTTP/2 stream"));
                     }
                     // The pool has already forgotten the stream.
                     Poll::Ready(Ok(Err(failure))) => {
@@ -108,7 +111,8 @@ impl<R: Runtime> H2Stream<R> {
                         Poll::Ready(Ok(response)) => {
                             let status = response.status().as_u16();
                             let body = response.into_body();
-                            let State::Responding { _body, .. } = std::mem::replace(&mut self.state, State::Ended)
+                            let State::Responding { _body, .. } =
+                                std::mem::replace(&mut self.state, State::Ended)
                             else {
                                 unreachable!("state checked by the enclosing match");
                             };
@@ -155,7 +159,8 @@ impl<R: Runtime> H2Stream<R> {
         if error.is_go_away() {
             let _ = self.pool.unbounded_send(PoolMsg::GoAway(conn));
         }
-        let refused = error.is_go_away() || error.reason() == Some(h2::Reason::REFUSED_STREAM) || error.is_io();
+        let refused =
+            error.is_go_away() || error.reason() == Some(h2::Reason::REFUSED_STREAM) || error.is_io();
         if refused && !self.refused_once {
             self.refused_once = true;
             let (reply, lease) = oneshot::channel();
@@ -198,7 +203,8 @@ impl<R: Runtime> H2Stream<R> {
     fn finish(&mut self) {
         if !matches!(self.state, State::Ended) {
             self.state = State::Ended;
-            let _ = self.pool.unbounded_send(PoolMsg::Finished { stream: self.id, reusable: None, broken: None });
+            let _ =
+                self.pool.unbounded_send(PoolMsg::Finished { stream: self.id, reusable: None, broken: None });
         }
     }
 }

@@ -122,8 +122,9 @@ impl<R: Runtime> OpenAiBackend<R> {
             .map_err(|e| BackendSetupError(format!("backend URL: {e}")))?;
         let authorization = match &config.api_key {
             Some(key) => {
-                let mut value = HeaderValue::try_from(format!("Bearer {key}"))
-                    .map_err(|_| BackendSetupError("OPENAI_API_KEY has characters not allowed in a header".into()))?;
+                let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                    BackendSetupError("OPENAI_API_KEY has characters not allowed in a header".into())
+                })?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -137,7 +138,8 @@ impl<R: Runtime> OpenAiBackend<R> {
             api_key: config.api_key.clone(),
             default_model: config.default_model.clone(),
         };
-        let connector = Connector { endpoint, http2: config.http2, max_streams: pool.max_streams_per_connection };
+        let connector =
+            Connector { endpoint, http2: config.http2, max_streams: pool.max_streams_per_connection };
         let sender = pool::start(runtime, Pool::new(pool), connector);
         Ok(OpenAiBackend { pool: sender, target: std::sync::Arc::new(target), http2: config.http2 })
     }

@@ -30,12 +30,23 @@ pub type LeaseReply<R> = oneshot::Sender<Result<Lease<R>, BackendFailure>>;
 
 pub enum PoolMsg<R: Runtime> {
     /// A stream wants a lease (first try, or again after a refusal).
-    Acquire { stream: StreamId, refused: bool, reply: LeaseReply<R> },
+    Acquire {
+        stream: StreamId,
+        refused: bool,
+        reply: LeaseReply<R>,
+    },
     /// The stream is over; an HTTP/1.1 connection comes back when it can be reused.
-    Finished { stream: StreamId, reusable: Option<(ConnId, BackendIo<R::Tcp>)>, broken: Option<ConnId> },
+    Finished {
+        stream: StreamId,
+        reusable: Option<(ConnId, BackendIo<R::Tcp>)>,
+        broken: Option<ConnId>,
+    },
     /// A stream saw GOAWAY on this connection.
     GoAway(ConnId),
-    Connection { conn: ConnId, event: ConnEvent<R> },
+    Connection {
+        conn: ConnId,
+        event: ConnEvent<R>,
+    },
 }
 
 pub enum ConnEvent<R: Runtime> {
@@ -116,7 +127,8 @@ impl<R: Runtime> PoolOwner<R> {
         match message {
             PoolMsg::Acquire { stream, refused, reply } => {
                 self.waiting.insert(stream, reply);
-                let event = if refused { Event::StreamRefused(stream) } else { Event::StreamRequested(stream) };
+                let event =
+                    if refused { Event::StreamRefused(stream) } else { Event::StreamRequested(stream) };
                 self.pool.handle_event(now, event);
             }
             PoolMsg::Finished { stream, reusable, broken } => {
