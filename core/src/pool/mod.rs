@@ -21,7 +21,9 @@
 //! - **Refused streams** (REFUSED_STREAM, or past a GOAWAY's last stream id) wait
 //!   ahead of the FIFO and go to another connection, opening one if needed; they go
 //!   back to the refusing connection only when nothing else is open, opening or
-//!   allowed to open. A second refusal fails the stream as `Unavailable`.
+//!   allowed to open. A second refusal fails the stream as `Unavailable`. Refusals
+//!   are rare, so the few refused streams waiting are rescanned on each input that
+//!   leaves a slot free.
 //! - **Connection failures** (`ConnectionFailed`, or a connection closed or told to
 //!   go away before it was ready) count up; a ready connection resets the count.
 //!   After each failure no connection opens for a backoff that starts at
@@ -36,7 +38,8 @@
 //!   free; and connection attempts are paced by the backoff, never a spin.
 //! - **GOAWAY** drains a connection: its streams run to the end, new ones go
 //!   elsewhere, and when the last one finishes the pool commands `Close`.
-//! - **ConnectionClosed** fails every stream still on the connection as `Reset`.
+//! - **ConnectionClosed** fails every stream still on the connection as `Reset`
+//!   (`ConnectionFailed` about a ready connection means the same).
 //! - **Idle**: a ready connection carrying nothing for `idle_timeout` is closed.
 //!
 //! A connection the pool commands `Close` (or that failed or closed) is forgotten at
@@ -66,8 +69,9 @@ pub struct ConnId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(pub u64);
 
-/// Pool settings. Zero counts are raised to 1 by [`Pool::new`] (a pool that may
-/// never open a connection would leave every stream waiting forever).
+/// Pool settings. Zero counts are raised to 1 by [`Pool::new`]: connections open
+/// only for waiting streams, so a pool that may not open one, or where no stream may
+/// wait, would never serve anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Streams one connection may carry (OPENAI_H2_STREAMS_PER_HANDLE, clamped
@@ -232,6 +236,7 @@ impl Pool {
             max_streams_per_connection: config.max_streams_per_connection.max(1),
             max_connecting: config.max_connecting.max(1),
             max_connections: config.max_connections.max(1),
+            max_queued: config.max_queued.max(1),
             max_connect_failures: config.max_connect_failures.max(1),
             ..config
         };

@@ -29,6 +29,20 @@ proptest! {
     }
 }
 
+/// Scripts that once broke a rule, kept as they were shrunk.
+#[test]
+fn recorded_failures_replay() {
+    let scripts: [&[u8]; 2] = [
+        // The last connection able to serve went away after enough failed attempts:
+        // the waiting streams must fail rather than wait for a backend known down.
+        &[65, 0, 11, 2, 0, 141, 2, 0, 38, 0, 0, 20, 0, 60, 171, 4, 27, 0, 119, 0, 12, 52, 0, 78],
+        &[8, 4, 4, 4, 0, 4, 0, 4, 0, 180, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 45, 7, 3, 0, 0, 0, 4, 0, 4, 0, 7],
+    ];
+    for script in scripts {
+        assert_eq!(simulate(start(), script), Ok(()), "script {script:?}");
+    }
+}
+
 #[test]
 fn the_empty_script_settles() {
     assert_eq!(simulate(start(), &[]), Ok(()));
