@@ -429,3 +429,24 @@ fn events_about_unknown_streams_and_connections_are_ignored() {
     rt.request([1]);
     assert_eq!(assigns(&rt.ready(0, None)), [(1, 0)]);
 }
+
+#[test]
+fn enormous_configured_durations_do_not_overflow_the_clock() {
+    let mut rt = Runtime::new(PoolConfig {
+        idle_timeout: Duration::MAX,
+        connect_backoff: Duration::MAX,
+        max_connect_backoff: Duration::MAX,
+        ..config(10)
+    });
+    rt.request([0]);
+    rt.connection_failed(0, "refused");
+    assert!(rt.pool.poll_timeout().is_some_and(|deadline| deadline > rt.now));
+    rt.request([1]);
+    assert_eq!(rt.pool.stats().queued, 2);
+
+    let mut rt = Runtime::new(PoolConfig { idle_timeout: Duration::MAX, ..config(10) });
+    rt.request([0]);
+    rt.ready(0, None);
+    rt.finish(0);
+    assert!(rt.pool.poll_timeout().is_some_and(|deadline| deadline > rt.now));
+}

@@ -442,7 +442,7 @@ impl Pool {
         failures.in_a_row = failures.in_a_row.saturating_add(1);
         let doublings = failures.in_a_row.saturating_sub(1).min(31);
         let backoff = self.config.connect_backoff.saturating_mul(1 << doublings);
-        failures.retry_at = Some(now + backoff.min(self.config.max_connect_backoff));
+        failures.retry_at = Some(later(now, backoff.min(self.config.max_connect_backoff)));
         failures.last_reason = reason;
     }
 
@@ -610,7 +610,7 @@ impl Pool {
         let is_idle = conn.state == ConnState::Ready && running == 0;
         match (conn.idle_deadline, is_idle) {
             (None, true) => {
-                let deadline = now + self.config.idle_timeout;
+                let deadline = later(now, self.config.idle_timeout);
                 self.idle.insert((deadline, conn_id));
                 conn.idle_deadline = Some(deadline);
             }
@@ -655,6 +655,12 @@ fn capacity(config: &PoolConfig, conn: &Conn) -> u32 {
         Some(peer) => peer.min(config.max_streams_per_connection),
         None => config.max_streams_per_connection,
     }
+}
+
+/// `now + by`, kept representable for any configured duration.
+fn later(now: Instant, by: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    now.checked_add(by).or_else(|| now.checked_add(FAR)).unwrap_or(now)
 }
 
 /// Whether a queue entry still stands for a waiting stream.
