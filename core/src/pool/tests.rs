@@ -15,7 +15,7 @@ fn start() -> Instant {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_event_sequences_keep_every_rule(script in vec(any::<u8>(), 0..800)) {
