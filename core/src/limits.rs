@@ -2,16 +2,29 @@
 //! summary. Shared by every task of a multi-threaded runtime, so counters are
 //! atomics (no lock); admission is a guard that gives its slot back when dropped.
 //!
-//! SKELETON: the API below is the contract; bodies are being written.
+//! Every counter is independent, so `Relaxed` ordering is enough: the only
+//! cross-counter rule, "active never exceeds the limit", is kept by the
+//! compare-exchange on `active` alone.
 
-use std::sync::atomic::AtomicU64;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+
+use crate::stream::Outcome;
 
 /// Counters and the limit, shared by all streams of one daemon.
 #[derive(Debug, Default)]
 pub struct Limits {
     max_streams: u64,
     active: AtomicU64,
+    peak_concurrent: AtomicU64,
+    started: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    client_gone: AtomicU64,
+    rejected: AtomicU64,
+    bad_handoffs: AtomicU64,
+    bytes_sent: AtomicU64,
 }
 
 /// One admitted stream; dropping it frees its slot.
@@ -41,42 +54,251 @@ impl Limits {
         Arc::new(Limits { max_streams, ..Default::default() })
     }
 
-    /// Admits one more stream, or `None` at the limit (the caller answers 503 and
-    /// the rejection is counted).
-    pub fn try_admit(self: &Arc<Self>) -> Option<Admission> {
-        let _ = (&self.active, self.max_streams);
-        todo!("try_admit")
+    /// The most streams admitted at once.
+    pub fn max_streams(&self) -> u64 {
+        self.max_streams
     }
 
-    /// Counts a handoff answered 503 (limit reached or draining).
+    /// Admits one more stream, or `None` at the limit (the caller answers 503 and
+    /// the rejection is counted here: do not also call [`Limits::record_rejected`]).
+    pub fn try_admit(self: &Arc<Self>) -> Option<Admission> {
+        // A compare-exchange loop rather than fetch_add-then-undo: under contention
+        // fetch_add would let `active` (and so the peak) overshoot the limit briefly.
+        let mut active = self.active.load(Relaxed);
+        loop {
+            if active >= self.max_streams {
+                self.rejected.fetch_add(1, Relaxed);
+                return None;
+            }
+            match self.active.compare_exchange_weak(active, active + 1, Relaxed, Relaxed) {
+                Ok(_) => break,
+                Err(current) => active = current,
+            }
+        }
+        self.peak_concurrent.fetch_max(active + 1, Relaxed);
+        self.started.fetch_add(1, Relaxed);
+        Some(Admission { limits: Arc::clone(self) })
+    }
+
+    /// Counts a handoff answered 503 for a reason other than [`Limits::try_admit`]
+    /// refusing it (draining).
     pub fn record_rejected(&self) {
-        todo!("record_rejected")
+        self.rejected.fetch_add(1, Relaxed);
     }
 
     /// Counts a handoff answered 400.
     pub fn record_bad_handoff(&self) {
-        todo!("record_bad_handoff")
+        self.bad_handoffs.fetch_add(1, Relaxed);
     }
 
     /// Counts bytes written to clients.
     pub fn add_bytes_sent(&self, bytes: u64) {
-        let _ = bytes;
-        todo!("add_bytes_sent")
+        self.bytes_sent.fetch_add(bytes, Relaxed);
     }
 
     /// Counts a stream's outcome (call once per stream, with its `Done`).
-    pub fn record_outcome(&self, outcome: &crate::stream::Outcome) {
-        let _ = outcome;
-        todo!("record_outcome")
+    pub fn record_outcome(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Completed => &self.completed,
+            Outcome::Failed(_) => &self.failed,
+            Outcome::ClientGone => &self.client_gone,
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        todo!("snapshot")
+        Snapshot {
+            active: self.active.load(Relaxed),
+            peak_concurrent: self.peak_concurrent.load(Relaxed),
+            started: self.started.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            client_gone: self.client_gone.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            bad_handoffs: self.bad_handoffs.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+        }
     }
 }
 
-/// The `--benchmark` summary printed on exit.
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.limits.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The `--benchmark` summary printed on exit: one `key: value` per line.
 pub fn summary(snapshot: &Snapshot) -> String {
-    let _ = snapshot;
-    todo!("summary")
+    let lines = [
+        ("peak concurrent streams", snapshot.peak_concurrent),
+        ("started", snapshot.started),
+        ("completed", snapshot.completed),
+        ("failed", snapshot.failed),
+        ("client gone", snapshot.client_gone),
+        ("rejected (503)", snapshot.rejected),
+        ("bad handoffs (400)", snapshot.bad_handoffs),
+        ("bytes sent", snapshot.bytes_sent),
+    ];
+    let mut text = String::with_capacity(256);
+    for (key, value) in lines {
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "{key}: {value}");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{FailureKind, FailureReason};
+
+    #[test]
+    fn admits_up_to_the_limit_and_counts_the_rejection() {
+        let limits = Limits::new(2);
+        let first = limits.try_admit();
+        let second = limits.try_admit();
+        assert!(first.is_some() && second.is_some());
+        assert!(limits.try_admit().is_none(), "a third stream must be refused at a limit of 2");
+        let snapshot = limits.snapshot();
+        assert_eq!(snapshot.active, 2);
+        assert_eq!(snapshot.started, 2);
+        assert_eq!(snapshot.rejected, 1);
+        assert_eq!(snapshot.peak_concurrent, 2);
+    }
+
+    #[test]
+    fn dropping_an_admission_returns_its_slot() {
+        let limits = Limits::new(1);
+        let admission = limits.try_admit();
+        assert!(admission.is_some());
+        assert!(limits.try_admit().is_none());
+        drop(admission);
+        assert_eq!(limits.snapshot().active, 0);
+        let again = limits.try_admit();
+        assert!(again.is_some(), "the freed slot must be usable again");
+        let snapshot = limits.snapshot();
+        assert_eq!((snapshot.started, snapshot.rejected, snapshot.peak_concurrent), (2, 1, 1));
+    }
+
+    #[test]
+    fn zero_limit_admits_nothing() {
+        let limits = Limits::new(0);
+        assert!(limits.try_admit().is_none());
+        assert_eq!(limits.snapshot().started, 0);
+    }
+
+    #[test]
+    fn concurrent_admissions_fill_the_limit_exactly() {
+        const THREADS: usize = 8;
+        const ATTEMPTS: usize = 200;
+        const MAX: u64 = 1000;
+        let limits = Limits::new(MAX);
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let limits = Arc::clone(&limits);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    // Hold every admission so the totals are exact.
+                    let held: Vec<Admission> = (0..ATTEMPTS).filter_map(|_| limits.try_admit()).collect();
+                    barrier.wait();
+                    held.len()
+                })
+            })
+            .collect();
+        let admitted: usize =
+            handles.into_iter().map(|handle| handle.join().expect("admitting thread panicked")).sum();
+        assert_eq!(admitted as u64, MAX);
+        let snapshot = limits.snapshot();
+        assert_eq!(snapshot.peak_concurrent, MAX);
+        assert_eq!(snapshot.started, MAX);
+        assert_eq!(snapshot.rejected, (THREADS * ATTEMPTS) as u64 - MAX);
+        assert_eq!(snapshot.active, 0, "every admission was dropped with its thread");
+    }
+
+    #[test]
+    fn concurrent_churn_never_exceeds_the_limit() {
+        const THREADS: usize = 6;
+        const ROUNDS: usize = 5000;
+        const MAX: u64 = 4;
+        let limits = Limits::new(MAX);
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let limits = Arc::clone(&limits);
+                std::thread::spawn(move || {
+                    let mut highest_seen = 0;
+                    for _ in 0..ROUNDS {
+                        if let Some(admission) = limits.try_admit() {
+                            highest_seen = highest_seen.max(limits.snapshot().active);
+                            drop(admission);
+                        }
+                    }
+                    highest_seen
+                })
+            })
+            .collect();
+        let highest_seen = handles
+            .into_iter()
+            .map(|handle| handle.join().expect("churning thread panicked"))
+            .max()
+            .expect("at least one thread");
+        let snapshot = limits.snapshot();
+        assert!(highest_seen <= MAX, "active reached {highest_seen} with a limit of {MAX}");
+        assert!(snapshot.peak_concurrent <= MAX && snapshot.peak_concurrent >= 1);
+        assert!(snapshot.peak_concurrent >= highest_seen);
+        assert_eq!(snapshot.active, 0);
+        assert_eq!(snapshot.started + snapshot.rejected, (THREADS * ROUNDS) as u64);
+    }
+
+    #[test]
+    fn outcomes_and_counters_are_counted_apart() {
+        let limits = Limits::new(10);
+        limits.record_outcome(&Outcome::Completed);
+        limits.record_outcome(&Outcome::Completed);
+        limits.record_outcome(&Outcome::Failed(FailureReason::Backend(FailureKind::Reset)));
+        limits.record_outcome(&Outcome::ClientGone);
+        limits.record_rejected();
+        limits.record_bad_handoff();
+        limits.add_bytes_sent(1500);
+        limits.add_bytes_sent(500);
+        let snapshot = limits.snapshot();
+        assert_eq!(
+            (snapshot.completed, snapshot.failed, snapshot.client_gone),
+            (2, 1, 1),
+            "completed, failed, client gone"
+        );
+        assert_eq!((snapshot.rejected, snapshot.bad_handoffs, snapshot.bytes_sent), (1, 1, 2000));
+    }
+
+    #[test]
+    fn summary_lists_every_counter_one_per_line() {
+        let snapshot = Snapshot {
+            active: 3,
+            peak_concurrent: 41,
+            started: 42,
+            completed: 37,
+            failed: 2,
+            client_gone: 1,
+            rejected: 5,
+            bad_handoffs: 6,
+            bytes_sent: 123_456,
+        };
+        let text = summary(&snapshot);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "peak concurrent streams: 41",
+                "started: 42",
+                "completed: 37",
+                "failed: 2",
+                "client gone: 1",
+                "rejected (503): 5",
+                "bad handoffs (400): 6",
+                "bytes sent: 123456",
+            ]
+        );
+        assert!(text.ends_with('\n'));
+    }
 }

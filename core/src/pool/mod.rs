@@ -1,0 +1,669 @@
+//! Backend connection bookkeeping: which connection gets the next stream, when to
+//! open another, and what GOAWAY or a dead connection means for its streams.
+//!
+//! Shape (quinn): events in through [`Pool::handle_event`] and
+//! [`Pool::handle_timeout`], commands out through [`Pool::poll_command`] (drain it
+//! until `None` after every input), the next deadline from [`Pool::poll_timeout`].
+//! The pool never touches a connection; the runtime carries out its commands and
+//! reports back what happened.
+//!
+//! # Rules
+//! - **Choosing.** A stream goes to a ready, non-draining connection with a free
+//!   slot; a connection's capacity is `max_streams_per_connection`, lowered by the
+//!   peer's SETTINGS_MAX_CONCURRENT_STREAMS. The busiest such connection wins (ties:
+//!   lowest [`ConnId`]), so connections fill before new ones open and the spare ones
+//!   go idle and close. The choice is the first element of an ordered set: O(log n).
+//! - **Waiting.** Without a free slot a stream waits in a FIFO of at most
+//!   `max_queued` streams; beyond it the stream fails as
+//!   [`FailureKind::Overloaded`]. Connections open only for streams the connections
+//!   already opening cannot take (each is expected to carry
+//!   `max_streams_per_connection`), within `max_connecting` and `max_connections`.
+//! - **Refused streams** (REFUSED_STREAM, or past a GOAWAY's last stream id) wait
+//!   ahead of the FIFO and go to another connection, opening one if needed; they go
+//!   back to the refusing connection only when nothing else is open, opening or
+//!   allowed to open. A second refusal fails the stream as `Unavailable`. Refusals
+//!   are rare, so the few refused streams waiting are rescanned on each input that
+//!   leaves a slot free.
+//! - **Connection failures** (`ConnectionFailed`, or a connection closed or told to
+//!   go away before it was ready) count up; a ready connection resets the count.
+//!   After each failure no connection opens for a backoff that starts at
+//!   `connect_backoff` and doubles up to `max_connect_backoff`; waiting streams stay
+//!   queued and the next open happens when it expires (a deadline from
+//!   [`Pool::poll_timeout`]). Once `max_connect_failures` failures have come in a
+//!   row and no connection is open or opening to serve the waiting streams, they all
+//!   fail as `Unavailable` with the last reason, and until the backoff expires new
+//!   streams fail at once the same way instead of waiting (the backend is known to be
+//!   down); the first stream after it probes with a new connection. So a waiting
+//!   stream is served, fails, or is waiting for a slot that a running stream will
+//!   free; and connection attempts are paced by the backoff, never a spin.
+//! - **GOAWAY** drains a connection: its streams run to the end, new ones go
+//!   elsewhere, and when the last one finishes the pool commands `Close`.
+//! - **ConnectionClosed** fails every stream still on the connection as `Reset`
+//!   (`ConnectionFailed` about a ready connection means the same).
+//! - **Idle**: a ready connection carrying nothing for `idle_timeout` is closed.
+//!
+//! A connection the pool commands `Close` (or that failed or closed) is forgotten at
+//! once; later events naming it, like events naming unknown streams, are ignored.
+
+mod queue;
+
+#[cfg(any(test, feature = "testing"))]
+mod invariants;
+#[cfg(any(test, feature = "testing"))]
+pub mod simulation;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::stream::{BackendFailure, FailureKind};
+use queue::{Entry, Keep, WaitQueue};
+
+/// A backend connection, numbered by the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A client stream wanting a backend stream, numbered by the runtime (unique).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u64);
+
+/// Pool settings. Zero counts are raised to 1 by [`Pool::new`]: connections open
+/// only for waiting streams, so a pool that may not open one, or where no stream may
+/// wait, would never serve anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Streams one connection may carry (OPENAI_H2_STREAMS_PER_HANDLE, clamped
+    /// 10–1000; 1 for HTTP/1.1). The peer's SETTINGS_MAX_CONCURRENT_STREAMS
+    /// lowers it further per connection.
+    pub max_streams_per_connection: u32,
+    /// Connections whose handshake may be in flight at once.
+    pub max_connecting: usize,
+    /// Connections open or opening at once.
+    pub max_connections: usize,
+    /// Streams that may wait for a connection; beyond it they fail as overloaded.
+    pub max_queued: usize,
+    /// An open connection carrying no stream for this long is closed.
+    pub idle_timeout: Duration,
+    /// No connection opens for this long after a failed one; doubled for each
+    /// further failure in a row.
+    pub connect_backoff: Duration,
+    /// The longest backoff.
+    pub max_connect_backoff: Duration,
+    /// Failures in a row after which waiting streams fail instead of waiting for
+    /// another attempt.
+    pub max_connect_failures: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_streams_per_connection: 100,
+            max_connecting: 8,
+            max_connections: 1024,
+            max_queued: 100_000,
+            idle_timeout: Duration::from_secs(90),
+            connect_backoff: Duration::from_millis(100),
+            max_connect_backoff: Duration::from_secs(5),
+            max_connect_failures: 3,
+        }
+    }
+}
+
+/// What happened, as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A stream wants a backend stream.
+    StreamRequested(StreamId),
+    /// The stream is over (finished, failed or cancelled, queued or running): its
+    /// slot, or its place in the queue, is free.
+    StreamFinished(StreamId),
+    /// The backend refused the stream before sending any byte of it
+    /// (REFUSED_STREAM, or beyond a GOAWAY's last stream id). It is retried once on
+    /// another connection, then failed.
+    StreamRefused(StreamId),
+    /// The connection's handshake completed; `peer_max_streams` is the server's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (`None`: no limit announced).
+    ConnectionReady { conn: ConnId, peer_max_streams: Option<u32> },
+    /// The server changed SETTINGS_MAX_CONCURRENT_STREAMS.
+    PeerSettings { conn: ConnId, peer_max_streams: Option<u32> },
+    /// The connection could not be opened.
+    ConnectionFailed { conn: ConnId, reason: String },
+    /// The server sent GOAWAY: running streams finish, no new ones go there.
+    GoAway(ConnId),
+    /// The connection is gone; streams still on it have failed.
+    ConnectionClosed { conn: ConnId, reason: String },
+}
+
+/// What the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Open a connection and report `ConnectionReady` or `ConnectionFailed`.
+    Open(ConnId),
+    /// Start the stream on this open connection.
+    Assign { stream: StreamId, conn: ConnId },
+    /// The stream cannot get a backend stream; tell its machine.
+    Fail { stream: StreamId, failure: BackendFailure },
+    /// Close this connection (idle, or drained after GOAWAY).
+    Close(ConnId),
+}
+
+/// A snapshot for logs and the benchmark summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: usize,
+    pub connecting: usize,
+    pub queued: usize,
+    pub active_streams: usize,
+    /// Connections opened since start.
+    pub opened_total: u64,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    config: PoolConfig,
+    conns: HashMap<ConnId, Conn>,
+    streams: HashMap<StreamId, StreamSlot>,
+    /// Ready, non-draining connections with a free slot, busiest first, then by id.
+    available: BTreeSet<(Reverse<u32>, ConnId)>,
+    /// Ready connections carrying nothing, by the instant they have idled too long.
+    idle: BTreeSet<(Instant, ConnId)>,
+    /// New streams waiting for a slot.
+    queue: WaitQueue<()>,
+    /// Refused streams waiting for a slot, served before `queue`; each remembers
+    /// the connection that refused it.
+    retries: WaitQueue<ConnId>,
+    commands: VecDeque<Command>,
+    failures: ConnectFailures,
+    next_conn: u64,
+    next_ticket: u64,
+    /// Connections in [`ConnState::Connecting`].
+    connecting: usize,
+    /// Connections in [`ConnState::Ready`] (draining ones excluded).
+    serving: usize,
+    /// Streams assigned to a connection.
+    active: usize,
+    opened_total: u64,
+}
+
+#[derive(Debug)]
+struct Conn {
+    state: ConnState,
+    peer_max_streams: Option<u32>,
+    /// Streams running here; each stream's slot records its index.
+    streams: Vec<StreamId>,
+    /// The running count under which the connection sits in `available`.
+    available_as: Option<u32>,
+    /// Its key in `idle`.
+    idle_deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    Connecting,
+    Ready,
+    /// GOAWAY received: running streams finish, nothing new starts.
+    Draining,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamSlot {
+    /// In `retries` when `refused`, else in `queue`, under `ticket`.
+    Queued {
+        ticket: u64,
+        refused: bool,
+    },
+    Running {
+        conn: ConnId,
+        index: u32,
+        refused: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+struct ConnectFailures {
+    /// Failed attempts since the last connection became ready.
+    in_a_row: u32,
+    /// No connection opens before this.
+    retry_at: Option<Instant>,
+    last_reason: String,
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig) -> Pool {
+        let config = PoolConfig {
+            max_streams_per_connection: config.max_streams_per_connection.max(1),
+            max_connecting: config.max_connecting.max(1),
+            max_connections: config.max_connections.max(1),
+            max_queued: config.max_queued.max(1),
+            max_connect_failures: config.max_connect_failures.max(1),
+            ..config
+        };
+        Pool {
+            config,
+            conns: HashMap::new(),
+            streams: HashMap::new(),
+            available: BTreeSet::new(),
+            idle: BTreeSet::new(),
+            queue: WaitQueue::new(),
+            retries: WaitQueue::new(),
+            commands: VecDeque::new(),
+            failures: ConnectFailures::default(),
+            next_conn: 0,
+            next_ticket: 0,
+            connecting: 0,
+            serving: 0,
+            active: 0,
+            opened_total: 0,
+        }
+    }
+
+    pub fn handle_event(&mut self, now: Instant, event: Event) {
+        self.expire_backoff(now);
+        match event {
+            Event::StreamRequested(stream) => self.handle_stream_requested(now, stream),
+            Event::StreamFinished(stream) => self.handle_stream_finished(now, stream),
+            Event::StreamRefused(stream) => self.handle_stream_refused(now, stream),
+            Event::ConnectionReady { conn, peer_max_streams } => {
+                self.handle_connection_ready(now, conn, peer_max_streams)
+            }
+            Event::PeerSettings { conn, peer_max_streams } => {
+                if let Some(entry) = self.conns.get_mut(&conn) {
+                    entry.peer_max_streams = peer_max_streams;
+                    self.reindex(conn, now);
+                }
+            }
+            Event::ConnectionFailed { conn, reason } => self.handle_connection_lost(now, conn, reason),
+            Event::GoAway(conn) => self.handle_go_away(now, conn),
+            Event::ConnectionClosed { conn, reason } => self.handle_connection_lost(now, conn, reason),
+        }
+        self.serve_waiting(now);
+    }
+
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The next instant `handle_timeout` has work: closing an idle connection, or
+    /// opening one for waiting streams once a connect backoff ends.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.idle.first().map(|&(deadline, _)| deadline);
+        let retry = self.failures.retry_at.filter(|_| self.waiting() > 0);
+        match (idle, retry) {
+            (Some(idle), Some(retry)) => Some(idle.min(retry)),
+            (idle, retry) => idle.or(retry),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_backoff(now);
+        while let Some(&(deadline, conn)) = self.idle.first() {
+            if deadline > now {
+                break;
+            }
+            self.remove_conn(conn);
+            self.commands.push_back(Command::Close(conn));
+        }
+        self.serve_waiting(now);
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            open: self.conns.len() - self.connecting,
+            connecting: self.connecting,
+            queued: self.waiting(),
+            active_streams: self.active,
+            opened_total: self.opened_total,
+        }
+    }
+
+    /// True when no stream is running or waiting (connections may still be open).
+    pub fn is_idle(&self) -> bool {
+        self.active == 0 && self.waiting() == 0
+    }
+
+    fn waiting(&self) -> usize {
+        self.queue.len() + self.retries.len()
+    }
+
+    fn handle_stream_requested(&mut self, now: Instant, stream: StreamId) {
+        if self.streams.contains_key(&stream) {
+            return;
+        }
+        if let Some(conn) = self.best_available(None) {
+            self.assign(now, stream, conn, false);
+        } else if self.is_backend_down() {
+            let message = format!("backend unreachable: {}", self.failures.last_reason);
+            self.fail(stream, FailureKind::Unavailable, message);
+        } else if self.queue.len() >= self.config.max_queued {
+            let message = format!("all backend connections busy and {} streams waiting", self.queue.len());
+            self.fail(stream, FailureKind::Overloaded, message);
+        } else {
+            let ticket = self.take_ticket();
+            self.queue.push_back(Entry { stream, ticket, extra: () });
+            self.streams.insert(stream, StreamSlot::Queued { ticket, refused: false });
+        }
+    }
+
+    fn handle_stream_finished(&mut self, now: Instant, stream: StreamId) {
+        match self.streams.remove(&stream) {
+            None => {}
+            Some(StreamSlot::Queued { refused: false, .. }) => {
+                let streams = &self.streams;
+                self.queue.forget_one(|entry| is_queued(streams, entry));
+            }
+            Some(StreamSlot::Queued { refused: true, .. }) => {
+                let streams = &self.streams;
+                self.retries.forget_one(|entry| is_queued(streams, entry));
+            }
+            Some(StreamSlot::Running { conn, index, .. }) => self.release(now, conn, index),
+        }
+    }
+
+    fn handle_stream_refused(&mut self, now: Instant, stream: StreamId) {
+        let Some(&StreamSlot::Running { conn, index, refused }) = self.streams.get(&stream) else {
+            return;
+        };
+        self.streams.remove(&stream);
+        self.release(now, conn, index);
+        if refused {
+            self.fail(stream, FailureKind::Unavailable, "the backend refused the stream twice".to_owned());
+        } else {
+            let ticket = self.take_ticket();
+            self.retries.push_back(Entry { stream, ticket, extra: conn });
+            self.streams.insert(stream, StreamSlot::Queued { ticket, refused: true });
+        }
+    }
+
+    fn handle_connection_ready(&mut self, now: Instant, conn: ConnId, peer_max_streams: Option<u32>) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        entry.peer_max_streams = peer_max_streams;
+        if entry.state == ConnState::Connecting {
+            entry.state = ConnState::Ready;
+            self.connecting -= 1;
+            self.serving += 1;
+            self.failures.in_a_row = 0;
+            self.failures.retry_at = None;
+        }
+        self.reindex(conn, now);
+    }
+
+    fn handle_go_away(&mut self, now: Instant, conn: ConnId) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match entry.state {
+            ConnState::Connecting => {
+                // Counted as a failure: a server that turns every new connection
+                // away must not have the pool reopen at once, forever.
+                self.remove_conn(conn);
+                self.commands.push_back(Command::Close(conn));
+                self.record_connect_failure(now, "the backend sent GOAWAY during the handshake".to_owned());
+            }
+            ConnState::Ready => {
+                entry.state = ConnState::Draining;
+                self.serving -= 1;
+                if entry.streams.is_empty() {
+                    self.remove_conn(conn);
+                    self.commands.push_back(Command::Close(conn));
+                } else {
+                    self.reindex(conn, now);
+                }
+            }
+            ConnState::Draining => {}
+        }
+    }
+
+    /// `ConnectionFailed` or `ConnectionClosed`: before the handshake completed it is
+    /// a failed attempt, after it the streams still running there fail.
+    fn handle_connection_lost(&mut self, now: Instant, conn: ConnId, reason: String) {
+        let Some(entry) = self.remove_conn(conn) else {
+            return;
+        };
+        if entry.state == ConnState::Connecting {
+            self.record_connect_failure(now, reason);
+            return;
+        }
+        let mut orphans = entry.streams;
+        // Sorted so the runtime sees the failures in a reproducible order.
+        orphans.sort_unstable();
+        for stream in orphans {
+            self.streams.remove(&stream);
+            self.active -= 1;
+            self.fail(stream, FailureKind::Reset, reason.clone());
+        }
+    }
+
+    fn record_connect_failure(&mut self, now: Instant, reason: String) {
+        let failures = &mut self.failures;
+        failures.in_a_row = failures.in_a_row.saturating_add(1);
+        let doublings = failures.in_a_row.saturating_sub(1).min(31);
+        let backoff = self.config.connect_backoff.saturating_mul(1 << doublings);
+        failures.retry_at = Some(later(now, backoff.min(self.config.max_connect_backoff)));
+        failures.last_reason = reason;
+    }
+
+    /// Enough attempts failed in a row, the backoff runs, and nothing open or
+    /// opening could serve a waiting stream: waiting would only delay the failure.
+    fn is_backend_down(&self) -> bool {
+        self.failures.in_a_row >= self.config.max_connect_failures
+            && self.failures.retry_at.is_some()
+            && self.connecting == 0
+            && self.serving == 0
+    }
+
+    fn fail_all_waiting(&mut self) {
+        let message = format!(
+            "backend unreachable after {} attempts: {}",
+            self.failures.in_a_row, self.failures.last_reason
+        );
+        while let Some(entry) = self.retries.pop_front(|entry| is_queued(&self.streams, entry)) {
+            self.streams.remove(&entry.stream);
+            self.fail(entry.stream, FailureKind::Unavailable, message.clone());
+        }
+        while let Some(entry) = self.queue.pop_front(|entry| is_queued(&self.streams, entry)) {
+            self.streams.remove(&entry.stream);
+            self.fail(entry.stream, FailureKind::Unavailable, message.clone());
+        }
+    }
+
+    fn expire_backoff(&mut self, now: Instant) {
+        if self.failures.retry_at.is_some_and(|retry_at| now >= retry_at) {
+            self.failures.retry_at = None;
+        }
+    }
+
+    /// After every input: waiting streams onto free slots (refused ones first),
+    /// then open connections for the ones left over.
+    fn serve_waiting(&mut self, now: Instant) {
+        if self.waiting() > 0 && self.is_backend_down() {
+            // Reached by a failure, or by the last connection that could serve them
+            // going away after enough failures.
+            self.fail_all_waiting();
+            return;
+        }
+        if !self.retries.is_empty() && !self.available.is_empty() {
+            self.serve_retries(now);
+        }
+        while let Some(conn) = self.best_available(None) {
+            let Some(entry) = self.queue.pop_front(|entry| is_queued(&self.streams, entry)) else {
+                break;
+            };
+            self.assign(now, entry.stream, conn, false);
+        }
+        self.open_for_waiting();
+    }
+
+    fn serve_retries(&mut self, now: Instant) {
+        // Another connection will do if one is open, opening, or may open now.
+        let more_coming = self.connecting > 0 || self.may_open();
+        let mut retries = std::mem::replace(&mut self.retries, WaitQueue::new());
+        retries.retain_live(|entry| {
+            if !is_queued(&self.streams, entry) {
+                return Keep::Gone;
+            }
+            let refused_by = entry.extra;
+            let target = self.best_available(Some(refused_by)).or_else(|| {
+                let back_to_it =
+                    !more_coming && self.conns.get(&refused_by).is_some_and(|c| c.available_as.is_some());
+                back_to_it.then_some(refused_by)
+            });
+            match target {
+                Some(conn) => {
+                    self.assign(now, entry.stream, conn, true);
+                    Keep::Gone
+                }
+                None => Keep::Waiting,
+            }
+        });
+        self.retries = retries;
+    }
+
+    fn open_for_waiting(&mut self) {
+        let per_connection = self.config.max_streams_per_connection as usize;
+        let mut expected = self.connecting.saturating_mul(per_connection);
+        while self.waiting() > expected && self.may_open() {
+            let conn = ConnId(self.next_conn);
+            self.next_conn += 1;
+            self.conns.insert(
+                conn,
+                Conn {
+                    state: ConnState::Connecting,
+                    peer_max_streams: None,
+                    streams: Vec::new(),
+                    available_as: None,
+                    idle_deadline: None,
+                },
+            );
+            self.connecting += 1;
+            self.opened_total += 1;
+            self.commands.push_back(Command::Open(conn));
+            expected = expected.saturating_add(per_connection);
+        }
+    }
+
+    fn may_open(&self) -> bool {
+        self.connecting < self.config.max_connecting
+            && self.conns.len() < self.config.max_connections
+            && self.failures.retry_at.is_none()
+    }
+
+    /// The busiest connection with a free slot, skipping `except`.
+    fn best_available(&self, except: Option<ConnId>) -> Option<ConnId> {
+        // At most two elements are looked at: `except` is one connection.
+        self.available.iter().map(|&(_, conn)| conn).find(|&conn| Some(conn) != except)
+    }
+
+    fn assign(&mut self, now: Instant, stream: StreamId, conn_id: ConnId, refused: bool) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let index = conn.streams.len() as u32;
+        conn.streams.push(stream);
+        self.streams.insert(stream, StreamSlot::Running { conn: conn_id, index, refused });
+        self.active += 1;
+        self.commands.push_back(Command::Assign { stream, conn: conn_id });
+        self.reindex(conn_id, now);
+    }
+
+    /// Frees the slot at `index` of `conn_id` (the stream's entry is already gone).
+    fn release(&mut self, now: Instant, conn_id: ConnId, index: u32) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let index = index as usize;
+        if index >= conn.streams.len() {
+            return;
+        }
+        conn.streams.swap_remove(index);
+        if let Some(&moved) = conn.streams.get(index) {
+            if let Some(StreamSlot::Running { index: moved_index, .. }) = self.streams.get_mut(&moved) {
+                *moved_index = index as u32;
+            }
+        }
+        self.active -= 1;
+        if conn.state == ConnState::Draining && conn.streams.is_empty() {
+            self.remove_conn(conn_id);
+            self.commands.push_back(Command::Close(conn_id));
+        } else {
+            self.reindex(conn_id, now);
+        }
+    }
+
+    /// Puts the connection where its state, load and capacity say it belongs: in
+    /// `available` if it can take a stream, in `idle` if it carries none.
+    fn reindex(&mut self, conn_id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if let Some(running) = conn.available_as.take() {
+            self.available.remove(&(Reverse(running), conn_id));
+        }
+        let running = conn.streams.len() as u32;
+        if conn.state == ConnState::Ready && running < capacity(&self.config, conn) {
+            self.available.insert((Reverse(running), conn_id));
+            conn.available_as = Some(running);
+        }
+        let is_idle = conn.state == ConnState::Ready && running == 0;
+        match (conn.idle_deadline, is_idle) {
+            (None, true) => {
+                let deadline = later(now, self.config.idle_timeout);
+                self.idle.insert((deadline, conn_id));
+                conn.idle_deadline = Some(deadline);
+            }
+            (Some(deadline), false) => {
+                self.idle.remove(&(deadline, conn_id));
+                conn.idle_deadline = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets a connection and its index entries; its streams are the caller's.
+    fn remove_conn(&mut self, conn_id: ConnId) -> Option<Conn> {
+        let conn = self.conns.remove(&conn_id)?;
+        if let Some(running) = conn.available_as {
+            self.available.remove(&(Reverse(running), conn_id));
+        }
+        if let Some(deadline) = conn.idle_deadline {
+            self.idle.remove(&(deadline, conn_id));
+        }
+        match conn.state {
+            ConnState::Connecting => self.connecting -= 1,
+            ConnState::Ready => self.serving -= 1,
+            ConnState::Draining => {}
+        }
+        Some(conn)
+    }
+
+    fn fail(&mut self, stream: StreamId, kind: FailureKind, message: String) {
+        self.commands.push_back(Command::Fail { stream, failure: BackendFailure { kind, message } });
+    }
+
+    fn take_ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+}
+
+/// Streams the connection may carry now.
+fn capacity(config: &PoolConfig, conn: &Conn) -> u32 {
+    match conn.peer_max_streams {
+        Some(peer) => peer.min(config.max_streams_per_connection),
+        None => config.max_streams_per_connection,
+    }
+}
+
+/// `now + by`, kept representable for any configured duration.
+fn later(now: Instant, by: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    now.checked_add(by).or_else(|| now.checked_add(FAR)).unwrap_or(now)
+}
+
+/// Whether a queue entry still stands for a waiting stream.
+fn is_queued<T>(streams: &HashMap<StreamId, StreamSlot>, entry: &Entry<T>) -> bool {
+    matches!(streams.get(&entry.stream), Some(&StreamSlot::Queued { ticket, .. }) if ticket == entry.ticket)
+}
