@@ -113,6 +113,11 @@ impl Script {
     pub fn is_finished(&self) -> bool {
         self.events_written() >= EVENT_COUNT
     }
+
+    /// Bytes of heap this script holds (its echo of the handoff).
+    pub fn buffered_capacity(&self) -> usize {
+        self.greeting_and_echo.len()
+    }
 }
 
 /// The first `max_chars` characters of `s` (cut on a char boundary, never inside one).

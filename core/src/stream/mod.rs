@@ -372,6 +372,18 @@ impl Stream {
         matches!(self.end, End::Finished)
     }
 
+    /// Bytes of heap this stream holds between inputs (for the per-stream memory
+    /// bound): the SSE decoder's buffers, a non-2xx body being read, or the mock
+    /// script's echo text. Client bytes not yet handed out are not counted.
+    pub fn buffered_capacity(&self) -> usize {
+        match &self.feed {
+            Feed::Mock(script) => script.buffered_capacity(),
+            Feed::AwaitingHead(decoder) | Feed::Events { decoder, .. } => decoder.buffered_capacity(),
+            Feed::ErrorBody { body, .. } => body.capacity(),
+            Feed::Over => 0,
+        }
+    }
+
     fn handle_backend_head(&mut self, at: Millis, status: u16, out: &mut BytesMut) {
         self.feed = match std::mem::replace(&mut self.feed, Feed::Over) {
             Feed::AwaitingHead(decoder) => {

@@ -730,3 +730,33 @@ fn a_stream_is_small() {
     let size = std::mem::size_of::<Stream>();
     assert!(size <= 200, "Stream is {size} bytes (decoder {} bytes)", std::mem::size_of::<sse::SseDecoder>());
 }
+
+#[test]
+fn a_stream_between_whole_events_holds_no_heap_and_an_ended_one_none_at_all() {
+    let config = quiet_config();
+    let start = backend_stream(&config).start();
+    let mut stream = Stream::new(start, &config, Bytes::from_static(TEST_HEAD), Source::Backend);
+    let mut drain = |stream: &mut Stream| {
+        for _ in 0..testing::MAX_OUTPUTS_PER_INPUT {
+            if let Output::Timeout(_) = stream.poll_output() {
+                return;
+            }
+        }
+        panic!("no Timeout");
+    };
+    drain(&mut stream);
+    stream.handle_input(start, Input::BackendHead { status: 200 });
+    stream.handle_input(start, Input::BackendData([role_event(), content_event("Hi")].concat().as_bytes()));
+    drain(&mut stream);
+    assert_eq!(stream.buffered_capacity(), 0, "whole events leave nothing buffered");
+    let half = content_event("split");
+    stream.handle_input(start, Input::BackendData(&half.as_bytes()[..20]));
+    assert!(stream.buffered_capacity() >= 20, "a partial line is kept");
+    stream.handle_input(start, Input::BackendData(&half.as_bytes()[20..]));
+    stream.handle_input(start, Input::ClientGone);
+    drain(&mut stream);
+    assert_eq!(stream.buffered_capacity(), 0, "an ended stream frees its buffers at once");
+
+    let mock = mock_stream(&config);
+    assert!(mock.stream().buffered_capacity() < 100);
+}
