@@ -1,21 +1,17 @@
 //! OpenAI chat completions: the streaming request body, and the `data:` payloads
 //! of the streamed response (`chat.completion.chunk` objects, `[DONE]`, errors).
 //!
-//! SKELETON: the API below is the contract; bodies are being written.
+//! Parsing a typical content chunk is one serde pass that borrows the content from
+//! the payload (no allocation unless the text has JSON escapes) and skips every
+//! field it does not need unread.
+
+mod chunk;
+mod request;
+
+pub use chunk::{error_from_status, parse_chunk};
+pub use request::request_body;
 
 use std::borrow::Cow;
-
-use bytes::Bytes;
-
-use crate::handoff::Handoff;
-
-/// The JSON body of `POST {base}/chat/completions`:
-/// `{"model":..,"messages":[..],"stream":true}` plus `max_tokens` and
-/// `temperature` when the handoff has them. `model` falls back to `default_model`.
-pub fn request_body(handoff: &Handoff, default_model: &str) -> Bytes {
-    let _ = (handoff, default_model);
-    todo!("request_body")
-}
 
 /// What one SSE `data` payload of the upstream means.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,12 +21,14 @@ pub enum ChunkEvent<'a> {
     Delta {
         /// `choices[0].delta.content`, when present and non-null.
         content: Option<Cow<'a, str>>,
-        /// `choices[0].finish_reason`, when present and non-null.
+        /// `choices[0].finish_reason`, when present, non-null and non-empty (some
+        /// compatible servers send `""` on every chunk before the last).
         finish_reason: Option<Cow<'a, str>>,
     },
     /// The literal `[DONE]` sentinel.
     Done,
-    /// An `{"error":{...}}` object in the stream.
+    /// An `{"error":{...}}` object in the stream (also `{"error":"text"}`, and the
+    /// flat `{"object":"error","message":..}` some compatible servers send).
     Error(UpstreamError),
 }
 
@@ -61,17 +59,3 @@ impl std::fmt::Display for ChunkError {
 }
 
 impl std::error::Error for ChunkError {}
-
-/// Interprets one SSE event's `data` from the upstream.
-pub fn parse_chunk(data: &str) -> Result<ChunkEvent<'_>, ChunkError> {
-    let _ = data;
-    todo!("parse_chunk")
-}
-
-/// The error to report for a non-2xx upstream response, from its status and (up
-/// to a bound) its body: the body's OpenAI error object when it has one, else a
-/// message naming the status.
-pub fn error_from_status(status: u16, body: &[u8]) -> UpstreamError {
-    let _ = (status, body);
-    todo!("error_from_status")
-}
