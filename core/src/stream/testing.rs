@@ -397,7 +397,7 @@ const FRAGMENTS: &[&[u8]] = &[
     b"{\"error\":{\"message\":\"Rate limited\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}",
 ];
 
-const STATUSES: [u16; 8] = [200, 201, 204, 400, 401, 429, 500, 503];
+const STATUSES: [u16; 10] = [200, 200, 200, 201, 204, 400, 401, 429, 500, 503];
 
 const KINDS: [FailureKind; 4] =
     [FailureKind::Unavailable, FailureKind::Reset, FailureKind::Protocol, FailureKind::Overloaded];
@@ -406,53 +406,63 @@ const KINDS: [FailureKind; 4] =
 const MAX_OPS: usize = 512;
 
 /// Drives one stream with operations decoded from arbitrary bytes, checking every
-/// invariant after every step, then runs it to its end. Panics on a violation;
-/// this is the body of the `stream` fuzz target and of the proptest.
-pub fn drive_ops(data: &[u8]) {
+/// invariant after every step, then runs it to its end and returns how it ended.
+/// Panics on a violation; this is the body of the `stream` fuzz target and of the
+/// proptest.
+pub fn drive_ops(data: &[u8]) -> Outcome {
     let mut bytes = data.iter().copied();
     let mut next = || bytes.next();
     let config = fuzz_config();
-    let source = match next() {
-        Some(b) if b % 4 == 0 => Source::Mock(mock::Script::new(u64::from(b), "fuzz", "a prompt")),
+    // The first byte picks the source: mock, a bare backend stream, or (most
+    // often) one whose 200 head has arrived, so content reaches the deep states.
+    let first = next().unwrap_or(0);
+    let source = match first % 4 {
+        0 => Source::Mock(mock::Script::new(u64::from(first), "fuzz", "a prompt")),
         _ => Source::Backend,
     };
     let mut harness = Harness::new(&config, source);
+    if first % 4 >= 2 {
+        harness.handle(Input::BackendHead { status: 200 });
+    }
     for _ in 0..MAX_OPS {
         let Some(op) = next() else { break };
         let arg = next().unwrap_or(0);
         let pick = usize::from(arg);
-        match op % 12 {
-            0 => drop(harness.handle(Input::BackendHead { status: STATUSES[pick % STATUSES.len()] })),
-            1 => {
+        // Ending inputs get one slot each, content several, so streams live long
+        // enough to reach the deeper states.
+        match op % 24 {
+            0 | 1 => drop(harness.handle(Input::BackendHead { status: STATUSES[pick % STATUSES.len()] })),
+            2 | 3 => {
                 let raw: Vec<u8> = (0..arg % 48).map_while(|_| next()).collect();
                 harness.handle(Input::BackendData(&raw));
             }
-            2 => {
+            4..=9 => {
                 let fragment = FRAGMENTS[pick % FRAGMENTS.len()];
                 let (a, b) = fragment.split_at(usize::from(next().unwrap_or(0)) % (fragment.len() + 1));
                 harness.handle(Input::BackendData(a));
                 harness.handle(Input::BackendData(b));
             }
-            3 => drop(harness.handle(Input::BackendEnd)),
-            4 => {
+            10..=15 => drop(harness.handle(Input::BackendData(FRAGMENTS[pick % FRAGMENTS.len()]))),
+            16 => drop(harness.handle(Input::BackendEnd)),
+            17 => {
                 let failure = BackendFailure { kind: KINDS[pick % KINDS.len()], message: "fuzz".into() };
                 harness.handle(Input::BackendFailed(failure));
             }
-            5 => drop(harness.handle(Input::ClientGone)),
-            6 => drop(harness.handle(Input::Shutdown)),
-            7 => drop(harness.wake_at_deadline()),
-            8 => drop(harness.advance_and_wake(Duration::from_millis(u64::from(arg)))),
-            9 => harness.advance(Duration::from_millis(u64::from(arg))),
-            10 => drop(harness.handle(Input::Timeout)),
-            _ => drop(harness.handle(Input::BackendData(FRAGMENTS[pick % FRAGMENTS.len()]))),
+            18 => drop(harness.handle(Input::ClientGone)),
+            19 => drop(harness.handle(Input::Shutdown)),
+            20 => drop(harness.wake_at_deadline()),
+            21 => drop(harness.advance_and_wake(Duration::from_millis(u64::from(arg)))),
+            22 => harness.advance(Duration::from_millis(u64::from(arg))),
+            _ => drop(harness.handle(Input::Timeout)),
         }
     }
     // Every stream ends on its own: at worst the total timeout (2 s) fires, and a
     // keep-alive every 20 ms before it bounds the wake-ups.
-    harness.run_until_finished(1_000);
+    let outcome = harness.run_until_finished(1_000);
     assert!(harness.stream().is_finished());
     let after = harness.handle(Input::ClientGone);
     assert!(after.is_empty(), "a finished stream reacted to input: {after:?}");
+    outcome
 }
 
 #[cfg(test)]

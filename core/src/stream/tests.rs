@@ -708,18 +708,29 @@ proptest! {
 }
 
 #[test]
-fn representative_input_sequences_keep_every_invariant() {
-    // Mock stream (first byte % 4 == 0) and backend streams through each path.
-    for ops in [
-        &[0u8][..],
-        &[1, 0, 0, 11, 1, 11, 2, 7, 0, 7, 0],
-        &[1, 0, 3, 11, 4, 11, 1, 11, 0, 3, 0],
-        &[1, 0, 4, 2, 7, 1, 80, 1, 9, 255, 10, 0],
-        &[1, 0, 5, 1, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20],
-        &[1, 5, 0, 6, 0, 3, 0],
-        &[4, 0, 0, 1, 5, 1, 2, 3, 4, 5, 7, 0, 7, 0, 5, 0],
-    ] {
-        drive_ops(ops);
+fn representative_input_sequences_end_as_the_protocol_says() {
+    use FailureReason as R;
+    // First byte: 0 mock, 1 bare backend, 2 backend after a 200 head. Then pairs
+    // (op, arg): 0 head(STATUSES[arg]), 4 split fragment(arg, at), 10 fragment(arg),
+    // 16 end, 17 failed(KINDS[arg]), 18 client gone, 19 shutdown. Fragments: 0 role,
+    // 1 content, 2 finish, 4 [DONE], 5 error object, 7 not JSON, 8 error body.
+    let cases: [(&[u8], Outcome); 13] = [
+        (&[0], Outcome::Completed),
+        (&[2, 10, 1, 10, 0, 10, 4], Outcome::Completed),
+        (&[2, 10, 1, 10, 2, 16, 0], Outcome::Completed),
+        (&[2, 10, 1, 10, 2, 17, 1], Outcome::Completed),
+        (&[2, 10, 1, 16, 0], Outcome::Failed(R::UpstreamTruncated)),
+        (&[2, 4, 1, 5, 18, 0], Outcome::ClientGone),
+        (&[1, 0, 5, 15, 8, 16, 0], Outcome::Failed(R::UpstreamStatus(400))),
+        (&[2, 10, 5], Outcome::Failed(R::UpstreamError)),
+        (&[2, 10, 7], Outcome::Failed(R::UpstreamProtocol)),
+        (&[3, 17, 1], Outcome::Failed(R::Backend(FailureKind::Reset))),
+        (&[2, 19, 0], Outcome::Failed(R::Shutdown)),
+        (&[1], Outcome::Failed(R::FirstByteTimeout)),
+        (&[2], Outcome::Failed(R::IdleTimeout)),
+    ];
+    for (ops, outcome) in cases {
+        assert_eq!(drive_ops(ops), outcome, "for ops {ops:?}");
     }
 }
 
@@ -736,7 +747,7 @@ fn a_stream_between_whole_events_holds_no_heap_and_an_ended_one_none_at_all() {
     let config = quiet_config();
     let start = backend_stream(&config).start();
     let mut stream = Stream::new(start, &config, Bytes::from_static(TEST_HEAD), Source::Backend);
-    let mut drain = |stream: &mut Stream| {
+    let drain = |stream: &mut Stream| {
         for _ in 0..testing::MAX_OUTPUTS_PER_INPUT {
             if let Output::Timeout(_) = stream.poll_output() {
                 return;
