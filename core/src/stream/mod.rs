@@ -392,8 +392,9 @@ impl Stream {
                 if (200..300).contains(&status) {
                     Feed::Events { decoder, finish_seen: false }
                 } else if self.settings.max_error_body == 0 {
+                    // Nothing of the body is wanted: stop the backend sending it.
                     write_status_error(out, status, &[]);
-                    self.fail(FailureReason::UpstreamStatus(status));
+                    self.end_with(Outcome::Failed(FailureReason::UpstreamStatus(status)), true);
                     return;
                 } else {
                     Feed::ErrorBody { status, body: Vec::new() }

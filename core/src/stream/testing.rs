@@ -412,10 +412,15 @@ const MAX_OPS: usize = 512;
 pub fn drive_ops(data: &[u8]) -> Outcome {
     let mut bytes = data.iter().copied();
     let mut next = || bytes.next();
-    let config = fuzz_config();
-    // The first byte picks the source: mock, a bare backend stream, or (most
-    // often) one whose 200 head has arrived, so content reaches the deep states.
+    let mut config = fuzz_config();
+    // The first byte picks the source (mock, a bare backend stream, or most
+    // often one whose 200 head has arrived, so content reaches the deep states)
+    // and a config variant.
     let first = next().unwrap_or(0);
+    if first & 0x10 != 0 {
+        // Non-2xx bodies not read at all.
+        config.max_error_body = 0;
+    }
     let source = match first % 4 {
         0 => Source::Mock(mock::Script::new(u64::from(first), "fuzz", "a prompt")),
         _ => Source::Backend,

@@ -299,6 +299,15 @@ fn a_non_2xx_body_is_read_only_up_to_its_bound() {
 }
 
 #[test]
+fn a_non_2xx_status_with_no_body_wanted_fails_at_the_head() {
+    let config = StreamConfig { max_error_body: 0, ..quiet_config() };
+    let mut harness = backend_stream(&config);
+    let step = harness.handle(Input::BackendHead { status: 401 });
+    assert!(only_error(&step).0.contains("401"));
+    ends_failed_with_cancel(&step, FailureReason::UpstreamStatus(401));
+}
+
+#[test]
 fn a_non_2xx_body_cut_off_by_a_failure_still_reports_the_status() {
     let mut harness = backend_stream(&quiet_config());
     harness.handle(Input::BackendHead { status: 503 });
