@@ -215,6 +215,16 @@ fn sampling_a_process_reports_its_memory_cpu_and_fds() {
 }
 
 #[test]
+fn a_daemon_pid_that_cannot_be_read_stops_the_run_before_any_handoff() {
+    let daemon = FakeDaemon::start(SocketType::SEQPACKET, 0, |_| Reply::Complete);
+    // Above the kernel's pid_max, so never a live process.
+    let config = LoadConfig { daemon_pid: Some(u32::MAX), ..config(&daemon, ClientKind::Unix, 1) };
+    let error = run(config).expect_err("no process to sample");
+    assert!(error.to_string().contains(&format!("/proc/{}", u32::MAX)), "{error}");
+    assert!(daemon.finish().is_empty());
+}
+
+#[test]
 fn report_survives_a_json_round_trip() {
     let (report, _) =
         run_against(ClientKind::Unix, 2, |i| [Reply::Complete, Reply::Unavailable][i % 2], |_| {});

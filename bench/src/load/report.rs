@@ -61,7 +61,8 @@ pub struct RunSettings {
 /// Failed streams by cause.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureCounts {
-    /// The client connection could not be made (our side: fd limit, ports).
+    /// Our side could not set up: the client connection or the Unix socket (fd limit,
+    /// ephemeral ports). Says nothing about the daemon.
     pub client: u64,
     /// Connecting to the daemon's Unix socket failed.
     pub connect: u64,

@@ -98,6 +98,10 @@ pub async fn run(context: &StreamContext) -> StreamRecord {
     let handoff_start = Instant::now();
     let socket = match timeout_at(deadline, handoff::connect(&context.socket, context.policy)).await {
         Err(_elapsed) => return record.failed(FailureClass::Timeout, "timed out connecting to the daemon"),
+        // Out of fds on our side says nothing about the daemon.
+        Ok(Err(error @ (HandoffError::Socket(_) | HandoffError::Register(_)))) => {
+            return record.failed(FailureClass::Client, error)
+        }
         Ok(Err(error)) => return record.failed(FailureClass::Connect, error),
         Ok(Ok(socket)) => socket,
     };
@@ -110,7 +114,6 @@ pub async fn run(context: &StreamContext) -> StreamRecord {
     );
     match timeout_at(deadline, sending).await {
         Err(_elapsed) => return record.failed(FailureClass::Timeout, "timed out sending the handoff"),
-        Ok(Err(error @ HandoffError::Register(_))) => return record.failed(FailureClass::Connect, error),
         Ok(Err(error)) => return record.failed(FailureClass::Send, error),
         Ok(Ok(())) => {}
     }
