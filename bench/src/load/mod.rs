@@ -269,6 +269,7 @@ fn daemon_usage(pid: u32, trace: &UsageTrace, peak_open_streams: u64, events: u6
         fds_before: trace.before.fds,
         peak_fds: trace.peak_fds,
         samples: trace.samples,
+        missed_samples: trace.missed_samples,
         vanished: trace.vanished,
     }
 }

@@ -40,6 +40,10 @@ impl Process {
     pub fn sample(self, with_fds: bool) -> io::Result<ProcSample> {
         let dir = self.dir();
         let status = std::fs::read_to_string(dir.join("status"))?;
+        // A zombie still has a /proc entry, but the daemon is gone all the same.
+        if status_state(&status).is_some_and(|state| matches!(state, 'Z' | 'X')) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} has exited", dir.display())));
+        }
         let stat = std::fs::read_to_string(dir.join("stat"))?;
         let (user_ticks, system_ticks) = parse_stat_cpu(&stat).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, format!("{}/stat has no CPU times", dir.display()))
@@ -70,6 +74,12 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
     line.split_whitespace().next()?.parse().ok()
 }
 
+/// The state letter of a `/proc/PID/status` `State:` line (`R`, `S`, `Z`, …).
+fn status_state(status: &str) -> Option<char> {
+    let line = status.lines().find_map(|line| line.strip_prefix("State:"))?;
+    line.trim_start().chars().next()
+}
+
 /// utime and stime from `/proc/PID/stat`: fields 14 and 15, counted after the command
 /// name, which is parenthesised and may itself hold spaces and parentheses.
 fn parse_stat_cpu(stat: &str) -> Option<(u64, u64)> {
@@ -89,7 +99,9 @@ pub struct UsageTrace {
     pub peak_threads: u64,
     pub peak_fds: u64,
     pub samples: u64,
-    /// The process could no longer be read (it exited) before the run ended.
+    /// Samples that failed for a reason of ours (fd limit reached), not the process's.
+    pub missed_samples: u64,
+    /// The process was gone (it exited) before the run ended.
     pub vanished: bool,
 }
 
@@ -102,14 +114,22 @@ impl UsageTrace {
             peak_threads: before.threads,
             peak_fds: before.fds,
             samples: 1,
+            missed_samples: 0,
             vanished: false,
         }
     }
 
     fn handle_sample(&mut self, sample: io::Result<ProcSample>) {
-        let Ok(sample) = sample else {
-            self.vanished = true;
-            return;
+        let sample = match sample {
+            Ok(sample) => sample,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.vanished = true;
+                return;
+            }
+            Err(_) => {
+                self.missed_samples += 1;
+                return;
+            }
         };
         self.last = sample;
         self.peak_rss_bytes = self.peak_rss_bytes.max(sample.rss_bytes);
@@ -176,6 +196,28 @@ mod tests {
         assert_eq!(status_kib(status, "VmHWM:"), Some(2048));
         assert_eq!(status_kib(status, "Threads:"), Some(5));
         assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn zombie_state_is_read_from_status() {
+        assert_eq!(status_state("Name:\td\nState:\tZ (zombie)\n"), Some('Z'));
+        assert_eq!(status_state("Name:\td\nState:\tS (sleeping)\n"), Some('S'));
+        assert_eq!(status_state("Name:\td\n"), None);
+    }
+
+    #[test]
+    fn a_gone_process_ends_the_trace_but_our_own_read_failures_only_miss_a_sample() {
+        let before = ProcSample { rss_bytes: 100, threads: 1, fds: 5, ..ProcSample::default() };
+        let mut trace = UsageTrace::new(before);
+        trace.handle_sample(Err(io::Error::from_raw_os_error(24))); // EMFILE: ours
+        assert_eq!((trace.missed_samples, trace.vanished), (1, false));
+        trace.handle_sample(Ok(ProcSample { rss_bytes: 300, threads: 4, fds: 9, ..before }));
+        trace.handle_sample(Ok(ProcSample { rss_bytes: 200, threads: 2, fds: 7, ..before }));
+        assert_eq!((trace.peak_rss_bytes, trace.peak_threads, trace.peak_fds), (300, 4, 9));
+        assert_eq!(trace.last.rss_bytes, 200);
+        assert_eq!(trace.samples, 3);
+        trace.handle_sample(Err(io::Error::from(io::ErrorKind::NotFound)));
+        assert!(trace.vanished);
     }
 
     #[test]

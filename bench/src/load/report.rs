@@ -171,7 +171,9 @@ pub struct DaemonUsage {
     pub fds_before: u64,
     pub peak_fds: u64,
     pub samples: u64,
-    /// The daemon could no longer be read before the run ended (it exited or crashed).
+    /// Samples lost to our own limits (out of fds while the load peaked).
+    pub missed_samples: u64,
+    /// The daemon was gone before the run ended (it exited or crashed).
     pub vanished: bool,
 }
 
@@ -258,8 +260,13 @@ impl fmt::Display for LoadReport {
             }
             writeln!(
                 f,
-                "    threads {} -> peak {}, fds {} -> peak {}, {} samples",
-                d.threads_before, d.peak_threads, d.fds_before, d.peak_fds, d.samples
+                "    threads {} -> peak {}, fds {} -> peak {}, {} samples{}",
+                d.threads_before,
+                d.peak_threads,
+                d.fds_before,
+                d.peak_fds,
+                d.samples,
+                if d.missed_samples > 0 { format!(" ({} missed)", d.missed_samples) } else { String::new() }
             )?;
         }
         let g = &self.generator;
