@@ -1,1 +1,3 @@
-//! Placeholder.
+//! handoff-bench: test backends, load generation and runtime comparisons.
+
+pub mod mockllm;
