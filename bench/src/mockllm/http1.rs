@@ -219,7 +219,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Http1Connection<T> {
     }
 
     fn put_status_line(&mut self, status: u16) {
-        let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+        let reason =
+            http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
         self.out.clear();
         self.out.extend_from_slice(b"HTTP/1.1 ");
         self.out.extend_from_slice(status.to_string().as_bytes());

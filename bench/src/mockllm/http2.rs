@@ -75,7 +75,9 @@ async fn serve_stream(
         let headers = parts
             .headers
             .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .map(|(name, value)| {
+                (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+            })
             .collect();
         let kept = body.len().min(recorder.body_capacity());
         recorder.record_request(RecordedRequest {

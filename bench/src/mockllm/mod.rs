@@ -90,7 +90,10 @@ impl Default for MockLlmConfig {
 #[derive(Debug)]
 pub enum StartError {
     /// The listen address could not be bound.
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: io::Error,
+    },
     Tls(TlsSetupError),
 }
 
@@ -129,7 +132,8 @@ impl MockLlm {
     pub async fn start(config: MockLlmConfig) -> Result<MockLlm, StartError> {
         let addr = config.listen;
         let bind_error = |source| StartError::Bind { addr, source };
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(bind_error)?;
+        let socket =
+            if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(bind_error)?;
         socket.set_reuseaddr(true).map_err(bind_error)?;
         socket.bind(addr).map_err(bind_error)?;
         let listener = socket.listen(config.backlog).map_err(bind_error)?;

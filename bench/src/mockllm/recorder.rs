@@ -232,7 +232,12 @@ impl Recorder {
     }
 
     /// Waits until `counter` is at least `value`.
-    pub async fn wait_for(&self, counter: Counter, value: u64, timeout: Duration) -> Result<u64, WaitTimeout> {
+    pub async fn wait_for(
+        &self,
+        counter: Counter,
+        value: u64,
+        timeout: Duration,
+    ) -> Result<u64, WaitTimeout> {
         self.wait_until(counter, |v| v >= value, timeout).await
     }
 

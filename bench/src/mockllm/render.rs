@@ -9,7 +9,8 @@ use super::tokens::Token;
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
 /// The `error-event` pattern's mid-stream error.
-pub const ERROR_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"mock-llm error event (X-Test-Pattern: error-event)\",\
+pub const ERROR_EVENT: &[u8] =
+    b"data: {\"error\":{\"message\":\"mock-llm error event (X-Test-Pattern: error-event)\",\
 \"type\":\"server_error\",\"code\":\"mock_error_event\"}}\n\n";
 
 const ROLE_DELTA: &[u8] = b"{\"role\":\"assistant\"}";

@@ -179,7 +179,8 @@ mod tests {
     #[test]
     fn unknown_patterns_fall_back_to_the_default() {
         let default = Script::new(20, DELAY, None, None);
-        for pattern in ["bogus", "abort", "abort:x", "status:200", "status:abc", "finish:a\"b", "slow:-1", ""] {
+        for pattern in ["bogus", "abort", "abort:x", "status:200", "status:abc", "finish:a\"b", "slow:-1", ""]
+        {
             assert_eq!(script(pattern), default, "{pattern}");
         }
     }
@@ -206,12 +207,10 @@ mod tests {
     #[test]
     fn items_combine() {
         let s = script("unicode, slow:1 ,abort:2");
-        assert_eq!((s.content, s.token_delay, s.content_chunks, s.ending), (
-            ContentKind::Unicode,
-            Duration::from_millis(1),
-            2,
-            Ending::Abort
-        ));
+        assert_eq!(
+            (s.content, s.token_delay, s.content_chunks, s.ending),
+            (ContentKind::Unicode, Duration::from_millis(1), 2, Ending::Abort)
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub enum TlsSetupError {
 impl fmt::Display for TlsSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsSetupError::Certificate(e) => write!(f, "mock-llm could not generate its TLS certificates: {e}"),
+            TlsSetupError::Certificate(e) => {
+                write!(f, "mock-llm could not generate its TLS certificates: {e}")
+            }
             TlsSetupError::Config(e) => write!(f, "mock-llm TLS server configuration rejected: {e}"),
         }
     }
