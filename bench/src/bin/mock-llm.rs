@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use handoff_bench::mockllm::{MockLlm, MockLlmConfig};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Debug, Parser)]
 #[command(name = "mock-llm", about = "OpenAI-compatible streaming mock backend")]
@@ -78,12 +79,17 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Handlers go in before the first line, so a caller may signal as soon as it reads it.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("mock-llm: could not listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // The first line is the contract with scripts that start us on port 0.
     println!("listening on {}", mock.url());
-    if let Err(e) = wait_for_signal().await {
-        eprintln!("mock-llm: could not listen for signals: {e}");
-        return ExitCode::FAILURE;
-    }
+    signals.wait().await;
     let recorder = mock.recorder().clone();
     mock.shutdown().await;
     eprintln!(
@@ -100,13 +106,24 @@ async fn serve(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, both meaning "stop".
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }

@@ -82,10 +82,10 @@ async fn play_until_gone<S: ResponseSink>(reply: Reply, sink: &mut S) -> Result<
         Ending::Abort => sink.end().await?,
         Ending::ErrorEvent => sink.send_event(Bytes::from_static(ERROR_EVENT), true).await?,
         Ending::Reset => {
-            // The cut comes when the next token would have. The pause also lets HTTP/2
-            // write the queued chunks out: h2 drops a stream's unsent data on reset.
-            deadline += script.token_delay.max(MIN_RESET_PAUSE);
-            sink.idle_until(deadline).await?;
+            // The cut comes a token delay after the last chunk. The pause is counted from
+            // now, not from the schedule, because it also lets HTTP/2 write the queued
+            // chunks out first: h2 drops a stream's unsent data on reset.
+            sink.idle_until(Instant::now() + script.token_delay.max(MIN_RESET_PAUSE)).await?;
             sink.reset();
             return Ok(StreamOutcome::Reset);
         }
