@@ -1,1 +1,4 @@
-//! Placeholder.
+//! handoff-bench: test backends, load generation and runtime comparisons.
+
+pub mod load;
+pub mod mockllm;

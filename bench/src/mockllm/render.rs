@@ -1,0 +1,128 @@
+//! Bytes of the response bodies. Each stream renders its constant chunk prefix once;
+//! a chunk is then three memcpys into a reused buffer, never a serde call.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::tokens::Token;
+
+/// The end of the event stream.
+pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+/// The `error-event` pattern's mid-stream error.
+pub const ERROR_EVENT: &[u8] =
+    b"data: {\"error\":{\"message\":\"mock-llm error event (X-Test-Pattern: error-event)\",\
+\"type\":\"server_error\",\"code\":\"mock_error_event\"}}\n\n";
+
+const ROLE_DELTA: &[u8] = b"{\"role\":\"assistant\"}";
+const CONTENT_OPEN: &[u8] = b"{\"content\":\"";
+const CONTENT_CLOSE: &[u8] = b"\"}";
+const NOT_FINISHED: &[u8] = b",\"finish_reason\":null}]}\n\n";
+const FINISH_OPEN: &[u8] = b"{},\"finish_reason\":\"";
+const FINISH_CLOSE: &[u8] = b"\"}]}\n\n";
+
+/// `data: {"id":..,"object":"chat.completion.chunk","created":0,"model":..,"choices":[{"index":0,"delta":`
+/// for one stream; every chunk of the stream starts with it.
+#[derive(Debug, Clone)]
+pub struct ChunkPrefix(Bytes);
+
+impl ChunkPrefix {
+    /// `number` becomes the id `chatcmpl-mock-<number>`; `model` is echoed from the request.
+    pub fn new(number: u64, model: &str) -> ChunkPrefix {
+        // Serializing a str cannot fail.
+        let model = serde_json::to_string(model).unwrap_or_else(|_| String::from("\"mock\""));
+        let mut prefix = BytesMut::with_capacity(128 + model.len());
+        prefix.put_slice(b"data: {\"id\":\"chatcmpl-mock-");
+        prefix.put_slice(number.to_string().as_bytes());
+        prefix.put_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":");
+        prefix.put_slice(model.as_bytes());
+        prefix.put_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+        ChunkPrefix(prefix.freeze())
+    }
+
+    /// The first chunk: `delta: {"role":"assistant"}`.
+    pub fn render_role(&self, out: &mut BytesMut) {
+        self.render(out, &[ROLE_DELTA, NOT_FINISHED]);
+    }
+
+    /// A content chunk carrying `token`.
+    pub fn render_content(&self, token: Token, out: &mut BytesMut) {
+        self.render(out, &[CONTENT_OPEN, token.json.as_bytes(), CONTENT_CLOSE, NOT_FINISHED]);
+    }
+
+    /// The last chunk: empty delta and `finish_reason` (a plain name, see `script`).
+    pub fn render_finish(&self, reason: &str, out: &mut BytesMut) {
+        self.render(out, &[FINISH_OPEN, reason.as_bytes(), FINISH_CLOSE]);
+    }
+
+    fn render(&self, out: &mut BytesMut, parts: &[&[u8]]) {
+        out.reserve(self.0.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        out.put_slice(&self.0);
+        for part in parts {
+            out.put_slice(part);
+        }
+    }
+}
+
+/// An OpenAI-style error body: `{"error":{"message":..,"type":..,"code":..}}`.
+pub fn error_body(message: &str, kind: &str, code: &str) -> Bytes {
+    let body = serde_json::json!({ "error": { "message": message, "type": kind, "code": code } });
+    Bytes::from(body.to_string())
+}
+
+/// The error body for `status:CODE`, with the type and code OpenAI uses for that status.
+pub fn status_error_body(status: u16) -> Bytes {
+    let (kind, code) = match status {
+        400 => ("invalid_request_error", "invalid_request"),
+        401 => ("invalid_request_error", "invalid_api_key"),
+        403 => ("invalid_request_error", "unsupported_country_region_territory"),
+        404 => ("invalid_request_error", "model_not_found"),
+        429 => ("requests", "rate_limit_exceeded"),
+        500..=599 => ("server_error", "server_error"),
+        _ => ("invalid_request_error", "mock_status"),
+    };
+    error_body(&format!("mock-llm status {status} (X-Test-Pattern: status:{status})"), kind, code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mockllm::tokens::ContentKind;
+    use serde_json::Value;
+
+    fn event_json(event: &[u8]) -> Value {
+        let text = std::str::from_utf8(event).expect("utf-8");
+        let data = text.strip_prefix("data: ").and_then(|t| t.strip_suffix("\n\n")).expect("one data event");
+        serde_json::from_str(data).expect("chunk is JSON")
+    }
+
+    #[test]
+    fn chunks_are_openai_chunk_objects() {
+        let prefix = ChunkPrefix::new(7, "gpt-\"4\"");
+        let mut out = BytesMut::new();
+        prefix.render_role(&mut out);
+        let role = event_json(&out.split());
+        assert_eq!(role["id"], "chatcmpl-mock-7");
+        assert_eq!(role["object"], "chat.completion.chunk");
+        assert_eq!(role["model"], "gpt-\"4\"");
+        assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(role["choices"][0]["finish_reason"], Value::Null);
+
+        prefix.render_content(ContentKind::Text.token(13), &mut out);
+        let content = event_json(&out.split());
+        assert_eq!(content["choices"][0]["delta"]["content"], " \"incididunt\"");
+
+        prefix.render_finish("length", &mut out);
+        let finish = event_json(&out.split());
+        assert_eq!(finish["choices"][0]["finish_reason"], "length");
+        assert_eq!(finish["choices"][0]["delta"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn error_event_and_bodies_use_the_openai_error_shape() {
+        let event = event_json(ERROR_EVENT);
+        assert_eq!(event["error"]["type"], "server_error");
+        let body: Value = serde_json::from_slice(&status_error_body(429)).expect("json");
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("429")));
+    }
+}

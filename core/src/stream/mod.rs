@@ -1,0 +1,683 @@
+//! The per-client-stream machine: everything one stream decides, from the head to
+//! `[DONE]` or an error event, for both the OpenAI backend and the mock script.
+//!
+//! Shape (str0m): inputs through [`Stream::handle_input`], outputs drained through
+//! [`Stream::poll_output`] until it returns [`Output::Timeout`]. One task owns each
+//! machine; nothing in it is shared.
+//!
+//! # What a stream writes
+//! The head first (given to [`Stream::new`]), then one SSE event per piece of
+//! content, then either `data: [DONE]` (success) or one `event: error` (failure),
+//! never both, and nothing after either. `: keep-alive` comments fill silences.
+//! Every `Write` holds whole events, and the events one input produces are
+//! coalesced into one `Write` (one syscall).
+//!
+//! # The upstream rules
+//! - 2xx head: each upstream event's `data` is a chat chunk; non-empty
+//!   `delta.content` becomes one client event, role-only and usage chunks none.
+//! - `[DONE]` from the upstream, or a `finish_reason` followed by a clean end (or by
+//!   a backend failure: the answer was already complete), completes the stream.
+//! - A clean end with neither is a truncated answer: error `upstream_truncated`.
+//! - An upstream `{"error":..}` object, undecodable SSE or chunk JSON, a backend
+//!   failure, a non-2xx status (its body is read up to a bound for OpenAI's error
+//!   object), a timeout or a shutdown end the stream with an error event.
+//!
+//! # Time
+//! Deadlines are kept as whole milliseconds since the stream started (`u32`, so
+//! they cost four bytes each and saturate after 49 days). Activity is rounded up
+//! and expiry checked rounded down, so no deadline fires early. The earliest one
+//! is cached after every input; [`Output::Timeout`] never walks anything. Every
+//! input, not only [`Input::Timeout`], also runs the deadlines that are due, so a
+//! runtime whose timer lost a race to a busy backend still enforces them.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::mock;
+use crate::openai::{self, ChunkEvent};
+use crate::sse::{self, SseDecoder, SseLimits};
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+/// Per-stream settings (from [`crate::config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// A `: keep-alive` comment goes out after this long with nothing written.
+    pub keep_alive_interval: Duration,
+    /// From the start until the backend's first body byte.
+    pub first_byte_timeout: Duration,
+    /// Longest backend silence once its body has started.
+    pub idle_timeout: Duration,
+    /// Longest a stream may last in all.
+    pub total_timeout: Duration,
+    /// Spacing of the mock backend's events.
+    pub mock_delay: Duration,
+    pub sse_limits: SseLimits,
+    /// Most bytes of a non-2xx backend body kept to find its error message.
+    pub max_error_body: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            keep_alive_interval: Duration::from_secs(15),
+            first_byte_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(30 * 60),
+            mock_delay: Duration::from_millis(50),
+            sse_limits: SseLimits::default(),
+            max_error_body: 8 * 1024,
+        }
+    }
+}
+
+/// Where the stream's events come from.
+#[derive(Debug)]
+pub enum Source {
+    /// A real backend: events arrive as `Input::Backend*`.
+    Backend,
+    /// The mock script: the machine paces its events on its own deadlines.
+    Mock(mock::Script),
+}
+
+/// Why the backend failed, as the runtime saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendFailure {
+    pub kind: FailureKind,
+    /// Human-readable detail for the error event and the log.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Could not connect, or the connection died before the response started.
+    Unavailable,
+    /// The stream was reset or the connection died mid-response.
+    Reset,
+    /// The backend broke HTTP or HTTP/2 rules.
+    Protocol,
+    /// No backend capacity: the wait queue is full.
+    Overloaded,
+}
+
+impl FailureKind {
+    /// The `type` of the error event a client gets for this failure.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            FailureKind::Unavailable => "backend_unavailable",
+            FailureKind::Reset => "upstream_reset",
+            FailureKind::Protocol => "upstream_protocol",
+            FailureKind::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// One input. `now` comes with every call to [`Stream::handle_input`].
+///
+/// Backend inputs are ignored by a mock stream, and every input is ignored once
+/// the stream has decided its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// The backend's response status (HTTP/1.1 status line or HTTP/2 `:status`).
+    /// Exactly one, before any body byte; the runtime filters out 1xx heads.
+    BackendHead { status: u16 },
+    /// Response body bytes, split anywhere. The machine takes all of them.
+    BackendData(&'a [u8]),
+    /// The response body ended cleanly (END_STREAM, or the HTTP/1.1 body's end).
+    BackendEnd,
+    /// The backend failed.
+    BackendFailed(BackendFailure),
+    /// The client's socket reported EOF or an error.
+    ClientGone,
+    /// The daemon's drain deadline passed: end the stream now.
+    Shutdown,
+    /// Nothing happened but time: a deadline the machine gave may have passed.
+    Timeout,
+}
+
+/// How a stream ended; reported exactly once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `[DONE]` was written.
+    Completed,
+    /// An error event was written (or nothing could be).
+    Failed(FailureReason),
+    /// The client went away first.
+    ClientGone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// Non-2xx status from the backend.
+    UpstreamStatus(u16),
+    /// `{"error":...}` in the upstream stream.
+    UpstreamError,
+    /// The upstream ended with neither `[DONE]` nor a finish_reason.
+    UpstreamTruncated,
+    /// Undecodable upstream bytes (SSE limits, chunk JSON).
+    UpstreamProtocol,
+    Backend(FailureKind),
+    FirstByteTimeout,
+    IdleTimeout,
+    TotalTimeout,
+    Shutdown,
+}
+
+/// What the runtime must do next, in order.
+///
+/// A stream ends with, in this order: its last `Write` (the `[DONE]` or error
+/// event, if any), `CancelBackend` (only if the backend is still sending),
+/// `CloseClient`, `Done`. `CloseClient` comes on every path, including after
+/// [`Input::ClientGone`], so the runtime closes the client fd in exactly one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Bytes for the client, in order after every earlier `Write`. Always whole
+    /// SSE events (or the head).
+    Write(Bytes),
+    /// Stop the backend request now (RST_STREAM / drop the HTTP/1.1 connection).
+    /// At most once, never for a mock stream, and never once the backend has
+    /// ended or failed on its own. Not sent after the upstream's `[DONE]`: the
+    /// backend is finishing by itself (the runtime may still drop the request).
+    CancelBackend,
+    /// Flush every earlier `Write`, then close the client gracefully. After
+    /// [`Input::ClientGone`] there is nothing to flush: just close the fd.
+    CloseClient,
+    /// The outcome, exactly once and last; the machine is finished after it.
+    Done(Outcome),
+    /// Drained: nothing to do until this instant or the next input. Once the
+    /// stream is finished the instant is far away and means nothing.
+    Timeout(Instant),
+}
+
+/// Whole milliseconds since the stream started: every deadline is one of these.
+type Millis = u32;
+
+/// A deadline that is not armed.
+const NEVER: Millis = Millis::MAX;
+
+/// One client stream.
+///
+/// Small on purpose (tens of thousands live at once): timers are `u32`
+/// milliseconds, the pending output is one `Bytes` plus the fixed ending
+/// sequence, and the only heap held between inputs is the SSE decoder's partial
+/// line (or a non-2xx body being read, or the mock script's echo text).
+#[derive(Debug)]
+pub struct Stream {
+    start: Instant,
+    /// Client bytes not yet handed out by `poll_output` (empty: none).
+    write: Bytes,
+    feed: Feed,
+    settings: Settings,
+    deadlines: Deadlines,
+    end: End,
+}
+
+/// The config values the stream still needs after `new`, compactly.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    keep_alive: Millis,
+    idle: Millis,
+    mock_delay: Millis,
+    max_error_body: u32,
+}
+
+/// Armed deadlines, in milliseconds since the start.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    total: Millis,
+    /// The first-byte deadline until the response head, the idle one after it.
+    /// Only read while a backend is feeding the stream.
+    backend: Millis,
+    keep_alive: Millis,
+    /// The earliest armed deadline, cached after every input for `poll_output`.
+    wake: Millis,
+}
+
+/// What feeds the stream's content, and how far it has got.
+#[derive(Debug)]
+enum Feed {
+    Mock(mock::Script),
+    /// Backend request sent; no response head yet.
+    AwaitingHead(SseDecoder),
+    /// 2xx: body bytes are upstream SSE events.
+    Events {
+        decoder: SseDecoder,
+        finish_seen: bool,
+    },
+    /// Non-2xx: keeping the start of the body to find its error message.
+    ErrorBody {
+        status: u16,
+        body: Vec<u8>,
+    },
+    /// Nothing more will come (the outcome is decided).
+    Over,
+}
+
+impl Feed {
+    /// True while a backend request may still be sending: cancelling it helps.
+    fn is_backend_running(&self) -> bool {
+        matches!(self, Feed::AwaitingHead(_) | Feed::Events { .. } | Feed::ErrorBody { .. })
+    }
+}
+
+/// The fixed tail of a stream's outputs: the "tiny queue" after the last write.
+#[derive(Debug)]
+enum End {
+    Running,
+    /// The outcome is decided; these outputs are still to be handed out, in order.
+    Ending {
+        cancel_backend: bool,
+        close_client: bool,
+        outcome: Outcome,
+    },
+    /// `Done` has been handed out.
+    Finished,
+}
+
+/// How one stretch of upstream events ended the stream, if it did. Whatever had to
+/// be written for it (`[DONE]` or the error event) has been written.
+enum Verdict {
+    Continue,
+    Completed,
+    Failed(FailureReason),
+}
+
+impl Stream {
+    /// A stream that has just been handed off. Its first output is `Write(head)`.
+    pub fn new(now: Instant, config: &StreamConfig, head: Bytes, source: Source) -> Stream {
+        let settings = Settings {
+            // A zero interval would ask for a keep-alive at every wake-up.
+            keep_alive: millis_ceil(config.keep_alive_interval).max(1),
+            idle: millis_ceil(config.idle_timeout),
+            mock_delay: millis_ceil(config.mock_delay),
+            max_error_body: u32::try_from(config.max_error_body).unwrap_or(u32::MAX),
+        };
+        let (feed, backend) = match source {
+            Source::Backend => (
+                Feed::AwaitingHead(SseDecoder::new(config.sse_limits)),
+                millis_ceil(config.first_byte_timeout),
+            ),
+            Source::Mock(script) => (Feed::Mock(script), NEVER),
+        };
+        let deadlines = Deadlines {
+            total: millis_ceil(config.total_timeout),
+            backend,
+            // The head counts as a write: it is handed out at once.
+            keep_alive: settings.keep_alive,
+            wake: 0,
+        };
+        let mut stream = Stream { start: now, write: head, feed, settings, deadlines, end: End::Running };
+        stream.deadlines.wake = stream.earliest_deadline();
+        stream
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        if !matches!(self.end, End::Running) {
+            return;
+        }
+        let elapsed = self.millis_floor(now);
+        let activity = self.millis_ceil(now);
+        let mut out = BytesMut::new();
+        match input {
+            Input::BackendHead { status } => self.handle_backend_head(activity, status, &mut out),
+            Input::BackendData(data) => self.handle_backend_data(activity, data, &mut out),
+            Input::BackendEnd => self.handle_backend_end(&mut out),
+            Input::BackendFailed(failure) => self.handle_backend_failed(&failure, &mut out),
+            Input::ClientGone => {
+                // The client cannot read anything any more, queued bytes included.
+                self.write = Bytes::new();
+                let cancel = self.feed.is_backend_running();
+                self.end_with(Outcome::ClientGone, cancel);
+            }
+            Input::Shutdown => {
+                sse::encode_error(&mut out, "the server is shutting down", "server_shutdown", None);
+                self.fail(FailureReason::Shutdown);
+            }
+            Input::Timeout => {}
+        }
+        self.handle_deadlines(elapsed, &mut out);
+        self.queue_write(activity, out);
+        self.deadlines.wake = self.earliest_deadline();
+    }
+
+    pub fn poll_output(&mut self) -> Output {
+        if !self.write.is_empty() {
+            return Output::Write(std::mem::take(&mut self.write));
+        }
+        match &mut self.end {
+            End::Running => Output::Timeout(self.instant_at(self.deadlines.wake)),
+            End::Ending { cancel_backend, close_client, outcome } => {
+                if std::mem::take(cancel_backend) {
+                    return Output::CancelBackend;
+                }
+                if std::mem::take(close_client) {
+                    return Output::CloseClient;
+                }
+                let outcome = outcome.clone();
+                self.end = End::Finished;
+                Output::Done(outcome)
+            }
+            End::Finished => Output::Timeout(self.instant_at(NEVER)),
+        }
+    }
+
+    /// True once `Done` has been returned.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.end, End::Finished)
+    }
+
+    /// Bytes of heap this stream holds between inputs (for the per-stream memory
+    /// bound): the SSE decoder's buffers, a non-2xx body being read, or the mock
+    /// script's echo text. Client bytes not yet handed out are not counted.
+    pub fn buffered_capacity(&self) -> usize {
+        match &self.feed {
+            Feed::Mock(script) => script.buffered_capacity(),
+            Feed::AwaitingHead(decoder) | Feed::Events { decoder, .. } => decoder.buffered_capacity(),
+            Feed::ErrorBody { body, .. } => body.capacity(),
+            Feed::Over => 0,
+        }
+    }
+
+    fn handle_backend_head(&mut self, at: Millis, status: u16, out: &mut BytesMut) {
+        self.feed = match std::mem::replace(&mut self.feed, Feed::Over) {
+            Feed::AwaitingHead(decoder) => {
+                // The head ends the first-byte wait; from now on silence is idleness.
+                self.deadlines.backend = at.saturating_add(self.settings.idle);
+                if (200..300).contains(&status) {
+                    Feed::Events { decoder, finish_seen: false }
+                } else if self.settings.max_error_body == 0 {
+                    // Nothing of the body is wanted: stop the backend sending it.
+                    write_status_error(out, status, &[]);
+                    self.end_with(Outcome::Failed(FailureReason::UpstreamStatus(status)), true);
+                    return;
+                } else {
+                    Feed::ErrorBody { status, body: Vec::new() }
+                }
+            }
+            Feed::Events { .. } | Feed::ErrorBody { .. } => {
+                sse::encode_error(out, "the backend sent a second response head", "upstream_protocol", None);
+                self.end_with(Outcome::Failed(FailureReason::UpstreamProtocol), true);
+                return;
+            }
+            feed @ (Feed::Mock(_) | Feed::Over) => feed,
+        };
+    }
+
+    fn handle_backend_data(&mut self, at: Millis, data: &[u8], out: &mut BytesMut) {
+        if data.is_empty() {
+            return;
+        }
+        let idle_deadline = at.saturating_add(self.settings.idle);
+        match &mut self.feed {
+            Feed::Mock(_) | Feed::Over => {}
+            Feed::AwaitingHead(_) => {
+                let message = "the backend sent body bytes before its response head";
+                sse::encode_error(out, message, "upstream_protocol", None);
+                self.fail(FailureReason::UpstreamProtocol);
+            }
+            Feed::ErrorBody { status, body } => {
+                self.deadlines.backend = idle_deadline;
+                let limit = usize::try_from(self.settings.max_error_body).unwrap_or(usize::MAX);
+                let room = limit.saturating_sub(body.len());
+                body.extend_from_slice(data.get(..room).unwrap_or(data));
+                if body.len() >= limit {
+                    let status = *status;
+                    write_status_error(out, status, body);
+                    self.fail(FailureReason::UpstreamStatus(status));
+                }
+            }
+            Feed::Events { decoder, finish_seen } => {
+                self.deadlines.backend = idle_deadline;
+                match forward_events(decoder, finish_seen, data, out) {
+                    Verdict::Continue => {}
+                    Verdict::Completed => self.end_with(Outcome::Completed, false),
+                    Verdict::Failed(reason) => self.fail(reason),
+                }
+            }
+        }
+    }
+
+    fn handle_backend_end(&mut self, out: &mut BytesMut) {
+        // The backend has stopped by itself: nothing below cancels it.
+        let outcome = match std::mem::replace(&mut self.feed, Feed::Over) {
+            feed @ (Feed::Mock(_) | Feed::Over) => {
+                self.feed = feed;
+                return;
+            }
+            Feed::AwaitingHead(_) => {
+                let message = "the backend ended its response before sending a status";
+                sse::encode_error(out, message, "upstream_protocol", None);
+                Outcome::Failed(FailureReason::UpstreamProtocol)
+            }
+            Feed::Events { mut decoder, finish_seen } => {
+                // An event cut off by the end is discarded (WHATWG); only what was
+                // dispatched counts.
+                decoder.finish();
+                if finish_seen {
+                    out.put_slice(sse::DONE);
+                    Outcome::Completed
+                } else {
+                    let message = "the backend's answer ended before it was complete";
+                    sse::encode_error(out, message, "upstream_truncated", None);
+                    Outcome::Failed(FailureReason::UpstreamTruncated)
+                }
+            }
+            Feed::ErrorBody { status, body } => {
+                write_status_error(out, status, &body);
+                Outcome::Failed(FailureReason::UpstreamStatus(status))
+            }
+        };
+        self.end_with(outcome, false);
+    }
+
+    fn handle_backend_failed(&mut self, failure: &BackendFailure, out: &mut BytesMut) {
+        let outcome = match std::mem::replace(&mut self.feed, Feed::Over) {
+            feed @ (Feed::Mock(_) | Feed::Over) => {
+                self.feed = feed;
+                return;
+            }
+            // The answer was complete; only its tail (usage, [DONE]) was lost.
+            Feed::Events { finish_seen: true, .. } => {
+                out.put_slice(sse::DONE);
+                Outcome::Completed
+            }
+            // The status is the better explanation than how the body broke off.
+            Feed::ErrorBody { status, body } => {
+                write_status_error(out, status, &body);
+                Outcome::Failed(FailureReason::UpstreamStatus(status))
+            }
+            Feed::AwaitingHead(_) | Feed::Events { .. } => {
+                sse::encode_error(out, &failure.message, failure.kind.error_type(), None);
+                Outcome::Failed(FailureReason::Backend(failure.kind))
+            }
+        };
+        self.end_with(outcome, false);
+    }
+
+    /// Acts on every deadline that is due at `now`.
+    fn handle_deadlines(&mut self, now: Millis, out: &mut BytesMut) {
+        if !matches!(self.end, End::Running) {
+            return;
+        }
+        if now >= self.deadlines.total {
+            let limit = Duration::from_millis(u64::from(self.deadlines.total));
+            let message = format!("the stream reached its time limit of {limit:?}");
+            sse::encode_error(out, &message, "timeout", Some("total_timeout"));
+            self.fail(FailureReason::TotalTimeout);
+            return;
+        }
+        if self.feed.is_backend_running() && now >= self.deadlines.backend {
+            self.handle_backend_deadline(out);
+            return;
+        }
+        if let Feed::Mock(script) = &mut self.feed {
+            // Due times come from the plan, not from this wake-up, so a late wake
+            // catches up in one write instead of stretching the stream.
+            while !script.is_finished() && mock_due(self.settings.mock_delay, script.events_written()) <= now
+            {
+                script.write_next(out);
+            }
+            if script.is_finished() {
+                out.put_slice(sse::DONE);
+                self.end_with(Outcome::Completed, false);
+                return;
+            }
+        }
+        if out.is_empty() && now >= self.deadlines.keep_alive {
+            out.put_slice(sse::KEEP_ALIVE);
+        }
+    }
+
+    /// The first-byte or idle deadline passed (or a non-2xx body stalled).
+    fn handle_backend_deadline(&mut self, out: &mut BytesMut) {
+        let reason = match &self.feed {
+            Feed::AwaitingHead(_) => {
+                let limit = Duration::from_millis(u64::from(self.deadlines.backend));
+                let message = format!("the backend sent no response within {limit:?}");
+                sse::encode_error(out, &message, "timeout", Some("first_byte_timeout"));
+                FailureReason::FirstByteTimeout
+            }
+            Feed::Events { .. } => {
+                let limit = Duration::from_millis(u64::from(self.settings.idle));
+                let message = format!("the backend sent nothing for {limit:?}");
+                sse::encode_error(out, &message, "timeout", Some("idle_timeout"));
+                FailureReason::IdleTimeout
+            }
+            // The status explains more than the stall: report it with what arrived.
+            Feed::ErrorBody { status, body } => {
+                write_status_error(out, *status, body);
+                FailureReason::UpstreamStatus(*status)
+            }
+            Feed::Mock(_) | Feed::Over => return,
+        };
+        self.fail(reason);
+    }
+
+    /// Ends the stream after its error event has been written.
+    fn fail(&mut self, reason: FailureReason) {
+        let cancel = self.feed.is_backend_running();
+        self.end_with(Outcome::Failed(reason), cancel);
+    }
+
+    fn end_with(&mut self, outcome: Outcome, cancel_backend: bool) {
+        // Frees the decoder's buffers, an error body or the script's text at once.
+        self.feed = Feed::Over;
+        self.end = End::Ending { cancel_backend, close_client: true, outcome };
+    }
+
+    fn queue_write(&mut self, at: Millis, out: BytesMut) {
+        if out.is_empty() {
+            return;
+        }
+        self.deadlines.keep_alive = at.saturating_add(self.settings.keep_alive);
+        let bytes = out.freeze();
+        if self.write.is_empty() {
+            self.write = bytes;
+        } else {
+            // Only when the caller did not drain (e.g. the head is still queued).
+            let mut joined = BytesMut::with_capacity(self.write.len() + bytes.len());
+            joined.put_slice(&self.write);
+            joined.put_slice(&bytes);
+            self.write = joined.freeze();
+        }
+    }
+
+    fn earliest_deadline(&self) -> Millis {
+        let feed = match &self.feed {
+            Feed::Mock(script) if !script.is_finished() => {
+                mock_due(self.settings.mock_delay, script.events_written())
+            }
+            feed if feed.is_backend_running() => self.deadlines.backend,
+            _ => NEVER,
+        };
+        self.deadlines.total.min(self.deadlines.keep_alive).min(feed)
+    }
+
+    fn millis_floor(&self, now: Instant) -> Millis {
+        Millis::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(NEVER)
+    }
+
+    fn millis_ceil(&self, now: Instant) -> Millis {
+        millis_ceil(now.saturating_duration_since(self.start))
+    }
+
+    fn instant_at(&self, at: Millis) -> Instant {
+        // Cannot overflow on any real clock (49 days past a recent instant).
+        self.start.checked_add(Duration::from_millis(u64::from(at))).unwrap_or(self.start)
+    }
+}
+
+/// Feeds body bytes through the SSE decoder and each event through the chunk
+/// parser, writing the client's events to `out`. Stops at the first event that
+/// ends the stream; anything after it in `data` is ignored.
+fn forward_events(
+    decoder: &mut SseDecoder,
+    finish_seen: &mut bool,
+    data: &[u8],
+    out: &mut BytesMut,
+) -> Verdict {
+    let mut rest = data;
+    // Each call consumes at least one byte or reports that it consumed them all,
+    // so `data.len() + 1` calls always suffice; the bound guards against a
+    // decoder bug turning into a spinning stream.
+    for _ in 0..=data.len() {
+        let (consumed, event) = match decoder.decode(rest) {
+            Ok(step) => step,
+            Err(error) => {
+                sse::encode_error(out, &error.to_string(), "upstream_protocol", None);
+                return Verdict::Failed(FailureReason::UpstreamProtocol);
+            }
+        };
+        let Some(event) = event else {
+            if consumed >= rest.len() {
+                return Verdict::Continue;
+            }
+            rest = rest.get(consumed..).unwrap_or_default();
+            continue;
+        };
+        match openai::parse_chunk(event.data) {
+            Ok(ChunkEvent::Delta { content, finish_reason }) => {
+                if let Some(content) = content.filter(|content| !content.is_empty()) {
+                    sse::encode_content(out, &content);
+                }
+                *finish_seen |= finish_reason.is_some();
+            }
+            Ok(ChunkEvent::Done) => {
+                out.put_slice(sse::DONE);
+                return Verdict::Completed;
+            }
+            Ok(ChunkEvent::Error(error)) => {
+                sse::encode_error(out, &error.message, &error.error_type, error.code.as_deref());
+                return Verdict::Failed(FailureReason::UpstreamError);
+            }
+            Err(error) => {
+                sse::encode_error(out, &error.to_string(), "upstream_protocol", None);
+                return Verdict::Failed(FailureReason::UpstreamProtocol);
+            }
+        }
+        rest = rest.get(consumed..).unwrap_or_default();
+    }
+    let message = "the SSE decoder stopped consuming the backend's body";
+    sse::encode_error(out, message, "upstream_protocol", None);
+    Verdict::Failed(FailureReason::UpstreamProtocol)
+}
+
+fn write_status_error(out: &mut BytesMut, status: u16, body: &[u8]) {
+    let error = openai::error_from_status(status, body);
+    sse::encode_error(out, &error.message, &error.error_type, error.code.as_deref());
+}
+
+/// When mock event `index` (0-based) is due: `(index + 1) * delay`.
+fn mock_due(delay: Millis, index: u32) -> Millis {
+    delay.saturating_mul(index.saturating_add(1))
+}
+
+fn millis_ceil(duration: Duration) -> Millis {
+    Millis::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(NEVER)
+}
