@@ -4,7 +4,9 @@ handoff_core::testing reads (see core/src/testing.rs):
 
 - handoff, openai_chunk, pool: the raw input;
 - sse: [limits choice, cut count, cuts as u16 big-endian..., stream];
-- http1: [cut count, cuts as u16 big-endian..., responses].
+- http1: [cut count, cuts as u16 big-endian..., responses];
+- stream: [source, (mock: connection u64, user id run, prompt run), steps...],
+  with the step encodings of core/src/testing/stream_ops.rs (see stream_seeds).
 
 Run from anywhere: python3 fuzz/seeds.py. It rewrites every seed it names and
 leaves other files (inputs a fuzzer found worth keeping) alone.
@@ -239,6 +241,60 @@ def http1_seeds():
         write("http1", name, cuts(points) + data)
 
 
+def stream_seeds():
+    # Source byte: % 4 == 0 mock, 1 backend, 2 backend after a 200 head;
+    # bit 0x10: no non-2xx body is read.
+    def mock(user, prompt, connection=7):
+        user, prompt = user.encode(), prompt.encode()
+        return bytes([0]) + struct.pack(">Q", connection) + bytes([len(user)]) + user + bytes([len(prompt)]) + prompt
+
+    def head(status_index):
+        return bytes([0, status_index])  # indices into stream_ops::STATUSES: 0 is 200, 7 is 429
+
+    def raw(data):
+        return bytes([1, len(data)]) + data
+
+    def fragment(index, cut=0):
+        return bytes([3, index, cut])
+
+    end, client_gone, shutdown, wake, timeout = b"\x07", b"\x09", b"\x0a", b"\x0c", b"\x0e"
+
+    def failed(kind):
+        return bytes([8, kind])
+
+    def advance_and_wake(ms):
+        return bytes([11, ms // 4])
+
+    backend, after_200 = b"\x01", b"\x02"
+    seeds = {
+        "mock_to_the_end": mock("user-7", "Tell me about caf\u00e9s") + wake * 30,
+        "mock_client_gone": mock("u", "p") + wake * 5 + client_gone,
+        "mock_long_unicode": mock("\U0001f600" * 60, "\u00e9\u4e2d" * 40, connection=2**64 - 1) + wake * 25,
+        "mock_shutdown": mock("", "") + wake * 3 + shutdown,
+        "complete_with_done": after_200 + b"".join(fragment(i, 17 * i) for i in range(6)) + end,
+        "finish_reason_then_end": after_200 + fragment(1) + fragment(3, 9) + end,
+        "client_gone_midway": after_200 + fragment(1) + fragment(2) + client_gone,
+        "upstream_error_event": after_200 + fragment(1) + fragment(6, 30),
+        "status_429_with_body": backend + head(7) + fragment(10, 20) + end,
+        "status_500_not_read": b"\x11" + head(8) + wake,
+        "status_body_stalls": backend + head(6) + raw(b'{"error":') + advance_and_wake(200),
+        "first_byte_timeout": backend + advance_and_wake(200),
+        "idle_timeout": after_200 + fragment(1) + advance_and_wake(100) + wake,
+        "shutdown": after_200 + fragment(2) + shutdown,
+        "backend_reset": after_200 + fragment(1) + failed(1),
+        "failure_after_finish": after_200 + fragment(3) + failed(0),
+        "data_before_head": backend + fragment(1),
+        "second_head": after_200 + head(0),
+        "line_too_long": after_200 + fragment(11, 50),
+        "keep_alives": after_200 + wake * 10 + timeout,
+        "bad_json": after_200 + fragment(8),
+        "bom_and_fields": after_200 + fragment(9, 2) + fragment(7, 25) + fragment(5),
+        "raw_bytes": b"\x03" + raw(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\r\r") + end,
+    }
+    for name, data in seeds.items():
+        write("stream", name, data)
+
+
 def pool_seeds():
     # Pool scripts are opaque bytes: these are the two recorded failures from
     # core/src/pool/tests.rs and a few shapes with a working and a dead backend.
@@ -258,4 +314,5 @@ if __name__ == "__main__":
     sse_seeds()
     openai_seeds()
     http1_seeds()
+    stream_seeds()
     pool_seeds()

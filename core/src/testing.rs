@@ -18,13 +18,20 @@ mod event_stream;
 mod framing;
 mod payload;
 mod script;
+mod stream_ops;
 
 /// What every check returns: `Err` says which property broke.
 pub type Check = fn(&[u8]) -> Result<(), String>;
 
 /// Every target by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, Check)] =
-    &[("handoff", handoff), ("sse", sse), ("openai_chunk", openai_chunk), ("http1", http1), ("pool", pool)];
+pub const TARGETS: &[(&str, Check)] = &[
+    ("handoff", handoff),
+    ("sse", sse),
+    ("openai_chunk", openai_chunk),
+    ("http1", http1),
+    ("stream", stream),
+    ("pool", pool),
+];
 
 /// [`crate::handoff::decode`] on arbitrary bytes. On success: the client head
 /// built from the kept `response_headers` parses with httparse as exactly the fixed
@@ -61,6 +68,18 @@ pub fn openai_chunk(data: &[u8]) -> Result<(), String> {
 /// stream, following keep-alive responses up to a small count.
 pub fn http1(data: &[u8]) -> Result<(), String> {
     framing::check(data)
+}
+
+/// The stream machine ([`crate::stream::Stream`]) for the mock script and a
+/// backend, driven by a script of inputs (heads with any status, arbitrary and
+/// realistic body bytes, ends, failures, the client leaving, shutdown, timeouts
+/// with clock moves). Layout: `[source, (mock: connection u64, user id, prompt),
+/// steps...]`; see `stream_ops`. Every step is checked by
+/// [`crate::stream::testing::Harness`]; here besides: the memory a running stream
+/// holds stays within a bound from its limits and is zero once it finished, and a
+/// stream that ends early while its backend is still sending cancels it.
+pub fn stream(data: &[u8]) -> Result<(), String> {
+    stream_ops::check(data)
 }
 
 /// The pool simulation ([`crate::pool::simulation::simulate`]): arbitrary runtime and

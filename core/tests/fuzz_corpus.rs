@@ -65,6 +65,11 @@ fn http1_inputs_replay() {
 }
 
 #[test]
+fn stream_inputs_replay() {
+    replay("stream", testing::stream);
+}
+
+#[test]
 fn pool_inputs_replay() {
     replay("pool", testing::pool);
 }

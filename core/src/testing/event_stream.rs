@@ -59,7 +59,7 @@ fn limits(choice: u8) -> SseLimits {
 /// the last event id each come from one line, at most 3 bytes per line byte after
 /// U+FFFD replacement. Amortized growth may double each buffer's capacity, and an
 /// allocation is at least 8 bytes.
-fn capacity_bound(limits: SseLimits) -> usize {
+pub(super) fn capacity_bound(limits: SseLimits) -> usize {
     let line = 2 * limits.max_line.max(8);
     let data = 2 * limits.max_event.max(8);
     let meta = 2 * (6 * limits.max_line).max(8);

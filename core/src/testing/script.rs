@@ -47,6 +47,10 @@ impl<'a> Script<'a> {
         (0..count).map(|_| self.u16()).collect()
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     pub(super) fn rest(self) -> &'a [u8] {
         self.bytes
     }
