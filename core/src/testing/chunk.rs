@@ -118,10 +118,14 @@ fn raw_content(script: &mut Script<'_>) -> Box<RawValue> {
         3 => text(script.run()),
         _ => script.u64().to_string(),
     };
-    // Raw bytes that are not JSON become a string holding them.
-    RawValue::from_string(json.clone())
-        .or_else(|_| RawValue::from_string(Value::String(json).to_string()))
-        .unwrap_or_else(|_| RawValue::NULL.to_owned())
+    // Raw bytes that are not JSON become a string holding them. Strict parsing
+    // first: a raw value alone lets lone surrogate escapes through, which the
+    // `handoff` target covers (see core/tests/fuzz_regressions.rs).
+    let json = match serde_json::from_str::<Value>(&json) {
+        Ok(_) => json,
+        Err(_) => Value::String(json).to_string(),
+    };
+    RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// The body is a JSON object holding exactly `model`, `messages` (role and content
