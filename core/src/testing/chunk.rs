@@ -96,8 +96,23 @@ fn scripted_handoff(script: &mut Script<'_>) -> Handoff {
         })
         .collect();
     let max_tokens = (script.byte() % 2 == 1).then(|| script.u32());
-    let temperature = (script.byte() % 2 == 1).then(|| f64::from_bits(script.u64()));
+    let temperature = (script.byte() % 2 == 1).then(|| readable(f64::from_bits(script.u64())));
     Handoff { messages, model, max_tokens, temperature, ..Handoff::default() }
+}
+
+/// Largest magnitude the check reads back: serde_json (without `float_roundtrip`)
+/// may round a decimal within an ULP of `f64::MAX` up past it and refuse it as out
+/// of range. Handoffs themselves only carry temperatures from 0 to 2.
+const MAX_READABLE: f64 = 1e300;
+
+/// `value`, with finite magnitudes over [`MAX_READABLE`] brought down to it (NaN
+/// and the infinities stay: the body must leave them out).
+fn readable(value: f64) -> f64 {
+    if value.is_finite() && value.abs() > MAX_READABLE {
+        MAX_READABLE.copysign(value)
+    } else {
+        value
+    }
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -74,10 +74,11 @@ fn read(pieces: &[&[u8]]) -> Result<Exchange, String> {
     for piece in pieces {
         pending.extend_from_slice(piece);
         // Every turn but the last consumes a byte or ends a head or a body.
+        let max_turns = 2 * (pending.len() + MAX_RESPONSES) + 2;
         let mut turns = 0;
         loop {
             turns += 1;
-            if turns > 2 * (pending.len() + MAX_RESPONSES) + 2 {
+            if turns > max_turns {
                 return Err(format!("no progress with {} bytes pending", pending.len()));
             }
             match &mut reading {
