@@ -2,3 +2,4 @@
 
 pub mod load;
 pub mod mockllm;
+pub mod scenarios;
