@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::time::{timeout_at, Instant};
@@ -77,6 +77,16 @@ impl Client {
     /// Everything read so far.
     pub fn received(&self) -> &[u8] {
         &self.received
+    }
+
+    /// Sends bytes to the daemon, as a browser that pipelines a request body might
+    /// (the daemon never reads requests; it must not let such bytes break the response).
+    pub async fn write_all(&mut self, bytes: &[u8]) {
+        match timeout_at(Instant::now() + READ_PATIENCE, self.stream.write_all(bytes)).await {
+            Err(_elapsed) => panic!("the daemon took none of {} bytes within {READ_PATIENCE:?}", bytes.len()),
+            Ok(Err(error)) => panic!("writing {} bytes to the daemon: {error}", bytes.len()),
+            Ok(Ok(())) => {}
+        }
     }
 
     /// Reads until EOF (or a reset, which is reported as a failure with what came

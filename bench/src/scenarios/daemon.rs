@@ -240,6 +240,17 @@ impl Daemon {
         text_of(&self.stdout)
     }
 
+    /// The `--benchmark` summary printed on exit (`name: value` lines), by name.
+    pub fn benchmark_summary(&self) -> Vec<(String, u64)> {
+        self.stdout()
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Waits until a connect to the socket succeeds (the probe connection sends
     /// nothing; the daemon drops it). Panics if the daemon exits first.
     pub async fn wait_until_accepting(&mut self) {

@@ -95,3 +95,21 @@ pub async fn empty_data_and_lone_nul_mean_defaults(cx: Context) {
     }
     daemon.terminate().await;
 }
+
+pub async fn client_bytes_never_reset_the_response(cx: Context) {
+    let daemon = mock_daemon(&cx, 5).start().await;
+    let mut client = daemon.hand_off(r#"{"prompt":"a browser that keeps talking"}"#).await;
+    // Bytes the daemon never reads as a request: a pipelined body, say.
+    client.write_all(&vec![b'x'; 64 * 1024]).await;
+    client.read_events(1).await;
+    client.write_all(b"more bytes while the stream runs").await;
+    let response = client.read_to_end().await;
+    let events = response.expect_completed_stream();
+    assert_eq!(
+        crate::scenarios::content_events(&events),
+        18,
+        "the whole response arrived: {:?}",
+        response.text()
+    );
+    daemon.terminate().await;
+}

@@ -120,3 +120,15 @@ pub async fn keep_alive_comment_fills_upstream_silence(cx: Context) {
     assert_eq!(content(&events), expected);
     daemon.terminate().await;
 }
+
+pub async fn first_byte_timeout_ends_stream_with_error(cx: Context) {
+    let mock = start_mock(Transport::H2c, 5, TOKEN_DELAY).await;
+    let daemon = openai_daemon(&cx, &mock, Transport::H2c).args(["--first-byte-timeout", "1"]).start().await;
+    // The backend says nothing at all for 5 s; the daemon gives up after 1 s.
+    let data = serde_json::json!({ "prompt": "Are you there?", "test_pattern": "stall-head:5000" });
+    let response = daemon.hand_off(data.to_string()).await.read_to_end().await;
+    let (events, error) = response.expect_failed_stream();
+    assert_eq!(content(&events), "", "no content before the error: {:?}", response.text());
+    assert!(!error.message.is_empty(), "the error says what timed out: {:?}", response.text());
+    daemon.terminate().await;
+}

@@ -73,7 +73,7 @@ pub async fn three_hundred_streams_run_at_once_on_three_connections(cx: Context)
 }
 
 pub async fn thousand_concurrent_streams_complete(cx: Context) {
-    let daemon = Arc::new(mock_daemon(&cx, 50).start().await);
+    let daemon = Arc::new(mock_daemon(&cx, 100).arg("--benchmark").start().await);
     let cases: Vec<Case> = (0..1000)
         .map(|i| {
             let daemon = Arc::clone(&daemon);
@@ -88,5 +88,15 @@ pub async fn thousand_concurrent_streams_complete(cx: Context) {
         })
         .collect();
     run_cases(cases).await;
-    sole_owner(daemon).terminate().await;
+    let mut daemon = sole_owner(daemon);
+    daemon.signal_terminate();
+    daemon.expect_clean_exit().await;
+
+    // The daemon's own count on exit agrees.
+    let summary = daemon.benchmark_summary();
+    let count = |name: &str| summary.iter().find(|(n, _)| n == name).map(|(_, value)| *value);
+    for (name, expected) in [("started", 1000), ("completed", 1000), ("failed", 0), ("client gone", 0)] {
+        assert_eq!(count(name), Some(expected), "`{name}` in the --benchmark summary {summary:?}");
+    }
+    eprintln!("peak concurrent streams: {:?} of 1000", count("peak concurrent streams"));
 }
