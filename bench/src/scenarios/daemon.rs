@@ -107,6 +107,7 @@ pub struct DaemonCommand {
     socket_type: HandoffSocketType,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    soft_fd_limit: Option<u64>,
     logs: DaemonLogs,
     clients: Arc<Clients>,
 }
@@ -119,6 +120,7 @@ impl DaemonCommand {
             socket_type: HandoffSocketType::SeqPacket,
             args: Vec::new(),
             env: Vec::new(),
+            soft_fd_limit: None,
             logs,
             clients,
         }
@@ -154,6 +156,13 @@ impl DaemonCommand {
         self.args(["--socket-type", "stream"])
     }
 
+    /// Starts the daemon with this soft fd limit (the hard limit stays), as a service
+    /// manager's default of 1024 would.
+    pub fn soft_fd_limit(mut self, limit: u64) -> Self {
+        self.soft_fd_limit = Some(limit);
+        self
+    }
+
     /// Spawns the daemon without waiting for it to accept.
     pub fn spawn(self) -> Daemon {
         let mut command = Command::new(&self.binary);
@@ -165,6 +174,17 @@ impl DaemonCommand {
         // The captured log is read as plain text.
         command.env("NO_COLOR", "1");
         command.envs(self.env.iter().map(|(name, value)| (name, value)));
+        if let Some(soft) = self.soft_fd_limit {
+            use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+            let lowered = Rlimit { current: Some(soft), maximum: getrlimit(Resource::Nofile).maximum };
+            // SAFETY: between fork and exec the closure makes one setrlimit system call
+            // (async-signal-safe) and neither allocates nor takes locks.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    setrlimit(Resource::Nofile, lowered).map_err(std::io::Error::from)
+                });
+            }
+        }
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let label = format!("{command:?}");
         let mut child = command.spawn().unwrap_or_else(|error| panic!("spawning {label}: {error}"));
@@ -325,14 +345,23 @@ impl Daemon {
 
     /// Sends SIGTERM.
     pub fn signal_terminate(&self) {
+        self.signal(rustix::process::Signal::TERM);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32);
         let Some(pid) = pid else { panic!("{} has no valid pid", self.label) };
         if self.exit.is_none() {
             // The child is not reaped yet, so the pid is still ours.
-            if let Err(error) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
-                panic!("sending SIGTERM to {}: {error}", self.label);
+            if let Err(error) = rustix::process::kill_process(pid, signal) {
+                panic!("sending {signal:?} to {}: {error}", self.label);
             }
         }
+    }
+
+    /// Sends SIGINT (Ctrl-C in a terminal).
+    pub fn signal_interrupt(&self) {
+        self.signal(rustix::process::Signal::INT);
     }
 
     /// The exit status if the daemon has exited.
@@ -355,6 +384,19 @@ impl Daemon {
             }
             assert!(Instant::now() < deadline, "{} did not exit within {patience:?}", self.label);
             sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// The soft and hard limits on open files (`/proc/PID/limits`).
+    pub fn fd_limits(&self) -> (String, String) {
+        let path = format!("/proc/{}/limits", self.pid());
+        let limits = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        let line = limits.lines().find(|line| line.starts_with("Max open files"));
+        let mut fields =
+            line.unwrap_or_else(|| panic!("no open-files line in {limits}")).split_whitespace().skip(3);
+        match (fields.next(), fields.next()) {
+            (Some(soft), Some(hard)) => (soft.to_owned(), hard.to_owned()),
+            _ => panic!("unreadable open-files line in {limits}"),
         }
     }
 

@@ -44,3 +44,30 @@ async fn disconnect_cancels_upstream(cx: Context, transport: Transport) {
     daemon.hand_off(data).await.read_to_end().await.expect_completed_stream();
     daemon.terminate().await;
 }
+
+pub async fn clients_gone_at_once_leave_no_upstream_streams(cx: Context) {
+    let mock = start_mock(Transport::H2c, 200, Duration::from_millis(25)).await;
+    let daemon = openai_daemon(&cx, &mock, Transport::H2c).start().await;
+    for i in 0..20 {
+        let client = daemon.hand_off(format!(r#"{{"prompt":"gone {i}"}}"#)).await;
+        drop(client);
+    }
+    // Handoffs are taken in order: once a later stream has run to its end, the
+    // daemon has seen every earlier client leave.
+    let data = r#"{"prompt":"still here","max_tokens":3}"#;
+    daemon.hand_off(data).await.read_to_end().await.expect_completed_stream();
+
+    let recorder = mock.recorder();
+    if let Err(timeout) =
+        recorder.wait_until(Counter::StreamsActive, |active| active == 0, CANCEL_WITHIN).await
+    {
+        panic!("upstream streams of departed clients still running after {CANCEL_WITHIN:?}: {timeout}");
+    }
+    assert_eq!(recorder.streams_completed(), 1, "only the last stream ran to its end");
+    assert_eq!(
+        recorder.streams_cancelled() + 1,
+        recorder.requests(),
+        "every request of a departed client was cancelled"
+    );
+    daemon.terminate().await;
+}

@@ -113,3 +113,19 @@ pub async fn client_bytes_never_reset_the_response(cx: Context) {
     );
     daemon.terminate().await;
 }
+
+pub async fn wrong_field_types_get_400(cx: Context) {
+    let daemon = mock_daemon(&cx, 1).start().await;
+    for data in [
+        r#"{"prompt":5}"#,
+        r#"{"messages":"not a list"}"#,
+        r#"{"max_tokens":"ten"}"#,
+        r#"{"temperature":"hot"}"#,
+    ] {
+        let response = daemon.hand_off(data).await.read_to_end().await;
+        let error = response.expect_error_response(400);
+        assert!(!error.message.is_empty(), "a message naming the field of {data}");
+    }
+    expect_mock_stream(&daemon, r#"{"prompt":"after wrong types"}"#).await;
+    daemon.terminate().await;
+}

@@ -77,3 +77,41 @@ pub async fn stream_socket_type_handoff_works(cx: Context) {
     expect_mock_stream(&daemon, r#"{"prompt":"over SOCK_STREAM"}"#).await;
     daemon.terminate().await;
 }
+
+pub async fn sigint_stops_like_sigterm(cx: Context) {
+    let mut daemon = mock_daemon(&cx, 20).start().await;
+    let mut running = daemon.hand_off(r#"{"prompt":"interrupted"}"#).await;
+    running.read_events(1).await;
+    daemon.signal_interrupt();
+    let response = running.read_to_end().await;
+    assert_eq!(content_events(&response.expect_completed_stream()), 18, "{:?}", response.text());
+    daemon.expect_clean_exit().await;
+}
+
+pub async fn socket_file_has_the_configured_mode(cx: Context) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |path: &std::path::Path| match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
+    let default = mock_daemon(&cx, 1).start().await;
+    assert_eq!(mode_of(default.socket()), 0o660, "the default --mode is 0660");
+    let private =
+        mock_daemon(&cx, 1).socket(cx.scratch().path("private.sock")).args(["--mode", "0600"]).start().await;
+    assert_eq!(mode_of(private.socket()), 0o600, "--mode 0600");
+    expect_mock_stream(&private, r#"{"prompt":"through a 0600 socket"}"#).await;
+    default.terminate().await;
+    private.terminate().await;
+}
+
+pub async fn soft_fd_limit_is_raised_to_the_hard_limit(cx: Context) {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    let soft = hard.map_or(1024, |hard| (hard / 2).min(1024));
+    let daemon = mock_daemon(&cx, 1).soft_fd_limit(soft).start().await;
+    let (soft_now, hard_now) = daemon.fd_limits();
+    assert_eq!(
+        soft_now, hard_now,
+        "started with a soft limit of {soft}; the daemon raises it to the hard limit"
+    );
+    daemon.terminate().await;
+}

@@ -72,3 +72,17 @@ pub async fn response_headers_join_the_head_in_order(cx: Context) {
     expect_mock_stream(&daemon, r#"{"prompt":"after headers"}"#).await;
     daemon.terminate().await;
 }
+
+pub async fn php_escaped_handoff_is_decoded(cx: Context) {
+    let daemon = mock_daemon(&cx, 1).start().await;
+    // PHP's json_encode escapes `/` and non-ASCII by default.
+    let data = r#"{"prompt":"caf\u00e9 \/ cr\u00e8me \ud83d\ude00","user_id":"\u00fcser\/7"}"#;
+    let events = expect_mock_stream(&daemon, data).await;
+    let text_of = |i: usize| match events.get(i) {
+        Some(Event::Indexed { content, .. }) => content.clone(),
+        _ => String::new(),
+    };
+    assert!(text_of(1).contains("üser/7"), "the decoded user id in {:?}", text_of(1));
+    assert!(text_of(2).contains("café / crème 😀"), "the decoded prompt in {:?}", text_of(2));
+    daemon.terminate().await;
+}

@@ -40,7 +40,17 @@ pub async fn start_mock_with(transport: Transport, config: MockLlmConfig) -> Moc
 
 /// A daemon with `-b openai` pointed at `mock` over `transport`.
 pub fn openai_daemon(cx: &Context, mock: &MockLlm, transport: Transport) -> DaemonCommand {
-    let mut command = cx.daemon().args(["--backend", "openai", "--openai-base"]).arg(mock.base_url());
+    with_openai_backend(cx, cx.daemon(), mock, transport)
+}
+
+/// `command` with `-b openai` pointed at `mock` over `transport`.
+pub fn with_openai_backend(
+    cx: &Context,
+    command: DaemonCommand,
+    mock: &MockLlm,
+    transport: Transport,
+) -> DaemonCommand {
+    let mut command = command.args(["--backend", "openai", "--openai-base"]).arg(mock.base_url());
     command = command.env("OPENAI_API_KEY", API_KEY);
     match transport {
         Transport::Http1 => command.args(["--openai-http2", "false"]),

@@ -36,7 +36,7 @@ async fn request_shape_over(cx: Context, transport: Transport) {
 
     let history = json!([
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "first question"},
+        {"role": "user", "content": [{"type": "text", "text": "first question, in parts"}]},
         {"role": "assistant", "content": "first answer"},
         {"role": "user", "content": "shape with history"},
     ]);

@@ -100,3 +100,24 @@ pub async fn thousand_concurrent_streams_complete(cx: Context) {
     }
     eprintln!("peak concurrent streams: {:?} of 1000", count("peak concurrent streams"));
 }
+
+pub async fn streams_per_connection_is_clamped_to_ten(cx: Context) {
+    // 10 chunks 100 ms apart: 20 streams handed off together overlap.
+    let (tokens, delay) = (10, Duration::from_millis(100));
+    let mock = start_mock(Transport::H2c, tokens, delay).await;
+    let command = openai_daemon(&cx, &mock, Transport::H2c).args(["--h2-streams-per-connection", "5"]);
+    let daemon = Arc::new(command.start().await);
+    let expected = Script::new(tokens, delay, None, None).expected_content();
+    run_cases(completed_streams(&daemon, 20, &expected)).await;
+
+    let recorder = mock.recorder();
+    let per_connection = recorder.max_streams_per_connection();
+    assert!(per_connection <= 10, "at most 10 streams per connection, saw {per_connection}");
+    assert_eq!(recorder.max_streams_overall(), 20, "all 20 streams ran at once");
+    assert_eq!(
+        recorder.connections_accepted(),
+        2,
+        "5 is clamped to 10 streams per connection: 2 connections"
+    );
+    sole_owner(daemon).terminate().await;
+}
