@@ -129,3 +129,25 @@ pub async fn wrong_field_types_get_400(cx: Context) {
     expect_mock_stream(&daemon, r#"{"prompt":"after wrong types"}"#).await;
     daemon.terminate().await;
 }
+
+pub async fn silent_module_connection_does_not_stall_others(cx: Context) {
+    let daemon = mock_daemon(&cx, 1).start().await;
+    // A module that connects and then sends nothing.
+    let silent = daemon.connect().await.unwrap_or_else(|e| panic!("connecting: {e}"));
+    expect_mock_stream(&daemon, r#"{"prompt":"served while another connection is silent"}"#).await;
+    drop(silent);
+    expect_mock_stream(&daemon, r#"{"prompt":"and after it closed"}"#).await;
+    daemon.terminate().await;
+}
+
+pub async fn bad_handoffs_over_sock_stream_get_400(cx: Context) {
+    let daemon = mock_daemon(&cx, 1).stream_socket().start().await;
+    for data in
+        [String::from("{\"prompt\": nope"), String::from("[1]"), handoff_of_len(MAX_HANDOFF_BYTES + 1)]
+    {
+        let response = daemon.hand_off(&data).await.read_to_end().await;
+        response.expect_error_response(400);
+    }
+    expect_mock_stream(&daemon, r#"{"prompt":"after bad SOCK_STREAM handoffs"}"#).await;
+    daemon.terminate().await;
+}

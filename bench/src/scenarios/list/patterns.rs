@@ -197,3 +197,44 @@ pub async fn environment_configures_the_backend(cx: Context) {
     assert_eq!(request.header("authorization"), Some(format!("Bearer {}", super::API_KEY).as_str()));
     daemon.terminate().await;
 }
+
+pub async fn idle_timeout_ends_stream_with_error(cx: Context) {
+    let mock = start_mock(Transport::H2c, 5, TOKEN_DELAY).await;
+    let daemon = openai_daemon(&cx, &mock, Transport::H2c).args(["--idle-timeout", "1"]).start().await;
+    // The body starts, then 5 s pass before each content chunk; the daemon waits 1 s.
+    let data = serde_json::json!({ "prompt": "Slowly.", "test_pattern": "slow:5000" });
+    let response = daemon.hand_off(data.to_string()).await.read_to_end().await;
+    let (events, error) = response.expect_failed_stream();
+    assert_eq!(content(&events), "", "{:?}", response.text());
+    assert!(!error.message.is_empty(), "{:?}", response.text());
+    daemon.terminate().await;
+}
+
+pub async fn total_timeout_ends_stream_with_error(cx: Context) {
+    let mock = start_mock(Transport::H2c, 20, Duration::from_millis(300)).await;
+    let daemon = openai_daemon(&cx, &mock, Transport::H2c).args(["--total-timeout", "1"]).start().await;
+    // 20 chunks 300 ms apart would take 6 s; the stream may last 1 s in all.
+    let response = daemon.hand_off(r#"{"prompt":"A long story."}"#).await.read_to_end().await;
+    let (events, error) = response.expect_failed_stream();
+    let expected = Script::new(20, Duration::from_millis(300), None, None).expected_content();
+    let got = content(&events);
+    assert!(got.len() < expected.len() && expected.starts_with(&got), "a cut prefix, not {got:?}");
+    assert!(!error.message.is_empty(), "{:?}", response.text());
+    daemon.terminate().await;
+}
+
+pub async fn slow_reader_gets_every_byte(cx: Context) {
+    // 2000 chunks of 4 KiB (8 MB) with no pause: more than loopback socket buffers hold.
+    let mock = start_mock(Transport::H2c, 2000, Duration::ZERO).await;
+    let daemon = openai_daemon(&cx, &mock, Transport::H2c).start().await;
+    let data = serde_json::json!({ "prompt": "Everything at once.", "test_pattern": "long" });
+    let mut client = daemon.hand_off(data.to_string()).await;
+    // The browser takes its time: the daemon must hold back, not drop or reset.
+    client.read_until("the response head", |bytes| bytes.windows(4).any(|w| w == b"\r\n\r\n")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let response = client.read_to_end().await;
+    let expected = Script::new(2000, Duration::ZERO, None, Some("long")).expected_content();
+    let got = content(&response.expect_completed_stream());
+    assert!(got == expected, "the content arrived whole: {} of {} bytes", got.len(), expected.len());
+    daemon.terminate().await;
+}
