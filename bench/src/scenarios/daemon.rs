@@ -458,8 +458,3 @@ pub fn thread_names(pid: u32) -> Vec<String> {
     names.sort();
     names
 }
-
-/// Sockets a test keeps only to pass to the daemon.
-pub fn borrow_all<T: AsFd>(fds: &[T]) -> Vec<BorrowedFd<'_>> {
-    fds.iter().map(AsFd::as_fd).collect()
-}

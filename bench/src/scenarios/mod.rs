@@ -2,7 +2,7 @@
 //! `DESIGN.md` §1, checked from outside against a real process.
 //!
 //! One list, run against each runtime's binary by its own test file:
-//! ```ignore
+//! ```text
 //! // runtime-tokio/tests/scenarios.rs
 //! handoff_bench::scenario_tests!(env!("CARGO_BIN_EXE_handoff-tokio"));
 //! ```

@@ -4,7 +4,6 @@
 use std::os::fd::AsFd;
 
 use super::{expect_mock_stream, mock_daemon};
-use crate::scenarios::daemon::borrow_all;
 use crate::scenarios::Context;
 
 /// The module's limit on handoff data.
@@ -57,7 +56,7 @@ pub async fn extra_fds_are_closed_and_the_first_served(cx: Context) {
     let (first, first_server) = cx.clients().open().await;
     let (extra, extra_server) = cx.clients().open().await;
     let servers = [first_server, extra_server];
-    daemon.send_message(br#"{"prompt":"two fds"}"#, &borrow_all(&servers)).await;
+    daemon.send_message(br#"{"prompt":"two fds"}"#, &[servers[0].as_fd(), servers[1].as_fd()]).await;
     drop(servers);
 
     let extra = extra.read_to_end().await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{expect_mock_stream, handoff_json, mock_daemon};
+use super::{expect_mock_stream, mock_daemon};
 use crate::scenarios::{Context, Event, SSE_HEAD};
 
 /// Longer than the 50 characters the mock echoes, with a quote and non-ASCII text.
@@ -12,7 +12,7 @@ const PROMPT: &str =
 
 pub async fn mock_stream_is_head_eighteen_indexed_events_and_done(cx: Context) {
     let daemon = mock_daemon(&cx, 100).start().await;
-    let data = handoff_json(serde_json::json!({ "prompt": PROMPT, "user_id": "user-4711" }));
+    let data = serde_json::json!({ "prompt": PROMPT, "user_id": "user-4711" }).to_string();
     let response = daemon.hand_off(data).await.read_to_end().await;
 
     let events = response.expect_completed_stream();

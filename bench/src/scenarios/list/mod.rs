@@ -85,11 +85,6 @@ pub async fn expect_mock_stream(daemon: &Daemon, data: &str) -> Vec<Event> {
     events
 }
 
-/// JSON text of a handoff built with `serde_json::json!`.
-pub fn handoff_json(value: serde_json::Value) -> String {
-    value.to_string()
-}
-
 /// One case of a scenario that checks many things at once.
 pub type Case = (String, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
 
