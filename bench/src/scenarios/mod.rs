@@ -167,3 +167,40 @@ macro_rules! scenario_tests {
         )*
     };
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every scenario (a `pub async fn name(cx: Context)` in `list/`) is in the macro's
+    /// list, so none is written and then silently never run.
+    #[test]
+    fn every_scenario_is_listed() {
+        let this_file = include_str!("mod.rs");
+        let modules = [
+            ("cancel", include_str!("list/cancel.rs")),
+            ("handoffs", include_str!("list/handoffs.rs")),
+            ("lifecycle", include_str!("list/lifecycle.rs")),
+            ("limits", include_str!("list/limits.rs")),
+            ("mock", include_str!("list/mock.rs")),
+            ("patterns", include_str!("list/patterns.rs")),
+            ("request", include_str!("list/request.rs")),
+            ("sharing", include_str!("list/sharing.rs")),
+        ];
+        let mut scenarios = 0;
+        for (module, source) in modules {
+            for line in source.lines() {
+                let Some(name) =
+                    line.strip_prefix("pub async fn ").and_then(|rest| rest.strip_suffix("(cx: Context) {"))
+                else {
+                    continue;
+                };
+                scenarios += 1;
+                let entry = format!("            {module}::{name},\n");
+                assert!(
+                    this_file.contains(&entry),
+                    "scenario {module}::{name} is missing from scenario_tests!"
+                );
+            }
+        }
+        assert!(scenarios >= 40, "found only {scenarios} scenarios; did the signature change?");
+    }
+}
