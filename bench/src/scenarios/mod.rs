@@ -119,6 +119,7 @@ macro_rules! scenario_tests {
             patterns::patterns_over_http1,
             patterns::patterns_over_h2c,
             patterns::patterns_over_tls,
+            patterns::http1_connection_cut_by_a_reset_is_not_reused,
             patterns::keep_alive_comment_fills_upstream_silence,
             patterns::first_byte_timeout_ends_stream_with_error,
             patterns::idle_timeout_ends_stream_with_error,

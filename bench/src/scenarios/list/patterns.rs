@@ -238,3 +238,36 @@ pub async fn slow_reader_gets_every_byte(cx: Context) {
     assert!(got == expected, "the content arrived whole: {} of {} bytes", got.len(), expected.len());
     daemon.terminate().await;
 }
+
+pub async fn http1_connection_cut_by_a_reset_is_not_reused(cx: Context) {
+    let mock = start_mock(Transport::Http1, TOKENS, TOKEN_DELAY).await;
+    let daemon = Arc::new(openai_daemon(&cx, &mock, Transport::Http1).start().await);
+    // More streams than connections may open at once, so some wait for a free one;
+    // the first to end are cut by the backend, and their connections are dead.
+    let mut cases: Vec<Case> = Vec::new();
+    for i in 0..8 {
+        let client = daemon.hand_off(r#"{"prompt":"cut","test_pattern":"reset:0"}"#).await;
+        let case: Case = (
+            format!("reset stream {i}"),
+            Box::pin(async move {
+                client.read_to_end().await.expect_failed_stream();
+            }),
+        );
+        cases.push(case);
+    }
+    let expected = Script::new(TOKENS, TOKEN_DELAY, None, None).expected_content();
+    for i in 0..64 {
+        let client = daemon.hand_off(format!(r#"{{"prompt":"whole {i}"}}"#)).await;
+        let expected = expected.clone();
+        let case: Case = (
+            format!("plain stream {i}"),
+            Box::pin(async move {
+                let response = client.read_to_end().await;
+                assert_eq!(content(&response.expect_completed_stream()), expected);
+            }),
+        );
+        cases.push(case);
+    }
+    run_cases(cases).await;
+    sole_owner(daemon).terminate().await;
+}
