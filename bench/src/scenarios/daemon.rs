@@ -35,6 +35,8 @@ const MAX_CAPTURED: usize = 512 * 1024;
 struct Captured {
     bytes: Vec<u8>,
     dropped: usize,
+    /// The pipe reached EOF: everything the process wrote is here.
+    complete: bool,
 }
 
 type SharedOutput = Arc<Mutex<Captured>>;
@@ -47,7 +49,10 @@ fn capture(mut source: impl Read + Send + 'static) -> SharedOutput {
         let mut buf = [0u8; 8192];
         loop {
             let n = match source.read(&mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    sink.lock().unwrap_or_else(PoisonError::into_inner).complete = true;
+                    return;
+                }
                 Ok(n) => n,
             };
             let mut captured = sink.lock().unwrap_or_else(PoisonError::into_inner);
@@ -375,12 +380,17 @@ impl Daemon {
         self.exit
     }
 
-    /// Waits for the daemon to exit, at most `patience`.
+    /// Waits for the daemon to exit, at most `patience`, and for its output to be
+    /// read to the end.
     pub async fn wait_exit(&mut self, patience: Duration) -> ExitStatus {
         let deadline = Instant::now() + patience;
         loop {
             if let Some(status) = self.try_exit() {
-                return status;
+                let is_complete =
+                    |output: &SharedOutput| output.lock().unwrap_or_else(PoisonError::into_inner).complete;
+                if is_complete(&self.stdout) && is_complete(&self.stderr) {
+                    return status;
+                }
             }
             assert!(Instant::now() < deadline, "{} did not exit within {patience:?}", self.label);
             sleep(POLL_EVERY).await;
