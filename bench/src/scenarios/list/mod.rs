@@ -1,10 +1,12 @@
 //! The scenarios, grouped by the part of the contract they check, and what they share.
 
+pub mod backend;
 pub mod cancel;
 pub mod handoffs;
 pub mod lifecycle;
 pub mod limits;
 pub mod mock;
+pub mod pacing;
 pub mod patterns;
 pub mod request;
 pub mod sharing;
