@@ -83,6 +83,27 @@ impl<R: Runtime> ClientSocket<R> {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes what is queued right now, without waiting or registering interest
+    /// (the socket is nearly always writable): the response head goes out before
+    /// the stream's task is first scheduled. Whatever is left waits for `poll_flush`.
+    pub fn write_now(&mut self) {
+        let Some(pending) = self.pending.as_mut().filter(|_| self.open) else {
+            return;
+        };
+        match sys::write(self.fd.as_fd(), pending) {
+            Ok(written) => {
+                self.bytes_sent += written as u64;
+                if written >= pending.len() {
+                    self.pending = None;
+                } else {
+                    pending.advance(written);
+                }
+            }
+            Err(error) if sys::would_block(&error) => {}
+            Err(_) => self.mark_gone(),
+        }
+    }
+
     /// Watches for EOF or an error from the client while nothing is due.
     /// `Ready(())` when the client is gone.
     pub fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {

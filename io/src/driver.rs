@@ -51,7 +51,7 @@ impl<R: Runtime> StreamTask<R> {
         admission: Admission,
     ) -> Self {
         let timer = shared.runtime.timer(Instant::now());
-        StreamTask {
+        let mut task = StreamTask {
             id,
             shared,
             machine,
@@ -64,7 +64,12 @@ impl<R: Runtime> StreamTask<R> {
             shutdown_sent: false,
             stop_registered: false,
             closing: false,
-        }
+        };
+        // The head is the machine's first output: write it now, before the task
+        // waits its turn on the executor (lowest time to first byte).
+        task.drain_outputs();
+        task.client.write_now();
+        task
     }
 
     fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<()> {
