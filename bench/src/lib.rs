@@ -1,4 +1,5 @@
 //! handoff-bench: test backends, load generation and runtime comparisons.
 
+pub mod compare;
 pub mod load;
 pub mod mockllm;
