@@ -9,7 +9,7 @@
 //! `results.json` (everything), `results.md` (tables), and three SVG charts.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), handoff_bench::compare::CompareError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use handoff_bench::compare::{run, CompareConfig, Interrupt};
 //! let config = CompareConfig::standard(std::path::Path::new("target/release"), "bench/results/x".into());
 //! let comparison = run(&config, Interrupt::on_signals()?).await?;
