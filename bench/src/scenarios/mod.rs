@@ -120,6 +120,7 @@ macro_rules! scenario_tests {
             patterns::patterns_over_h2c,
             patterns::patterns_over_tls,
             patterns::http1_connection_cut_by_a_reset_is_not_reused,
+            patterns::http1_connections_are_kept_alive_between_streams,
             pacing::keep_alive_comment_fills_upstream_silence,
             pacing::first_byte_timeout_ends_stream_with_error,
             pacing::idle_timeout_ends_stream_with_error,

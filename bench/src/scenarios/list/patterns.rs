@@ -136,3 +136,18 @@ pub async fn http1_connection_cut_by_a_reset_is_not_reused(cx: Context) {
     run_cases(cases).await;
     sole_owner(daemon).terminate().await;
 }
+
+pub async fn http1_connections_are_kept_alive_between_streams(cx: Context) {
+    let mock = start_mock(Transport::Http1, TOKENS, TOKEN_DELAY).await;
+    let daemon = openai_daemon(&cx, &mock, Transport::Http1).start().await;
+    let expected = Script::new(TOKENS, TOKEN_DELAY, None, None).expected_content();
+    // One after another: each stream's `[DONE]` arrives before its chunked body
+    // ends, and the connection must still go back to the pool for the next one.
+    for i in 0..5 {
+        let response = daemon.hand_off(format!(r#"{{"prompt":"again {i}"}}"#)).await.read_to_end().await;
+        assert_eq!(content(&response.expect_completed_stream()), expected);
+    }
+    assert_eq!(mock.recorder().requests(), 5);
+    assert_eq!(mock.recorder().connections_accepted(), 1, "every stream should reuse the one connection");
+    daemon.terminate().await;
+}
