@@ -42,3 +42,5 @@ pub mod openai;
 pub mod pool;
 pub mod sse;
 pub mod stream;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
