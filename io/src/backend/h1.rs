@@ -126,6 +126,7 @@ impl<R: Runtime> H1Stream<R> {
                                 decoder: BodyDecoder::new(head.framing),
                                 keep_alive: head.keep_alive,
                             };
+                            self.request.release();
                             machine.handle_input(Instant::now(), Input::BackendHead { status: head.status });
                             return Poll::Ready(());
                         }

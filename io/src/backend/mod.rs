@@ -62,6 +62,13 @@ impl Request {
         request
     }
 
+    /// Frees the body and per-request header once the request can no longer be
+    /// retried; a long stream holds only what it still needs.
+    fn release(&mut self) {
+        self.body = Bytes::new();
+        self.test_pattern = None;
+    }
+
     fn h1_bytes(&self) -> Bytes {
         let head = http1::request_head(&BackendRequest {
             authority: &self.target.authority,
