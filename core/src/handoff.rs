@@ -267,10 +267,28 @@ fn decode_messages(raw: &RawValue) -> Result<Vec<Message>, HandoffError> {
                 .ok_or_else(|| invalid("messages", format!("message {index} needs a string `role`")))?;
             // A missing content is sent as null, as for an assistant message that
             // only carried tool calls.
-            let content = content.unwrap_or(RawValue::NULL).to_owned();
-            Ok(Message { role, content })
+            let content = content.unwrap_or(RawValue::NULL);
+            if !decodes_cleanly(content) {
+                return Err(invalid(
+                    "messages",
+                    format!("message {index} has a `\\u` escape that is a lone UTF-16 surrogate"),
+                ));
+            }
+            Ok(Message { role, content: content.to_owned() })
         })
         .collect()
+}
+
+/// Raw content is forwarded without being decoded, and a raw value's syntax check
+/// does not decode `\u` escapes: a lone surrogate (`"\ud800"`) would reach the
+/// backend as JSON that strict parsers refuse. Content with a surrogate escape is
+/// decoded once to prove it is well formed; everything else needs no second pass.
+fn decodes_cleanly(content: &RawValue) -> bool {
+    let has_surrogate_escape =
+        content.get().as_bytes().windows(4).any(|window| {
+            matches!(window, [b'\\', b'u', b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
+        });
+    !has_surrogate_escape || serde_json::from_str::<serde_json::Value>(content.get()).is_ok()
 }
 
 /// Keeps the valid `response_headers` in document order and records the rest with

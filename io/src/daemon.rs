@@ -249,7 +249,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     };
     drop(handoff);
     let machine = Stream::new(Instant::now(), &shared.stream_config, head, source);
-    shared.runtime.spawn(driver::run_stream(shared.clone(), id, fd, machine, backend, admission));
+    shared.runtime.spawn(driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission));
 }
 
 fn respond<R: Runtime>(shared: &Arc<Shared<R>>, client: OwnedFd, response: bytes::Bytes) {

@@ -40,7 +40,7 @@ pub trait Timer: Send + Unpin + 'static {
 
 /// A registered fd. `poll_*_with` wait for readiness, run the non-blocking
 /// operation, and go back to waiting when it says `WouldBlock`.
-pub trait ReadyFd: AsFd + Send + Sync + 'static {
+pub trait ReadyFd: AsFd + Send + Sync + Unpin + 'static {
     fn poll_read_with<T>(
         &self,
         cx: &mut Context<'_>,

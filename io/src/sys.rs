@@ -1,39 +1,11 @@
 //! Thin, safe wrappers over the few syscalls the daemon makes on raw fds.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::BorrowedFd;
 
-use bytes::Bytes;
-
-/// Writes as much of `queue` as the socket takes now, in one `writev`, and drops
-/// what was fully written. `Ok(n)`: bytes written (0 only for an empty queue).
-pub fn write_queue(fd: BorrowedFd<'_>, queue: &mut Vec<Bytes>) -> io::Result<usize> {
-    const MAX_SLICES: usize = 16;
-    if queue.is_empty() {
-        return Ok(0);
-    }
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let count = queue.len().min(MAX_SLICES);
-    for (slice, bytes) in slices.iter_mut().zip(queue.iter()) {
-        *slice = IoSlice::new(bytes);
-    }
-    let written = rustix::io::writev(fd, &slices[..count])?;
-    consume(queue, written);
-    Ok(written)
-}
-
-fn consume(queue: &mut Vec<Bytes>, mut written: usize) {
-    let mut done = 0;
-    for bytes in queue.iter_mut() {
-        if written >= bytes.len() {
-            written -= bytes.len();
-            done += 1;
-        } else {
-            let _ = bytes.split_to(written);
-            break;
-        }
-    }
-    queue.drain(..done);
+/// One non-blocking write; `Ok(n)` bytes were taken by the socket.
+pub fn write(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    rustix::io::write(fd, bytes).map_err(io::Error::from)
 }
 
 /// Reads and discards what the peer sent. `Ok(true)`: the peer closed (EOF).
@@ -87,21 +59,11 @@ mod tests {
     use std::os::fd::AsFd;
 
     #[test]
-    fn write_queue_keeps_the_unwritten_tail() {
-        let mut queue = vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defg")];
-        consume(&mut queue, 5);
-        assert_eq!(queue, vec![Bytes::from_static(b"fg")]);
-        consume(&mut queue, 2);
-        assert!(queue.is_empty());
-    }
-
-    #[test]
     fn writes_and_sees_eof_on_a_socketpair() {
         use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
         let (ours, theirs) =
             socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::NONBLOCK, None).unwrap();
-        let mut queue = vec![Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
-        assert_eq!(write_queue(ours.as_fd(), &mut queue).unwrap(), 11);
+        assert_eq!(write(ours.as_fd(), b"hello world").unwrap(), 11);
         let mut buf = [0u8; 32];
         let read = rustix::io::read(theirs.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..read], b"hello world");

@@ -10,19 +10,25 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use async_io::{Async, Timer as AsyncTimer};
+use async_io::Async;
 use futures_lite::StreamExt;
 use handoff_io::runtime::{ReadyFd, Runtime, Timer};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
+use crate::wheel::{Wheel, WheelTimer};
+
 #[derive(Clone)]
 pub struct SmolRuntime {
     executor: Arc<smol::Executor<'static>>,
+    wheel: Arc<Wheel>,
 }
 
 impl SmolRuntime {
+    /// Also starts the timer queue's driver task on `executor`.
     pub fn new(executor: Arc<smol::Executor<'static>>) -> Self {
-        SmolRuntime { executor }
+        let wheel = Wheel::new();
+        executor.spawn(wheel.clone().drive()).detach();
+        SmolRuntime { executor, wheel }
     }
 }
 
@@ -39,7 +45,7 @@ impl Runtime for SmolRuntime {
     }
 
     fn timer(&self, deadline: Instant) -> SmolTimer {
-        SmolTimer { timer: AsyncTimer::at(deadline), fired: false }
+        SmolTimer(WheelTimer::new(self.wheel.clone(), deadline))
     }
 
     fn register(&self, fd: OwnedFd) -> io::Result<SmolFd> {
@@ -72,24 +78,15 @@ impl Runtime for SmolRuntime {
     }
 }
 
-pub struct SmolTimer {
-    timer: AsyncTimer,
-    fired: bool,
-}
+pub struct SmolTimer(WheelTimer);
 
 impl Timer for SmolTimer {
     fn reset(&mut self, deadline: Instant) {
-        self.fired = false;
-        self.timer.set_at(deadline);
+        self.0.reset(deadline);
     }
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.fired {
-            return Poll::Pending;
-        }
-        ready!(self.timer.poll_next(cx));
-        self.fired = true;
-        Poll::Ready(())
+        self.0.poll_expired(cx)
     }
 }
 

@@ -167,12 +167,42 @@ async fn send_with_fd(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<usize, HandoffError> {
-    let fds = [client];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    send_with_fds(socket, data, &[client], deadline, timeout).await
+}
+
+/// Most descriptors [`send_message`] attaches to one message.
+pub const MAX_MESSAGE_FDS: usize = 4;
+
+/// Sends one message with `data` exactly as given (empty stays empty) and `fds`
+/// attached (none: no control message at all); returns the bytes sent.
+///
+/// [`send`] is what the module does; this is for messages the module never sends
+/// (no fd, several fds, empty data), to see that the daemon survives them.
+pub async fn send_message(
+    socket: &UnixStream,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    timeout: Duration,
+) -> Result<usize, HandoffError> {
+    send_with_fds(socket, data, fds, Instant::now() + timeout, timeout).await
+}
+
+async fn send_with_fds(
+    socket: &UnixStream,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<usize, HandoffError> {
+    if fds.len() > MAX_MESSAGE_FDS {
+        let reason = format!("{} fds in one message; at most {MAX_MESSAGE_FDS} are supported", fds.len());
+        return Err(HandoffError::Send(io::Error::other(reason)));
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_MESSAGE_FDS))];
     writable_io(socket, deadline, timeout, |fd| {
         let mut control = SendAncillaryBuffer::new(&mut space);
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-            return Err(io::Error::other("no room for one fd in the control message buffer"));
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::other("no room for the fds in the control message buffer"));
         }
         rustix::net::sendmsg(fd, &[io::IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL)
             .map_err(io::Error::from)

@@ -16,7 +16,7 @@
 
 mod client;
 mod config;
-mod handoff;
+pub mod handoff;
 mod procfs;
 mod progress;
 mod report;

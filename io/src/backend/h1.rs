@@ -35,6 +35,8 @@ pub struct H1Stream<R: Runtime> {
     pool: PoolSender<R>,
     request: Request,
     refused_once: bool,
+    /// Cancelled (client gone, error): the connection is closed, never drained.
+    cancelled: bool,
 }
 
 impl<R: Runtime> H1Stream<R> {
@@ -44,7 +46,7 @@ impl<R: Runtime> H1Stream<R> {
         request: Request,
         lease: oneshot::Receiver<Result<Lease<R>, BackendFailure>>,
     ) -> Self {
-        H1Stream { id, state: State::Acquiring(lease), pool, request, refused_once: false }
+        H1Stream { id, state: State::Acquiring(lease), pool, request, refused_once: false, cancelled: false }
     }
 
     pub fn is_active(&self) -> bool {
@@ -124,6 +126,7 @@ impl<R: Runtime> H1Stream<R> {
                                 decoder: BodyDecoder::new(head.framing),
                                 keep_alive: head.keep_alive,
                             };
+                            self.request.release();
                             machine.handle_input(Instant::now(), Input::BackendHead { status: head.status });
                             return Poll::Ready(());
                         }
@@ -256,6 +259,7 @@ impl<R: Runtime> H1Stream<R> {
 
     /// Stops the request by dropping its connection.
     pub fn cancel(&mut self) {
+        self.cancelled = true;
         let broken = match &self.state {
             State::Writing { conn, .. } | State::Head { conn, .. } | State::Body { conn, .. } => Some(*conn),
             _ => None,
@@ -267,9 +271,78 @@ impl<R: Runtime> H1Stream<R> {
 }
 
 impl<R: Runtime> Drop for H1Stream<R> {
+    /// A stream decided before its body ended (the upstream's `[DONE]` comes before
+    /// the chunked terminator) leaves the rest to be read, so the connection can be
+    /// kept alive; anything else closes it.
     fn drop(&mut self) {
+        if !self.cancelled {
+            if let State::Body { keep_alive: true, .. } = self.state {
+                if let State::Body { conn, io, buf, decoder, .. } =
+                    std::mem::replace(&mut self.state, State::Ended)
+                {
+                    let leftover = Leftover { stream: self.id, conn, io, buf, decoder };
+                    if self.pool.unbounded_send(PoolMsg::Drain(leftover)).is_ok() {
+                        return;
+                    }
+                }
+            }
+        }
         self.cancel();
     }
+}
+
+/// The unread rest of a response whose stream is already decided.
+pub struct Leftover<R: Runtime> {
+    stream: StreamId,
+    conn: ConnId,
+    io: BackendIo<R::Tcp>,
+    buf: BytesMut,
+    decoder: BodyDecoder,
+}
+
+/// How long, and how much, a leftover body may take before its connection is
+/// closed instead of kept.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const DRAIN_MAX_BYTES: usize = 1 << 20;
+
+/// Reads a leftover body to its end; the connection comes back to the pool when
+/// it ended cleanly with nothing after it, and is closed otherwise.
+pub async fn drain<R: Runtime>(runtime: R, leftover: Leftover<R>, pool: PoolSender<R>) {
+    let Leftover { stream, conn, mut io, mut buf, mut decoder } = leftover;
+    let mut read_total = 0usize;
+    let body_end = std::future::poll_fn(|cx| loop {
+        loop {
+            match decoder.decode(&buf) {
+                Ok((consumed, BodyEvent::Data(_))) => buf.advance(consumed),
+                Ok((consumed, BodyEvent::NeedData)) => {
+                    buf.advance(consumed);
+                    break;
+                }
+                Ok((consumed, BodyEvent::End)) => {
+                    buf.advance(consumed);
+                    return Poll::Ready(buf.is_empty());
+                }
+                Err(_) => return Poll::Ready(false),
+            }
+        }
+        match ready!(read_more(&mut io, &mut buf, cx)) {
+            Ok(0) | Err(_) => return Poll::Ready(false),
+            Ok(read) => {
+                read_total += read;
+                if read_total > DRAIN_MAX_BYTES {
+                    return Poll::Ready(false);
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let clean = crate::runtime::with_deadline(&runtime, deadline, body_end).await == Some(true);
+    let message = if clean {
+        PoolMsg::Finished { stream, reusable: Some((conn, io)), broken: None }
+    } else {
+        PoolMsg::Finished { stream, reusable: None, broken: Some(conn) }
+    };
+    let _ = pool.unbounded_send(message);
 }
 
 fn read_more<T: AsyncRead + AsyncWrite + Unpin>(

@@ -117,6 +117,8 @@ impl<R: Runtime> H2Stream<R> {
                                 unreachable!("state checked by the enclosing match");
                             };
                             self.state = State::Receiving { body, _request: _body };
+                            // Past the point of retrying: the request need not be kept.
+                            self.request.release();
                             machine.handle_input(Instant::now(), Input::BackendHead { status });
                             return Poll::Ready(());
                         }

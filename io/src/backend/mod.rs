@@ -16,7 +16,7 @@ use handoff_core::handoff::Handoff;
 use handoff_core::http1::{self, BackendRequest};
 use handoff_core::openai;
 use handoff_core::pool::{Pool, PoolConfig, StreamId};
-use handoff_core::stream::{BackendFailure, FailureKind, Stream};
+use handoff_core::stream::{BackendFailure, FailureKind, Input, Stream};
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
 use crate::runtime::Runtime;
@@ -60,6 +60,13 @@ impl Request {
             headers.insert("x-test-pattern", pattern.clone());
         }
         request
+    }
+
+    /// Frees the body and per-request header once the request can no longer be
+    /// retried; a long stream holds only what it still needs.
+    fn release(&mut self) {
+        self.body = Bytes::new();
+        self.test_pattern = None;
     }
 
     fn h1_bytes(&self) -> Bytes {
@@ -155,7 +162,7 @@ impl<R: Runtime> OpenAiBackend<R> {
         };
         let (reply, lease) = oneshot::channel();
         if self.pool.unbounded_send(PoolMsg::Acquire { stream: id, refused: false, reply }).is_err() {
-            return BackendStream::Failed(Some(unavailable("the backend pool stopped")));
+            return BackendStream::Failed(Box::new(unavailable("the backend pool stopped")));
         }
         if self.http2 {
             BackendStream::H2(Box::new(h2::H2Stream::new(id, self.pool.clone(), request, lease)))
@@ -170,7 +177,7 @@ pub enum BackendStream<R: Runtime> {
     /// The mock script (paced by the stream machine itself), or nothing left.
     None,
     /// Could not even be queued; reported to the machine on the first poll.
-    Failed(Option<BackendFailure>),
+    Failed(Box<BackendFailure>),
     H2(Box<h2::H2Stream<R>>),
     H1(Box<h1::H1Stream<R>>),
 }
@@ -179,7 +186,7 @@ impl<R: Runtime> BackendStream<R> {
     pub fn is_active(&self) -> bool {
         match self {
             BackendStream::None => false,
-            BackendStream::Failed(failure) => failure.is_some(),
+            BackendStream::Failed(_) => true,
             BackendStream::H2(stream) => stream.is_active(),
             BackendStream::H1(stream) => stream.is_active(),
         }
@@ -189,16 +196,12 @@ impl<R: Runtime> BackendStream<R> {
     pub fn poll_into(&mut self, cx: &mut Context<'_>, machine: &mut Stream) -> Poll<()> {
         match self {
             BackendStream::None => Poll::Pending,
-            BackendStream::Failed(failure) => match failure.take() {
-                Some(failure) => {
-                    machine.handle_input(
-                        std::time::Instant::now(),
-                        handoff_core::stream::Input::BackendFailed(failure),
-                    );
-                    Poll::Ready(())
+            BackendStream::Failed(_) => {
+                if let BackendStream::Failed(failure) = std::mem::replace(self, BackendStream::None) {
+                    machine.handle_input(std::time::Instant::now(), Input::BackendFailed(*failure));
                 }
-                None => Poll::Pending,
-            },
+                Poll::Ready(())
+            }
             BackendStream::H2(stream) => stream.poll_into(cx, machine),
             BackendStream::H1(stream) => stream.poll_into(cx, machine),
         }

@@ -12,9 +12,10 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream as _;
 use handoff_core::pool::{Command, ConnId, Event, Pool, StreamId};
-use handoff_core::stream::{BackendFailure, FailureKind};
+use handoff_core::stream::BackendFailure;
 
 use super::conn::{BackendIo, Endpoint};
+use super::h1;
 use crate::runtime::{with_deadline, Runtime, Timer};
 
 /// How long opening one connection (TCP + TLS + HTTP/2 preface) may take.
@@ -43,6 +44,9 @@ pub enum PoolMsg<R: Runtime> {
     },
     /// A stream saw GOAWAY on this connection.
     GoAway(ConnId),
+    /// An HTTP/1.1 stream is decided but its response body has not ended: read
+    /// the rest, then reuse or close the connection.
+    Drain(h1::Leftover<R>),
     Connection {
         conn: ConnId,
         event: ConnEvent<R>,
@@ -136,13 +140,19 @@ impl<R: Runtime> PoolOwner<R> {
                 if let Some((conn, io)) = reusable {
                     self.h1_idle.insert(conn, io);
                 }
-                self.pool.handle_event(now, Event::StreamFinished(stream));
+                // The connection goes first: freeing the stream's slot would
+                // otherwise hand that dead connection straight to a waiting stream.
                 if let Some(conn) = broken {
                     self.pool.handle_event(
                         now,
                         Event::ConnectionClosed { conn, reason: "HTTP/1.1 connection not reusable".into() },
                     );
                 }
+                self.pool.handle_event(now, Event::StreamFinished(stream));
+            }
+            PoolMsg::Drain(leftover) => {
+                let tx = self.tx.clone();
+                self.runtime.spawn(h1::drain(self.runtime.clone(), leftover, tx));
             }
             PoolMsg::GoAway(conn) => self.pool.handle_event(now, Event::GoAway(conn)),
             PoolMsg::Connection { conn, event } => self.handle_connection(now, conn, event),
@@ -207,18 +217,13 @@ impl<R: Runtime> PoolOwner<R> {
         };
         let now = Instant::now();
         let Some(lease) = lease else {
-            // The pool believed in a connection we no longer hold.
+            // The pool believed in a connection we no longer hold: the stream goes
+            // back to the queue (its one retry) and the connection is forgotten.
+            self.pool.handle_event(now, Event::StreamRefused(stream));
             self.pool.handle_event(
                 now,
                 Event::ConnectionClosed { conn, reason: "connection vanished before use".into() },
             );
-            if let Some(reply) = self.waiting.remove(&stream) {
-                let _ = reply.send(Err(BackendFailure {
-                    kind: FailureKind::Unavailable,
-                    message: "backend connection closed before the stream could start".into(),
-                }));
-            }
-            self.pool.handle_event(now, Event::StreamFinished(stream));
             return;
         };
         match self.waiting.remove(&stream) {

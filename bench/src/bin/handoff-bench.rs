@@ -1,0 +1,192 @@
+//! handoff-bench: benchmark tools for the handoff daemons.
+//!
+//! `handoff-bench compare` runs the daemons side by side over a matrix of backends
+//! and concurrency levels and writes a results folder (see bench/README.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+use handoff_bench::compare::{
+    self, folder_timestamp, BackendKind, CompareConfig, DaemonCommand, DaemonSpec, Interrupt, Workload,
+};
+use handoff_bench::load::{ClientKind, DEFAULT_DATA};
+
+#[derive(Debug, Parser)]
+#[command(name = "handoff-bench", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run daemons × backends × concurrency levels, each cell in fresh processes,
+    /// and write results.md, results.json and SVG charts.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// Daemons to run, by name (default: tokio, smol and every --daemon).
+    #[arg(long, value_delimiter = ',')]
+    runtimes: Vec<String>,
+    /// Another daemon of the same contract: a command with `{socket}` (and
+    /// optionally `{args}`, `{ca}`), run as `sh -c 'exec COMMAND'`. Repeatable.
+    #[arg(long, value_name = "COMMAND")]
+    daemon: Vec<String>,
+    /// Names of the --daemon commands, in the same order (default: daemon1, daemon2, …).
+    #[arg(long, value_name = "NAME")]
+    daemon_name: Vec<String>,
+    /// Backends to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = BackendKind::ALL)]
+    backends: Vec<BackendKind>,
+    /// Concurrency levels: streams per cell.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
+    streams: Vec<u64>,
+    /// Only cells matching one of these `daemon/backend/streams` patterns (`*` for
+    /// any segment; `smol/http1` means every smol HTTP/1.1 cell). Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    filter: Vec<String>,
+    /// Milliseconds between a stream's events (daemon `-d`, mock-llm `--token-delay-ms`).
+    #[arg(long, default_value_t = 705)]
+    delay_ms: u64,
+    /// Seconds over which each cell's arrivals are spread.
+    #[arg(long, default_value_t = 10.0)]
+    ramp: f64,
+    /// Per-stream timeout in seconds (default: twice the backend's duration + 10 s).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Handoff data of every stream.
+    #[arg(long, default_value = DEFAULT_DATA)]
+    data: String,
+    /// Handed-off client sockets: loopback TCP (as under Apache) or socketpairs.
+    #[arg(long, value_enum, default_value_t = ClientKind::Tcp)]
+    client: ClientKind,
+    /// Results folder (default: bench/results/<UTC timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where mock-llm, handoff-load and the daemons are (default: this binary's folder).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// `--backend-connections` for our daemons under HTTP/1.1 (one stream per
+    /// connection; 9000 keeps 10,000 streams inside a 20,000 fd budget).
+    #[arg(long, default_value_t = 9_000)]
+    http1_backend_connections: usize,
+    /// `--threads` for our daemons (default: theirs, one per CPU).
+    #[arg(long)]
+    daemon_threads: Option<usize>,
+    /// mock-llm worker threads (default: one per CPU).
+    #[arg(long)]
+    mock_threads: Option<usize>,
+    /// Load generator runtime threads.
+    #[arg(long, default_value_t = 1)]
+    load_threads: usize,
+    /// Seconds between SIGTERM and SIGKILL when stopping a process.
+    #[arg(long, default_value_t = 15)]
+    stop_timeout: u64,
+    /// Seconds of quiet between cells.
+    #[arg(long, default_value_t = 1.0)]
+    pause: f64,
+    /// Share at which a cell is flagged: of one core (mock-llm, generator), of all
+    /// cores (host).
+    #[arg(long, default_value_t = 0.9)]
+    saturation: f64,
+}
+
+fn main() -> ExitCode {
+    let Args { command: Command::Compare(args) } = Args::parse();
+    let config = match compare_config(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("handoff-bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("handoff-bench: starting the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let interrupt = match Interrupt::on_signals() {
+            Ok(interrupt) => interrupt,
+            Err(error) => {
+                eprintln!("handoff-bench: listening for signals: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("handoff-bench: results in {}", config.out_dir.display());
+        match compare::run(&config, interrupt).await {
+            Ok(comparison) => {
+                println!("{}", compare::markdown(&comparison));
+                eprintln!("handoff-bench: results in {}", config.out_dir.display());
+                if comparison.interrupted {
+                    ExitCode::from(130)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(error) => {
+                eprintln!("handoff-bench: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn compare_config(args: CompareArgs) -> Result<CompareConfig, String> {
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .map_err(|e| format!("finding this binary's folder: {e}"))?
+            .parent()
+            .map(PathBuf::from)
+            .ok_or("this binary has no folder")?,
+    };
+    let out_dir =
+        args.out.unwrap_or_else(|| PathBuf::from("bench/results").join(folder_timestamp(SystemTime::now())));
+    let mut config = CompareConfig::standard(&bin_dir, out_dir);
+
+    if args.daemon_name.len() > args.daemon.len() {
+        return Err(format!("{} --daemon-name for {} --daemon", args.daemon_name.len(), args.daemon.len()));
+    }
+    for (i, command) in args.daemon.into_iter().enumerate() {
+        let name = args.daemon_name.get(i).cloned().unwrap_or_else(|| format!("daemon{}", i + 1));
+        config.daemons.push(DaemonSpec { name, command: DaemonCommand::Template { command } });
+    }
+    if !args.runtimes.is_empty() {
+        for name in &args.runtimes {
+            if !config.daemons.iter().any(|spec| &spec.name == name) {
+                let known: Vec<&str> = config.daemons.iter().map(|spec| spec.name.as_str()).collect();
+                return Err(format!("--runtimes {name:?}: no such daemon (known: {})", known.join(", ")));
+            }
+        }
+        config.daemons.retain(|spec| args.runtimes.contains(&spec.name));
+    }
+
+    let pause = Duration::try_from_secs_f64(args.pause)
+        .map_err(|e| format!("--pause {}: not a number of seconds ({e})", args.pause))?;
+    let mut workload = Workload::with_delay(args.delay_ms, args.ramp);
+    if let Some(timeout) = args.timeout {
+        workload.timeout_secs = timeout;
+    }
+    workload.data = args.data;
+    workload.client = args.client;
+    config.workload = workload;
+    config.backends = args.backends;
+    config.streams = args.streams;
+    config.filters = args.filter;
+    config.daemon_options.http1_backend_connections = args.http1_backend_connections;
+    config.daemon_options.threads = args.daemon_threads;
+    config.mock_threads = args.mock_threads;
+    config.load_threads = args.load_threads;
+    config.stop_timeout = Duration::from_secs(args.stop_timeout);
+    config.pause = pause;
+    config.saturation = args.saturation;
+    config.command_line = std::env::args().collect();
+    Ok(config)
+}

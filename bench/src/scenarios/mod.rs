@@ -1,0 +1,210 @@
+//! The integration scenarios every daemon binary must pass: the wire contract of
+//! `DESIGN.md` §1, checked from outside against a real process.
+//!
+//! One list, run against each runtime's binary by its own test file:
+//! ```text
+//! // runtime-tokio/tests/scenarios.rs
+//! handoff_bench::scenario_tests!(env!("CARGO_BIN_EXE_handoff-tokio"));
+//! ```
+//! expands to one `#[test]` per scenario. Each test builds a small tokio runtime for
+//! the client side (the browser, the module, and `mock-llm` as the backend), starts
+//! the daemon on a private socket, hands off real loopback TCP sockets exactly as
+//! mod_socket_handoff does (SOCK_SEQPACKET, SCM_RIGHTS), reads the responses and
+//! checks them byte for byte where the contract fixes the bytes, then stops the
+//! daemon with SIGTERM and checks it exits 0 and removes its socket file. Every wait
+//! is bounded; every process is killed when its test ends; a failed test prints the
+//! daemons' output.
+
+pub mod client;
+pub mod daemon;
+pub mod list;
+pub mod response;
+pub mod scratch;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::{Client, Clients};
+pub use daemon::{Daemon, DaemonCommand, DaemonLogs};
+pub use response::{content, content_events, ending, Ending, ErrorObject, Event, Response, SSE_HEAD};
+pub use scratch::Scratch;
+
+/// The longest one scenario may run before it fails.
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a scenario gets: the binary under test, a private directory, and client
+/// connections.
+#[derive(Debug)]
+pub struct Context {
+    binary: PathBuf,
+    scratch: Scratch,
+    logs: DaemonLogs,
+    clients: Arc<Clients>,
+}
+
+impl Context {
+    /// Binds the client listener; call inside the scenario's runtime.
+    pub async fn new(binary: impl Into<PathBuf>, logs: DaemonLogs) -> Context {
+        Context { binary: binary.into(), scratch: Scratch::new(), logs, clients: Clients::bind().await }
+    }
+
+    /// A daemon of the binary under test on `d.sock` in the scenario's directory.
+    pub fn daemon(&self) -> DaemonCommand {
+        DaemonCommand::new(
+            self.binary.clone(),
+            self.scratch.path("d.sock"),
+            self.logs.clone(),
+            Arc::clone(&self.clients),
+        )
+    }
+
+    pub fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.clients
+    }
+}
+
+/// Runs one scenario against `binary` on a fresh two-thread tokio runtime, bounded by
+/// [`SCENARIO_TIMEOUT`]. A failure (panic or timeout) prints every daemon's output
+/// first, then fails the test.
+pub fn run_scenario<F, Fut>(binary: &str, scenario: F)
+where
+    F: FnOnce(Context) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("building the client runtime: {e}"));
+    let logs = DaemonLogs::default();
+    let task_logs = logs.clone();
+    let binary = PathBuf::from(binary);
+    let outcome = runtime.block_on(async move {
+        let task = tokio::spawn(async move { scenario(Context::new(binary, task_logs).await).await });
+        tokio::time::timeout(SCENARIO_TIMEOUT, task).await
+    });
+    // Dropping the runtime drops a timed-out scenario, which kills its daemons.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) => {
+            logs.print();
+            match failed.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(error) => panic!("the scenario task ended abnormally: {error}"),
+            }
+        }
+        Err(_elapsed) => {
+            logs.print();
+            panic!("the scenario did not finish within {SCENARIO_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Expands to one `#[test]` per scenario, each running it against `$binary`.
+/// This is the list: a scenario not named here does not run.
+#[macro_export]
+macro_rules! scenario_tests {
+    ($binary:expr) => {
+        $crate::scenario_tests!(@each $binary;
+            mock::mock_stream_is_head_eighteen_indexed_events_and_done,
+            mock::response_headers_join_the_head_in_order,
+            mock::php_escaped_handoff_is_decoded,
+            patterns::patterns_over_http1,
+            patterns::patterns_over_h2c,
+            patterns::patterns_over_tls,
+            patterns::http1_connection_cut_by_a_reset_is_not_reused,
+            patterns::http1_connections_are_kept_alive_between_streams,
+            pacing::keep_alive_comment_fills_upstream_silence,
+            pacing::first_byte_timeout_ends_stream_with_error,
+            pacing::idle_timeout_ends_stream_with_error,
+            pacing::total_timeout_ends_stream_with_error,
+            pacing::slow_reader_gets_every_byte,
+            backend::unreachable_backend_gets_error_event,
+            backend::tls_is_verified_unless_insecure,
+            backend::environment_configures_the_backend,
+            request::request_shape_over_h2c,
+            request::request_shape_over_http1,
+            sharing::hundred_tls_streams_share_two_connections,
+            sharing::three_hundred_streams_run_at_once_on_three_connections,
+            sharing::thousand_concurrent_streams_complete,
+            sharing::streams_per_connection_is_clamped_to_ten,
+            cancel::client_disconnect_cancels_upstream_over_h2c,
+            cancel::client_disconnect_cancels_upstream_over_tls,
+            cancel::client_disconnect_cancels_upstream_over_http1,
+            cancel::clients_gone_at_once_leave_no_upstream_streams,
+            handoffs::invalid_json_gets_400,
+            handoffs::non_object_json_gets_400,
+            handoffs::wrong_field_types_get_400,
+            handoffs::oversize_data_gets_400,
+            handoffs::extra_fds_are_closed_and_the_first_served,
+            handoffs::message_without_fd_is_dropped,
+            handoffs::empty_data_and_lone_nul_mean_defaults,
+            handoffs::client_bytes_never_reset_the_response,
+            handoffs::silent_module_connection_does_not_stall_others,
+            handoffs::bad_handoffs_over_sock_stream_get_400,
+            limits::third_stream_over_max_connections_gets_503,
+            lifecycle::sigterm_lets_running_stream_finish,
+            lifecycle::drain_timeout_ends_stream_with_error,
+            lifecycle::sigint_stops_like_sigterm,
+            lifecycle::stale_socket_is_replaced,
+            lifecycle::live_socket_is_not_taken_over,
+            lifecycle::stream_socket_type_handoff_works,
+            lifecycle::socket_file_has_the_configured_mode,
+            lifecycle::soft_fd_limit_is_raised_to_the_hard_limit,
+        );
+    };
+    (@each $binary:expr; $($module:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::scenarios::run_scenario($binary, $crate::scenarios::list::$module::$name);
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every scenario (a `pub async fn name(cx: Context)` in `list/`) is in the macro's
+    /// list, so none is written and then silently never run.
+    #[test]
+    fn every_scenario_is_listed() {
+        let this_file = include_str!("mod.rs");
+        let modules = [
+            ("backend", include_str!("list/backend.rs")),
+            ("cancel", include_str!("list/cancel.rs")),
+            ("handoffs", include_str!("list/handoffs.rs")),
+            ("lifecycle", include_str!("list/lifecycle.rs")),
+            ("limits", include_str!("list/limits.rs")),
+            ("mock", include_str!("list/mock.rs")),
+            ("pacing", include_str!("list/pacing.rs")),
+            ("patterns", include_str!("list/patterns.rs")),
+            ("request", include_str!("list/request.rs")),
+            ("sharing", include_str!("list/sharing.rs")),
+        ];
+        let mut scenarios = 0;
+        for (module, source) in modules {
+            for line in source.lines() {
+                let Some(name) =
+                    line.strip_prefix("pub async fn ").and_then(|rest| rest.strip_suffix("(cx: Context) {"))
+                else {
+                    continue;
+                };
+                scenarios += 1;
+                let entry = format!("            {module}::{name},\n");
+                assert!(
+                    this_file.contains(&entry),
+                    "scenario {module}::{name} is missing from scenario_tests!"
+                );
+            }
+        }
+        assert!(scenarios >= 40, "found only {scenarios} scenarios; did the signature change?");
+    }
+}

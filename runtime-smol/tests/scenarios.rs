@@ -1,0 +1,3 @@
+//! The shared scenario list (`handoff_bench::scenarios`) against `handoff-smol`.
+
+handoff_bench::scenario_tests!(env!("CARGO_BIN_EXE_handoff-smol"));
