@@ -271,7 +271,7 @@ fn decode_messages(raw: &RawValue) -> Result<Vec<Message>, HandoffError> {
             if !decodes_cleanly(content) {
                 return Err(invalid(
                     "messages",
-                    format!("message {index} has a `\\u` escape that is a lone UTF-16 surrogate"),
+                    format!("message {index} content is not strict JSON (a lone \\u surrogate or a number beyond f64)"),
                 ));
             }
             Ok(Message { role, content: content.to_owned() })
@@ -280,15 +280,65 @@ fn decode_messages(raw: &RawValue) -> Result<Vec<Message>, HandoffError> {
 }
 
 /// Raw content is forwarded without being decoded, and a raw value's syntax check
-/// does not decode `\u` escapes: a lone surrogate (`"\ud800"`) would reach the
-/// backend as JSON that strict parsers refuse. Content with a surrogate escape is
-/// decoded once to prove it is well formed; everything else needs no second pass.
+/// neither decodes `\u` escapes nor reads numbers: a lone surrogate (`"\ud800"`) or
+/// a number beyond f64 (`1e400`) would reach the backend as JSON that strict
+/// parsers refuse. One pass that decodes every string and number, building nothing,
+/// proves the content is well formed.
 fn decodes_cleanly(content: &RawValue) -> bool {
-    let has_surrogate_escape =
-        content.get().as_bytes().windows(4).any(|window| {
-            matches!(window, [b'\\', b'u', b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
-        });
-    !has_surrogate_escape || serde_json::from_str::<serde_json::Value>(content.get()).is_ok()
+    serde_json::from_str::<WellFormed>(content.get()).is_ok()
+}
+
+/// Deserializes any JSON value by visiting every part of it and keeping nothing.
+struct WellFormed;
+
+impl<'de> serde::Deserialize<'de> for WellFormed {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WellFormedVisitor)
+    }
+}
+
+struct WellFormedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for WellFormedVisitor {
+    type Value = WellFormed;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any well-formed JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_unit<E>(self) -> Result<WellFormed, E> {
+        Ok(WellFormed)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<WellFormed, A::Error> {
+        while seq.next_element::<WellFormed>()?.is_some() {}
+        Ok(WellFormed)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<WellFormed, A::Error> {
+        while map.next_entry::<WellFormed, WellFormed>()?.is_some() {}
+        Ok(WellFormed)
+    }
 }
 
 /// Keeps the valid `response_headers` in document order and records the rest with
