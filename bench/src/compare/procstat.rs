@@ -20,14 +20,9 @@ fn ticks_per_second() -> f64 {
     rustix::param::clock_ticks_per_second().max(1) as f64
 }
 
-/// utime + stime: fields 14 and 15 of `/proc/PID/stat`, counted after the command
-/// name, which is parenthesised and may itself hold spaces and parentheses.
+/// utime + stime, in clock ticks (the load generator's parser).
 fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_name = stat.get(stat.rfind(')')? + 1..)?;
-    let mut fields = after_name.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(user + system)
+    crate::load::procfs::parse_stat_cpu(stat).map(|(user, system)| user + system)
 }
 
 /// The machine's CPU time so far, from the `cpu` line of `/proc/stat`.

@@ -17,7 +17,7 @@
 mod client;
 mod config;
 pub mod handoff;
-mod procfs;
+pub(crate) mod procfs;
 mod progress;
 mod report;
 pub mod response;

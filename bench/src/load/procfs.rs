@@ -82,7 +82,7 @@ fn status_state(status: &str) -> Option<char> {
 
 /// utime and stime from `/proc/PID/stat`: fields 14 and 15, counted after the command
 /// name, which is parenthesised and may itself hold spaces and parentheses.
-fn parse_stat_cpu(stat: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_stat_cpu(stat: &str) -> Option<(u64, u64)> {
     let after_name = stat.get(stat.rfind(')')? + 1..)?;
     let mut fields = after_name.split_whitespace().skip(11);
     let user = fields.next()?.parse().ok()?;

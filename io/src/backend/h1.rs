@@ -132,8 +132,7 @@ impl<R: Runtime> H1Stream<R> {
                         }
                         Ok(None) => {}
                         Err(error) => {
-                            let failure =
-                                BackendFailure { kind: FailureKind::Protocol, message: error.to_string() };
+                            let failure = failure(FailureKind::Protocol, error.to_string());
                             return self.fail(machine, failure, Some(conn));
                         }
                     }
@@ -148,18 +147,13 @@ impl<R: Runtime> H1Stream<R> {
                             );
                         }
                         Ok(0) => {
-                            let failure = BackendFailure {
-                                kind: FailureKind::Protocol,
-                                message: "backend closed the connection mid-head".into(),
-                            };
+                            let failure =
+                                failure(FailureKind::Protocol, "backend closed the connection mid-head");
                             return self.fail(machine, failure, Some(conn));
                         }
                         Ok(_) => {}
                         Err(error) => {
-                            let failure = BackendFailure {
-                                kind: FailureKind::Reset,
-                                message: format!("reading: {error}"),
-                            };
+                            let failure = failure(FailureKind::Reset, format!("reading: {error}"));
                             return self.fail(machine, failure, Some(conn));
                         }
                     }
@@ -180,10 +174,7 @@ impl<R: Runtime> H1Stream<R> {
                                 return self.end(machine, reusable);
                             }
                             Err(error) => {
-                                let failure = BackendFailure {
-                                    kind: FailureKind::Protocol,
-                                    message: error.to_string(),
-                                };
+                                let failure = failure(FailureKind::Protocol, error.to_string());
                                 return self.fail(machine, failure, Some(conn));
                             }
                         }
@@ -196,20 +187,14 @@ impl<R: Runtime> H1Stream<R> {
                             return match decoder.finish() {
                                 Ok(()) => self.end(machine, false),
                                 Err(error) => {
-                                    let failure = BackendFailure {
-                                        kind: FailureKind::Reset,
-                                        message: error.to_string(),
-                                    };
+                                    let failure = failure(FailureKind::Reset, error.to_string());
                                     self.fail(machine, failure, Some(conn))
                                 }
                             };
                         }
                         Ok(_) => {}
                         Err(error) => {
-                            let failure = BackendFailure {
-                                kind: FailureKind::Reset,
-                                message: format!("reading: {error}"),
-                            };
+                            let failure = failure(FailureKind::Reset, format!("reading: {error}"));
                             return self.fail(machine, failure, Some(conn));
                         }
                     }
@@ -343,6 +328,10 @@ pub async fn drain<R: Runtime>(runtime: R, leftover: Leftover<R>, pool: PoolSend
         PoolMsg::Finished { stream, reusable: None, broken: Some(conn) }
     };
     let _ = pool.unbounded_send(message);
+}
+
+fn failure(kind: FailureKind, message: impl Into<String>) -> BackendFailure {
+    BackendFailure { kind, message: message.into() }
 }
 
 fn read_more<T: AsyncRead + AsyncWrite + Unpin>(
