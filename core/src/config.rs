@@ -176,6 +176,15 @@ pub struct Config {
     pub benchmark: bool,
     pub max_streams: u64,
     pub drain_timeout: Duration,
+    /// How long an accepted module connection may take to deliver its handoff.
+    pub receive_timeout: Duration,
+    /// Pause after an accept error such as EMFILE, instead of spinning on it.
+    pub accept_backoff: Duration,
+    /// After the drain deadline, how long ended streams get to write their error
+    /// event and close.
+    pub forced_stop_grace: Duration,
+    /// What a 503 tells the client to wait, in seconds.
+    pub retry_after_secs: u32,
     pub backend: Backend,
     pub stream: StreamConfig,
     pub pool: PoolConfig,
@@ -247,10 +256,15 @@ impl Cli {
             mock_delay: Duration::from_millis(self.delay),
             ..StreamConfig::default()
         };
+        let defaults = PoolConfig::default();
         let pool = PoolConfig {
             max_streams_per_connection: streams_per_connection,
             max_connections: self.backend_connections,
-            ..PoolConfig::default()
+            h2_connection_window: PoolConfig::connection_window_for(
+                streams_per_connection,
+                defaults.h2_stream_window,
+            ),
+            ..defaults
         };
         Ok(Config {
             socket_path: self.socket,
@@ -260,6 +274,10 @@ impl Cli {
             benchmark: self.benchmark,
             max_streams: self.max_connections,
             drain_timeout: Duration::from_secs(self.drain_timeout),
+            receive_timeout: Duration::from_secs(5),
+            accept_backoff: Duration::from_millis(100),
+            forced_stop_grace: Duration::from_secs(5),
+            retry_after_secs: 1,
             backend,
             stream,
             pool,

@@ -22,6 +22,7 @@ pub struct Limits {
     completed: AtomicU64,
     failed: AtomicU64,
     client_gone: AtomicU64,
+    client_stalled: AtomicU64,
     rejected: AtomicU64,
     bad_handoffs: AtomicU64,
     bytes_sent: AtomicU64,
@@ -42,6 +43,8 @@ pub struct Snapshot {
     pub completed: u64,
     pub failed: u64,
     pub client_gone: u64,
+    /// Streams ended because their client took nothing for the write timeout.
+    pub client_stalled: u64,
     /// Handoffs answered 503 because of the limit (or draining).
     pub rejected: u64,
     /// Handoffs answered 400.
@@ -102,6 +105,7 @@ impl Limits {
             Outcome::Completed => &self.completed,
             Outcome::Failed(_) => &self.failed,
             Outcome::ClientGone => &self.client_gone,
+            Outcome::ClientStalled => &self.client_stalled,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -114,6 +118,7 @@ impl Limits {
             completed: self.completed.load(Relaxed),
             failed: self.failed.load(Relaxed),
             client_gone: self.client_gone.load(Relaxed),
+            client_stalled: self.client_stalled.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             bad_handoffs: self.bad_handoffs.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
@@ -135,6 +140,7 @@ pub fn summary(snapshot: &Snapshot) -> String {
         ("completed", snapshot.completed),
         ("failed", snapshot.failed),
         ("client gone", snapshot.client_gone),
+        ("client stalled", snapshot.client_stalled),
         ("rejected (503)", snapshot.rejected),
         ("bad handoffs (400)", snapshot.bad_handoffs),
         ("bytes sent", snapshot.bytes_sent),
@@ -280,6 +286,7 @@ mod tests {
             completed: 37,
             failed: 2,
             client_gone: 1,
+            client_stalled: 4,
             rejected: 5,
             bad_handoffs: 6,
             bytes_sent: 123_456,
@@ -294,6 +301,7 @@ mod tests {
                 "completed: 37",
                 "failed: 2",
                 "client gone: 1",
+                "client stalled: 4",
                 "rejected (503): 5",
                 "bad handoffs (400): 6",
                 "bytes sent: 123456",

@@ -187,6 +187,7 @@ fn log_outcome(id: u64, outcome: &Outcome, bytes: u64) {
     match outcome {
         Outcome::Completed => tracing::debug!(stream = id, bytes, "stream completed"),
         Outcome::ClientGone => tracing::debug!(stream = id, bytes, "client went away"),
+        Outcome::ClientStalled => tracing::info!(stream = id, bytes, "client stalled"),
         Outcome::Failed(reason) => tracing::info!(stream = id, bytes, ?reason, "stream failed"),
     }
 }

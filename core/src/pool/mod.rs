@@ -94,6 +94,28 @@ pub struct PoolConfig {
     /// Failures in a row after which waiting streams fail instead of waiting for
     /// another attempt.
     pub max_connect_failures: u32,
+    /// How long opening one connection (TCP, TLS, HTTP/2 preface) may take.
+    pub connect_timeout: Duration,
+    /// HTTP/2 flow-control window per stream: the most bytes one stream can have
+    /// in flight, and so the most a stalled client pins in the connection.
+    pub h2_stream_window: u32,
+    /// HTTP/2 connection window: sized so every stream can have its window in
+    /// flight at once, so no stream waits on a neighbour's unread bytes.
+    pub h2_connection_window: u32,
+    /// An HTTP/1.1 response decided before its body ended is read to its end (so
+    /// the connection can be kept) for at most this long...
+    pub h1_drain_timeout: Duration,
+    /// ...and at most this many bytes; otherwise the connection is closed.
+    pub h1_drain_max_bytes: usize,
+}
+
+impl PoolConfig {
+    /// The connection window that lets `streams` streams each fill `window`,
+    /// within HTTP/2's 2^31-1 limit.
+    pub fn connection_window_for(streams: u32, window: u32) -> u32 {
+        let max = (1u64 << 31) - 1;
+        u32::try_from((u64::from(streams) * u64::from(window)).min(max)).unwrap_or(u32::MAX >> 1)
+    }
 }
 
 impl Default for PoolConfig {
@@ -107,6 +129,11 @@ impl Default for PoolConfig {
             connect_backoff: Duration::from_millis(100),
             max_connect_backoff: Duration::from_secs(5),
             max_connect_failures: 3,
+            connect_timeout: Duration::from_secs(10),
+            h2_stream_window: 64 * 1024,
+            h2_connection_window: PoolConfig::connection_window_for(100, 64 * 1024),
+            h1_drain_timeout: Duration::from_secs(5),
+            h1_drain_max_bytes: 1 << 20,
         }
     }
 }

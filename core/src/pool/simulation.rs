@@ -30,6 +30,7 @@ pub fn simulate(start: Instant, script: &[u8]) -> Result<(), String> {
         connect_backoff: Duration::from_millis(100),
         max_connect_backoff: Duration::from_secs(1),
         max_connect_failures: 1 + u32::from(bytes.next() % 3),
+        ..PoolConfig::default()
     };
     let mut sim = Simulation::new(start, config);
     while let Some(op) = bytes.0.next() {

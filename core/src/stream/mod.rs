@@ -59,6 +59,15 @@ pub struct StreamConfig {
     pub sse_limits: SseLimits,
     /// Most bytes of a non-2xx backend body kept to find its error message.
     pub max_error_body: usize,
+    /// A client that takes no byte for this long while bytes wait for it ends its
+    /// own stream (`ClientStalled`); also bounds the final flush.
+    pub write_timeout: Duration,
+    /// Client bytes a stream may hold unwritten before it stops reading its
+    /// backend (so a slow reader fills only its own buffers).
+    pub client_buffer: usize,
+    /// After the response, how long a closing socket drains what the client
+    /// still sends before the fd is closed.
+    pub linger: Duration,
 }
 
 impl Default for StreamConfig {
@@ -71,6 +80,9 @@ impl Default for StreamConfig {
             mock_delay: Duration::from_millis(50),
             sse_limits: SseLimits::default(),
             max_error_body: 8 * 1024,
+            write_timeout: Duration::from_secs(30),
+            client_buffer: 64 * 1024,
+            linger: Duration::from_secs(2),
         }
     }
 }
@@ -149,6 +161,8 @@ pub enum Outcome {
     Failed(FailureReason),
     /// The client went away first.
     ClientGone,
+    /// The client took no bytes for the write timeout; its stream was ended.
+    ClientStalled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -327,6 +327,9 @@ impl Checker {
                             "ClientGone after an ending event"
                         );
                     }
+                    Outcome::ClientStalled => {
+                        assert!(!self.done_written, "ClientStalled after [DONE]");
+                    }
                 }
                 self.outcome = Some(outcome.clone());
             }
@@ -381,6 +384,9 @@ pub fn fuzz_config() -> StreamConfig {
         mock_delay: Duration::from_millis(10),
         sse_limits: SseLimits { max_line: 96, max_event: 192 },
         max_error_body: 48,
+        write_timeout: Duration::from_millis(80),
+        client_buffer: 256,
+        linger: Duration::from_millis(30),
     }
 }
 
