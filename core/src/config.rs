@@ -14,6 +14,13 @@ use crate::stream::StreamConfig;
 /// Streams per HTTP/2 connection are clamped to this range.
 pub const STREAMS_PER_CONNECTION_RANGE: std::ops::RangeInclusive<u32> = 10..=1000;
 
+/// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1: 2^31-1).
+pub const MAX_H2_WINDOW: u32 = (1 << 31) - 1;
+
+/// The smallest `--client-buffer`: below it a single ordinary event would not fit
+/// and the stream would stop reading its backend after every chunk.
+pub const MIN_CLIENT_BUFFER: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
     /// The built-in 18-event script; needs nothing else running.
@@ -32,7 +39,7 @@ pub enum SocketType {
 
 /// Streaming daemon for mod_socket_handoff: takes client sockets handed off by
 /// Apache and streams LLM responses to them as Server-Sent Events.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
     /// Unix socket path the Apache module connects to.
@@ -119,6 +126,135 @@ pub struct Cli {
     /// Seconds a stream may last in all.
     #[arg(long, default_value_t = 1800)]
     pub total_timeout: u64,
+
+    /// Seconds a client may take no bytes while bytes wait for it; then its own
+    /// stream ends (counted as client stalled) and its upstream is cancelled. Also
+    /// bounds the last flush.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub write_timeout: u64,
+
+    /// Bytes of client output one stream may hold unwritten before it stops reading
+    /// its backend (at least 1024), so a slow reader fills only its own buffers.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub client_buffer: usize,
+
+    /// Seconds a finished response's socket drains what the client still sends
+    /// before it is closed (so unread bytes cannot turn the close into a reset).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub linger: u64,
+
+    /// Seconds an accepted module connection may take to deliver its handoff.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub receive_timeout: u64,
+
+    /// Seconds a 503 (at capacity, or shutting down) tells the client to wait,
+    /// sent as Retry-After.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub retry_after: u32,
+
+    /// Seconds opening one backend connection (TCP, TLS, HTTP/2 preface) may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub connect_timeout: u64,
+
+    /// HTTP/2 flow-control window of each backend stream, in bytes (1 to
+    /// 2147483647): the most one stream has in flight, so the most a stalled
+    /// client pins in its connection.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub h2_stream_window: u64,
+
+    /// HTTP/2 flow-control window of each backend connection, in bytes (at least
+    /// --h2-stream-window, at most 2147483647). Default: streams per connection ×
+    /// --h2-stream-window, so every stream can have its whole window in flight and
+    /// none waits on a neighbour's unread bytes; smaller values save memory but let
+    /// stalled streams slow the others. Memory cost: at worst each stalled stream
+    /// pins one stream window in its connection plus --client-buffer of unwritten
+    /// client bytes: with the defaults 128 KiB per stalled stream, 12.5 MiB for a
+    /// connection of 100 stalled streams.
+    #[arg(long, value_name = "BYTES")]
+    pub h2_connection_window: Option<u64>,
+}
+
+/// Stands in for a secret in `Debug` output.
+struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The API key as `Debug` may show it: whether there is one, never what it is.
+fn redacted_key(key: &Option<String>) -> Option<Redacted> {
+    key.as_ref().map(|_| Redacted)
+}
+
+// Written out rather than derived so the API key never reaches a log. The
+// destructuring makes a new field a compile error here until it is listed.
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Cli {
+            socket,
+            mode,
+            socket_type,
+            delay,
+            backend,
+            openai_base,
+            openai_api_key,
+            openai_model,
+            openai_http2,
+            openai_insecure_ssl,
+            openai_ca,
+            h2_streams_per_connection,
+            backend_connections,
+            benchmark,
+            max_connections,
+            threads,
+            drain_timeout,
+            keep_alive,
+            first_byte_timeout,
+            idle_timeout,
+            total_timeout,
+            write_timeout,
+            client_buffer,
+            linger,
+            receive_timeout,
+            retry_after,
+            connect_timeout,
+            h2_stream_window,
+            h2_connection_window,
+        } = self;
+        f.debug_struct("Cli")
+            .field("socket", socket)
+            .field("mode", mode)
+            .field("socket_type", socket_type)
+            .field("delay", delay)
+            .field("backend", backend)
+            .field("openai_base", openai_base)
+            .field("openai_api_key", &redacted_key(openai_api_key))
+            .field("openai_model", openai_model)
+            .field("openai_http2", openai_http2)
+            .field("openai_insecure_ssl", openai_insecure_ssl)
+            .field("openai_ca", openai_ca)
+            .field("h2_streams_per_connection", h2_streams_per_connection)
+            .field("backend_connections", backend_connections)
+            .field("benchmark", benchmark)
+            .field("max_connections", max_connections)
+            .field("threads", threads)
+            .field("drain_timeout", drain_timeout)
+            .field("keep_alive", keep_alive)
+            .field("first_byte_timeout", first_byte_timeout)
+            .field("idle_timeout", idle_timeout)
+            .field("total_timeout", total_timeout)
+            .field("write_timeout", write_timeout)
+            .field("client_buffer", client_buffer)
+            .field("linger", linger)
+            .field("receive_timeout", receive_timeout)
+            .field("retry_after", retry_after)
+            .field("connect_timeout", connect_timeout)
+            .field("h2_stream_window", h2_stream_window)
+            .field("h2_connection_window", h2_connection_window)
+            .finish()
+    }
 }
 
 /// A backend base URL, split into what the connection and the request need.
@@ -150,7 +286,8 @@ impl BaseUrl {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows whether there is an API key, never the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OpenAiConfig {
     pub base: BaseUrl,
     pub api_key: Option<String>,
@@ -158,6 +295,20 @@ pub struct OpenAiConfig {
     pub http2: bool,
     pub insecure_tls: bool,
     pub extra_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let OpenAiConfig { base, api_key, default_model, http2, insecure_tls, extra_ca } = self;
+        f.debug_struct("OpenAiConfig")
+            .field("base", base)
+            .field("api_key", &redacted_key(api_key))
+            .field("default_model", default_model)
+            .field("http2", http2)
+            .field("insecure_tls", insecure_tls)
+            .field("extra_ca", extra_ca)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,8 +345,25 @@ pub struct Config {
 #[non_exhaustive]
 pub enum ConfigError {
     BadMode(String),
-    BadUrl { url: String, reason: &'static str },
+    BadUrl {
+        url: String,
+        reason: &'static str,
+    },
+    /// The flag named must be greater than zero.
     ZeroValue(&'static str),
+    /// An HTTP/2 window flag outside 1..=[`MAX_H2_WINDOW`].
+    WindowOutOfRange {
+        flag: &'static str,
+        value: u64,
+    },
+    /// `--h2-connection-window` below `--h2-stream-window`: a single stream could
+    /// then exhaust the connection's window by itself.
+    ConnectionWindowBelowStreamWindow {
+        connection: u32,
+        stream: u32,
+    },
+    /// `--client-buffer` below [`MIN_CLIENT_BUFFER`].
+    ClientBufferTooSmall(usize),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -204,6 +372,17 @@ impl std::fmt::Display for ConfigError {
             ConfigError::BadMode(mode) => write!(f, "--mode {mode:?} is not an octal permission like 0660"),
             ConfigError::BadUrl { url, reason } => write!(f, "backend URL {url:?}: {reason}"),
             ConfigError::ZeroValue(flag) => write!(f, "{flag} must be greater than zero"),
+            ConfigError::WindowOutOfRange { flag, value } => {
+                write!(f, "{flag} {value} is outside HTTP/2's window range 1..={MAX_H2_WINDOW}")
+            }
+            ConfigError::ConnectionWindowBelowStreamWindow { connection, stream } => write!(
+                f,
+                "--h2-connection-window {connection} is below --h2-stream-window {stream}; \
+                 it must hold at least one stream's window"
+            ),
+            ConfigError::ClientBufferTooSmall(bytes) => {
+                write!(f, "--client-buffer {bytes} is below the minimum of {MIN_CLIENT_BUFFER} bytes")
+            }
         }
     }
 }
@@ -219,6 +398,11 @@ impl Cli {
             (self.first_byte_timeout, "--first-byte-timeout"),
             (self.idle_timeout, "--idle-timeout"),
             (self.total_timeout, "--total-timeout"),
+            (self.write_timeout, "--write-timeout"),
+            (self.linger, "--linger"),
+            (self.receive_timeout, "--receive-timeout"),
+            (self.connect_timeout, "--connect-timeout"),
+            (u64::from(self.retry_after), "--retry-after"),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroValue(flag));
@@ -230,6 +414,14 @@ impl Cli {
         if self.backend_connections == 0 {
             return Err(ConfigError::ZeroValue("--backend-connections"));
         }
+        if self.client_buffer < MIN_CLIENT_BUFFER {
+            return Err(ConfigError::ClientBufferTooSmall(self.client_buffer));
+        }
+        let h2_stream_window = h2_window("--h2-stream-window", self.h2_stream_window)?;
+        let h2_connection_window = self
+            .h2_connection_window
+            .map(|window| h2_window("--h2-connection-window", window))
+            .transpose()?;
         let backend = match self.backend {
             BackendKind::Mock => Backend::Mock,
             BackendKind::Openai => Backend::OpenAi(OpenAiConfig {
@@ -254,17 +446,28 @@ impl Cli {
             idle_timeout: Duration::from_secs(self.idle_timeout),
             total_timeout: Duration::from_secs(self.total_timeout),
             mock_delay: Duration::from_millis(self.delay),
+            write_timeout: Duration::from_secs(self.write_timeout),
+            client_buffer: self.client_buffer,
+            linger: Duration::from_secs(self.linger),
             ..StreamConfig::default()
         };
-        let defaults = PoolConfig::default();
+        let h2_connection_window = match h2_connection_window {
+            Some(connection) if connection < h2_stream_window => {
+                return Err(ConfigError::ConnectionWindowBelowStreamWindow {
+                    connection,
+                    stream: h2_stream_window,
+                })
+            }
+            Some(connection) => connection,
+            None => PoolConfig::connection_window_for(streams_per_connection, h2_stream_window),
+        };
         let pool = PoolConfig {
             max_streams_per_connection: streams_per_connection,
             max_connections: self.backend_connections,
-            h2_connection_window: PoolConfig::connection_window_for(
-                streams_per_connection,
-                defaults.h2_stream_window,
-            ),
-            ..defaults
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            h2_stream_window,
+            h2_connection_window,
+            ..PoolConfig::default()
         };
         Ok(Config {
             socket_path: self.socket,
@@ -274,15 +477,23 @@ impl Cli {
             benchmark: self.benchmark,
             max_streams: self.max_connections,
             drain_timeout: Duration::from_secs(self.drain_timeout),
-            receive_timeout: Duration::from_secs(5),
+            receive_timeout: Duration::from_secs(self.receive_timeout),
             accept_backoff: Duration::from_millis(100),
             forced_stop_grace: Duration::from_secs(5),
-            retry_after_secs: 1,
+            retry_after_secs: self.retry_after,
             backend,
             stream,
             pool,
         })
     }
+}
+
+/// An HTTP/2 window flag's value, when it is within 1..=[`MAX_H2_WINDOW`].
+fn h2_window(flag: &'static str, value: u64) -> Result<u32, ConfigError> {
+    u32::try_from(value)
+        .ok()
+        .filter(|window| (1..=MAX_H2_WINDOW).contains(window))
+        .ok_or(ConfigError::WindowOutOfRange { flag, value })
 }
 
 /// Parses an octal permission (`0660`, `660`, `0o660`), at most `0o7777`.
@@ -444,6 +655,198 @@ mod tests {
             cli(&["--max-connections", "0"]).into_config(),
             Err(ConfigError::ZeroValue("--max-connections"))
         );
+    }
+
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        command.clone().debug_assert();
+        let help = command.render_long_help().to_string();
+        for flag in [
+            "--write-timeout",
+            "--client-buffer",
+            "--linger",
+            "--receive-timeout",
+            "--retry-after",
+            "--connect-timeout",
+            "--h2-stream-window",
+            "--h2-connection-window",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+    }
+
+    #[test]
+    fn flow_control_and_timeout_defaults() {
+        let config = cli(&[]).into_config().unwrap();
+        assert_eq!(config.stream.write_timeout, Duration::from_secs(30));
+        assert_eq!(config.stream.client_buffer, 64 * 1024);
+        assert_eq!(config.stream.linger, Duration::from_secs(2));
+        assert_eq!(config.receive_timeout, Duration::from_secs(5));
+        assert_eq!(config.retry_after_secs, 1);
+        assert_eq!(config.pool.connect_timeout, Duration::from_secs(10));
+        assert_eq!(config.pool.h2_stream_window, 65_536);
+        // The mock backend carries one stream per "connection".
+        assert_eq!(config.pool.h2_connection_window, 65_536);
+
+        let config = cli(&["-b", "openai"]).into_config().unwrap();
+        assert_eq!(config.pool.max_streams_per_connection, 100);
+        assert_eq!(config.pool.h2_connection_window, 100 * 65_536);
+        // The flags' defaults are the machines' own defaults.
+        assert_eq!(config.stream, StreamConfig::default());
+        assert_eq!(config.pool, PoolConfig::default());
+    }
+
+    #[test]
+    fn each_new_flag_sets_its_field() {
+        let config = cli(&[
+            "-b",
+            "openai",
+            "--write-timeout",
+            "7",
+            "--client-buffer",
+            "4096",
+            "--linger",
+            "3",
+            "--receive-timeout",
+            "9",
+            "--retry-after",
+            "4",
+            "--connect-timeout",
+            "11",
+            "--h2-stream-window",
+            "131072",
+            "--h2-connection-window",
+            "1048576",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.stream.write_timeout, Duration::from_secs(7));
+        assert_eq!(config.stream.client_buffer, 4096);
+        assert_eq!(config.stream.linger, Duration::from_secs(3));
+        assert_eq!(config.receive_timeout, Duration::from_secs(9));
+        assert_eq!(config.retry_after_secs, 4);
+        assert_eq!(config.pool.connect_timeout, Duration::from_secs(11));
+        assert_eq!(config.pool.h2_stream_window, 131_072);
+        assert_eq!(config.pool.h2_connection_window, 1_048_576);
+    }
+
+    #[test]
+    fn the_default_connection_window_follows_streams_and_stream_window() {
+        let window = |args: &[&str]| {
+            let mut argv = vec!["-b", "openai"];
+            argv.extend_from_slice(args);
+            cli(&argv).into_config().unwrap().pool.h2_connection_window
+        };
+        assert_eq!(
+            window(&["--h2-streams-per-connection", "200", "--h2-stream-window", "131072"]),
+            200 * 131_072
+        );
+        // Clamped streams count, not the number given.
+        assert_eq!(window(&["--h2-streams-per-connection", "1", "--h2-stream-window", "1000"]), 10 * 1000);
+        // Capped at HTTP/2's largest window, which still holds one stream window.
+        assert_eq!(window(&["--h2-stream-window", "2147483647"]), MAX_H2_WINDOW);
+        // Over HTTP/1.1 there is one stream per connection.
+        let config = cli(&["-b", "openai", "--openai-http2", "false", "--h2-stream-window", "5000"])
+            .into_config()
+            .unwrap();
+        assert_eq!(config.pool.h2_connection_window, 5000);
+    }
+
+    #[test]
+    fn every_zero_timeout_is_rejected_by_name() {
+        for flag in [
+            "--write-timeout",
+            "--linger",
+            "--receive-timeout",
+            "--connect-timeout",
+            "--retry-after",
+            "--first-byte-timeout",
+            "--idle-timeout",
+            "--total-timeout",
+        ] {
+            let error = cli(&[flag, "0"]).into_config().unwrap_err();
+            assert_eq!(error, ConfigError::ZeroValue(flag));
+            assert_eq!(error.to_string(), format!("{flag} must be greater than zero"));
+        }
+    }
+
+    #[test]
+    fn windows_must_be_within_http2_range() {
+        for flag in ["--h2-stream-window", "--h2-connection-window"] {
+            for value in [0u64, 1 << 31, u64::from(u32::MAX) + 1] {
+                let text = value.to_string();
+                let error = cli(&[flag, &text]).into_config().unwrap_err();
+                assert_eq!(error, ConfigError::WindowOutOfRange { flag, value });
+                let message = error.to_string();
+                assert!(message.starts_with(&format!("{flag} {value} ")), "{message}");
+                assert!(message.contains("1..=2147483647"), "{message}");
+            }
+        }
+        let config =
+            cli(&["--h2-stream-window", "1", "--h2-connection-window", "2147483647"]).into_config().unwrap();
+        assert_eq!((config.pool.h2_stream_window, config.pool.h2_connection_window), (1, MAX_H2_WINDOW));
+    }
+
+    #[test]
+    fn the_connection_window_holds_at_least_one_stream_window() {
+        let error = cli(&["--h2-stream-window", "100000", "--h2-connection-window", "99999"])
+            .into_config()
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ConfigError::ConnectionWindowBelowStreamWindow { connection: 99_999, stream: 100_000 }
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("--h2-connection-window 99999") && message.contains("--h2-stream-window 100000")
+        );
+        // Equal is enough; below the default stream window is checked too.
+        let config =
+            cli(&["--h2-stream-window", "100000", "--h2-connection-window", "100000"]).into_config().unwrap();
+        assert_eq!(config.pool.h2_connection_window, 100_000);
+        assert!(matches!(
+            cli(&["--h2-connection-window", "65535"]).into_config(),
+            Err(ConfigError::ConnectionWindowBelowStreamWindow { connection: 65_535, stream: 65_536 })
+        ));
+    }
+
+    #[test]
+    fn the_client_buffer_has_a_floor() {
+        let error = cli(&["--client-buffer", "1023"]).into_config().unwrap_err();
+        assert_eq!(error, ConfigError::ClientBufferTooSmall(1023));
+        assert!(error.to_string().starts_with("--client-buffer 1023 "));
+        assert_eq!(cli(&["--client-buffer", "0"]).into_config(), Err(ConfigError::ClientBufferTooSmall(0)));
+        let config = cli(&["--client-buffer", "1024"]).into_config().unwrap();
+        assert_eq!(config.stream.client_buffer, MIN_CLIENT_BUFFER);
+    }
+
+    #[test]
+    fn debug_never_shows_the_api_key() {
+        const KEY: &str = "sk-proj-Zx9TESTKEYabcdefghijklmnopqrstuvwxyz0123456789";
+        let cli = cli(&["-b", "openai", "--openai-api-key", KEY]);
+        let config = cli.clone().into_config().unwrap();
+        let Backend::OpenAi(openai) = &config.backend else { panic!("openai backend expected") };
+        assert_eq!(openai.api_key.as_deref(), Some(KEY), "the key itself is kept");
+        let printed = [
+            format!("{cli:?}"),
+            format!("{cli:#?}"),
+            format!("{openai:?}"),
+            format!("{:?}", config.backend),
+            format!("{config:?}"),
+            format!("{config:#?}"),
+        ];
+        for text in &printed {
+            assert!(!text.contains(KEY), "key printed: {text}");
+            assert!(!text.contains("Zx9TESTKEY"), "part of the key printed: {text}");
+            assert!(text.contains("<redacted>"), "no sign of a key in {text}");
+        }
+        assert!(printed[0].contains("openai_api_key: Some(<redacted>)"));
+        // Without a key, Debug says so.
+        let mut no_key = cli;
+        no_key.openai_api_key = None;
+        assert!(format!("{no_key:?}").contains("openai_api_key: None"));
     }
 
     #[test]
