@@ -15,6 +15,11 @@
 //! - [`mock`]: the mock backend's 18-event script, driven through [`stream`].
 //! - [`pool`]: backend connection bookkeeping (which connection gets the next stream).
 //! - [`limits`]: the concurrent-stream limit, counters and the benchmark summary.
+//! - [`admission`]: whether a received handoff becomes a stream, and the complete
+//!   HTTP error response when it does not (400 bad handoff, 503 at capacity or
+//!   shutting down).
+//! - [`redact`]: removing key-like text (API keys, bearer tokens) from anything
+//!   forwarded to a browser.
 //! - [`config`]: the one command-line and environment definition both daemons use.
 //!
 //! # The contract of every machine
@@ -32,6 +37,7 @@
 //! sequence; the fuzz targets in `fuzz/` hold it to that. `NeedData` is a value, not
 //! an error.
 
+pub mod admission;
 pub mod config;
 pub mod handoff;
 pub mod http1;
@@ -40,6 +46,7 @@ pub mod limits;
 pub mod mock;
 pub mod openai;
 pub mod pool;
+pub mod redact;
 pub mod sse;
 pub mod stream;
 #[cfg(any(test, feature = "testing"))]

@@ -24,6 +24,7 @@ pub struct Limits {
     client_gone: AtomicU64,
     client_stalled: AtomicU64,
     rejected: AtomicU64,
+    rejected_draining: AtomicU64,
     bad_handoffs: AtomicU64,
     bytes_sent: AtomicU64,
 }
@@ -45,8 +46,10 @@ pub struct Snapshot {
     pub client_gone: u64,
     /// Streams ended because their client took nothing for the write timeout.
     pub client_stalled: u64,
-    /// Handoffs answered 503 because of the limit (or draining).
+    /// Handoffs answered 503, for either reason: the limit, or draining.
     pub rejected: u64,
+    /// Of `rejected`, those answered 503 because the daemon was shutting down.
+    pub rejected_draining: u64,
     /// Handoffs answered 400.
     pub bad_handoffs: u64,
     pub bytes_sent: u64,
@@ -83,10 +86,18 @@ impl Limits {
         Some(Admission { limits: Arc::clone(self) })
     }
 
-    /// Counts a handoff answered 503 for a reason other than [`Limits::try_admit`]
-    /// refusing it (draining).
-    pub fn record_rejected(&self) {
+    /// Counts a handoff answered 503 because the daemon is draining: in `rejected`
+    /// and in `rejected_draining`. [`crate::admission::admit`] calls it.
+    pub fn record_rejected_draining(&self) {
         self.rejected.fetch_add(1, Relaxed);
+        self.rejected_draining.fetch_add(1, Relaxed);
+    }
+
+    /// The same as [`Limits::record_rejected_draining`] (draining is the only 503
+    /// that [`Limits::try_admit`] does not count itself); kept for callers written
+    /// before [`crate::admission::admit`].
+    pub fn record_rejected(&self) {
+        self.record_rejected_draining();
     }
 
     /// Counts a handoff answered 400.
@@ -120,6 +131,7 @@ impl Limits {
             client_gone: self.client_gone.load(Relaxed),
             client_stalled: self.client_stalled.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
+            rejected_draining: self.rejected_draining.load(Relaxed),
             bad_handoffs: self.bad_handoffs.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
         }
@@ -142,6 +154,7 @@ pub fn summary(snapshot: &Snapshot) -> String {
         ("client gone", snapshot.client_gone),
         ("client stalled", snapshot.client_stalled),
         ("rejected (503)", snapshot.rejected),
+        ("rejected while draining (503)", snapshot.rejected_draining),
         ("bad handoffs (400)", snapshot.bad_handoffs),
         ("bytes sent", snapshot.bytes_sent),
     ];
@@ -264,17 +277,21 @@ mod tests {
         limits.record_outcome(&Outcome::Completed);
         limits.record_outcome(&Outcome::Failed(FailureReason::Backend(FailureKind::Reset)));
         limits.record_outcome(&Outcome::ClientGone);
+        limits.record_outcome(&Outcome::ClientStalled);
+        limits.record_rejected_draining();
         limits.record_rejected();
         limits.record_bad_handoff();
         limits.add_bytes_sent(1500);
         limits.add_bytes_sent(500);
+        assert!(limits.try_admit().is_some());
         let snapshot = limits.snapshot();
         assert_eq!(
-            (snapshot.completed, snapshot.failed, snapshot.client_gone),
-            (2, 1, 1),
-            "completed, failed, client gone"
+            (snapshot.completed, snapshot.failed, snapshot.client_gone, snapshot.client_stalled),
+            (2, 1, 1, 1),
+            "completed, failed, client gone, client stalled"
         );
-        assert_eq!((snapshot.rejected, snapshot.bad_handoffs, snapshot.bytes_sent), (1, 1, 2000));
+        assert_eq!((snapshot.rejected, snapshot.rejected_draining), (2, 2), "both 503s were for draining");
+        assert_eq!((snapshot.bad_handoffs, snapshot.bytes_sent, snapshot.started), (1, 2000, 1));
     }
 
     #[test]
@@ -288,6 +305,7 @@ mod tests {
             client_gone: 1,
             client_stalled: 4,
             rejected: 5,
+            rejected_draining: 2,
             bad_handoffs: 6,
             bytes_sent: 123_456,
         };
@@ -303,6 +321,7 @@ mod tests {
                 "client gone: 1",
                 "client stalled: 4",
                 "rejected (503): 5",
+                "rejected while draining (503): 2",
                 "bad handoffs (400): 6",
                 "bytes sent: 123456",
             ]

@@ -209,3 +209,59 @@ fn a_failed_request_without_an_error_object_reports_its_status() {
         assert_eq!(error_from_status(502, body), expected);
     }
 }
+
+/// OpenAI's answer to a wrong key, as it sends it.
+const INVALID_KEY_BODY: &str = r#"{
+    "error": {
+        "message": "Incorrect API key provided: sk-proj-********************WXyz. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "type": "invalid_request_error",
+        "param": null,
+        "code": "invalid_api_key"
+    }
+}"#;
+
+#[test]
+fn a_401_body_is_reported_without_the_key() {
+    let error = error_from_status(401, INVALID_KEY_BODY.as_bytes());
+    assert_eq!(
+        error,
+        upstream_error(
+            "Incorrect API key provided: sk-[redacted]. You can find your API key at https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            Some("invalid_api_key")
+        )
+    );
+    assert!(!error.message.contains("WXyz"));
+}
+
+#[test]
+fn error_chunks_in_the_stream_are_redacted_in_every_shape() {
+    let key = "sk-abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+    let cases = [
+        format!(
+            r#"{{"error":{{"message":"bad key {key}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#
+        ),
+        format!(r#"{{"error":"bad key {key}"}}"#),
+        format!(r#"{{"object":"error","message":"bad key {key}","type":"AuthenticationError","code":401}}"#),
+    ];
+    for data in &cases {
+        let Ok(ChunkEvent::Error(error)) = parse_chunk(data) else {
+            panic!("an error event expected from {data}")
+        };
+        assert_eq!(error.message, "bad key sk-[redacted]", "{data}");
+    }
+    let data = r#"{"error":{"message":"proxy refused Authorization: Bearer tok_9f8e7d6c","type":"Bearer x","code":"sk-abcdefghijklmnopqrstuvwx"}}"#;
+    assert_eq!(
+        parse_chunk(data).unwrap(),
+        ChunkEvent::Error(upstream_error(
+            "proxy refused Authorization: Bearer [redacted]",
+            "Bearer [redacted]",
+            Some("sk-[redacted]")
+        ))
+    );
+    // The same body as a non-2xx answer is redacted the same way.
+    assert_eq!(
+        error_from_status(403, data.as_bytes()).message,
+        "proxy refused Authorization: Bearer [redacted]"
+    );
+}

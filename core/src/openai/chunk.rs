@@ -13,8 +13,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ChunkError, ChunkEvent, UpstreamError};
+use crate::redact::redact;
 
-/// Interprets one SSE event's `data` from the upstream.
+/// Interprets one SSE event's `data` from the upstream. An error's message, type
+/// and code come out redacted of anything key-like (see [`crate::redact`]).
 pub fn parse_chunk(data: &str) -> Result<ChunkEvent<'_>, ChunkError> {
     if data.trim_ascii() == "[DONE]" {
         return Ok(ChunkEvent::Done);
@@ -43,8 +45,9 @@ pub fn parse_chunk(data: &str) -> Result<ChunkEvent<'_>, ChunkError> {
 }
 
 /// The error to report for a non-2xx upstream response, from its status and (up
-/// to a bound) its body: the body's OpenAI error object when it has one, else a
-/// message naming the status.
+/// to a bound) its body: the body's OpenAI error object when it has one (its text
+/// redacted of anything key-like, see [`crate::redact`]), else a message naming
+/// the status.
 pub fn error_from_status(status: u16, body: &[u8]) -> UpstreamError {
     let reported = std::str::from_utf8(body)
         .ok()
@@ -129,15 +132,26 @@ impl From<ErrorField> for UpstreamError {
     }
 }
 
+/// Every upstream error reaches [`UpstreamError`] through here, and its text is
+/// forwarded to the browser: anything key-like in it is redacted on the way.
 impl From<ErrorBody> for UpstreamError {
     fn from(body: ErrorBody) -> Self {
         UpstreamError {
             message: body
                 .message
+                .map(redacted)
                 .unwrap_or_else(|| "the backend reported an error without a message".to_owned()),
-            error_type: body.error_type.unwrap_or_else(|| "upstream_error".to_owned()),
-            code: body.code.map(|code| code.0),
+            error_type: body.error_type.map(redacted).unwrap_or_else(|| "upstream_error".to_owned()),
+            code: body.code.map(|code| redacted(code.0)),
         }
+    }
+}
+
+/// `text` with key-like parts redacted, reusing its allocation when there are none.
+fn redacted(text: String) -> String {
+    match redact(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(clean) => clean,
     }
 }
 

@@ -32,7 +32,8 @@ pub enum ChunkEvent<'a> {
     Error(UpstreamError),
 }
 
-/// An error the upstream reported, in OpenAI's shape.
+/// An error the upstream reported, in OpenAI's shape, with anything key-like in
+/// its text already redacted, so it may be forwarded to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamError {
     pub message: String,

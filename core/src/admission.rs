@@ -1,0 +1,341 @@
+//! Whether a received handoff becomes a stream, and what the client gets when it
+//! does not.
+//!
+//! The order of the checks is the policy:
+//! 1. A handoff that did not decode gets `400` (`invalid_request_error` /
+//!    `bad_handoff`), whatever the daemon's state: the request itself is wrong,
+//!    so a `503` inviting a retry would only earn it the `400` later.
+//! 2. While draining (after SIGINT/SIGTERM), every other handoff gets `503`
+//!    (`server_unavailable` / `server_shutting_down`) with `Retry-After`, even
+//!    with slots free: the daemon is going away and must not start new streams.
+//! 3. At the stream limit, `503` (`server_overloaded` / `over_capacity`) with
+//!    `Retry-After`.
+//!
+//! Each refusal is counted exactly once in [`Limits`]: `bad_handoffs`, or
+//! `rejected` (every 503) with `rejected_draining` for the draining ones.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::handoff::{Handoff, HandoffError};
+use crate::http1::{self, ErrorStatus};
+use crate::limits::{Admission, Limits};
+use crate::redact::redact;
+
+/// Why a handoff was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The handoff data did not decode: `400`.
+    BadHandoff(HandoffError),
+    /// Every stream slot is taken: `503` with `Retry-After`.
+    AtCapacity,
+    /// The daemon is shutting down: `503` with `Retry-After`.
+    Draining,
+}
+
+impl Refusal {
+    pub fn status(&self) -> ErrorStatus {
+        match self {
+            Refusal::BadHandoff(_) => ErrorStatus::BadRequest,
+            Refusal::AtCapacity | Refusal::Draining => ErrorStatus::ServiceUnavailable,
+        }
+    }
+
+    /// The error body's `type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Refusal::BadHandoff(_) => "invalid_request_error",
+            Refusal::AtCapacity => "server_overloaded",
+            Refusal::Draining => "server_unavailable",
+        }
+    }
+
+    /// The error body's `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BadHandoff(_) => "bad_handoff",
+            Refusal::AtCapacity => "over_capacity",
+            Refusal::Draining => "server_shutting_down",
+        }
+    }
+
+    /// The error body's `message`. A bad handoff's says what is wrong with it
+    /// (redacted: a decoder's message may quote the data).
+    pub fn message(&self) -> Cow<'static, str> {
+        match self {
+            Refusal::BadHandoff(error) => Cow::Owned(redact(&error.to_string()).into_owned()),
+            Refusal::AtCapacity => Cow::Borrowed("the streaming daemon is at capacity"),
+            Refusal::Draining => Cow::Borrowed("the streaming daemon is shutting down"),
+        }
+    }
+
+    /// The complete HTTP response the client gets: status line, JSON error body in
+    /// OpenAI's shape, `Content-Length`, `Connection: close`, and for the 503s
+    /// `Retry-After: retry_after_secs`.
+    pub fn response(&self, retry_after_secs: u32) -> Bytes {
+        let status = self.status();
+        let retry_after = (status == ErrorStatus::ServiceUnavailable).then_some(retry_after_secs);
+        http1::error_response(status, &self.message(), self.error_type(), Some(self.code()), retry_after)
+    }
+}
+
+/// For the log: what was refused and why.
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::BadHandoff(error) => write!(f, "bad handoff: {error}"),
+            Refusal::AtCapacity => write!(f, "at the stream limit"),
+            Refusal::Draining => write!(f, "shutting down"),
+        }
+    }
+}
+
+/// Admits a decoded handoff, or says why not (see the module's order). Counts
+/// every refusal exactly once in `limits`; an admission counts as started and
+/// holds its slot until the [`Admission`] is dropped.
+pub fn admit(
+    limits: &Arc<Limits>,
+    draining: bool,
+    decoded: Result<Handoff, HandoffError>,
+) -> Result<(Handoff, Admission), Refusal> {
+    let handoff = match decoded {
+        Ok(handoff) => handoff,
+        Err(error) => {
+            limits.record_bad_handoff();
+            return Err(Refusal::BadHandoff(error));
+        }
+    };
+    if draining {
+        limits.record_rejected_draining();
+        return Err(Refusal::Draining);
+    }
+    // `try_admit` counts its own refusal in `rejected`.
+    match limits.try_admit() {
+        Some(admission) => Ok((handoff, admission)),
+        None => Err(Refusal::AtCapacity),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handoff;
+    use crate::limits::Snapshot;
+
+    fn good() -> Result<Handoff, HandoffError> {
+        handoff::decode(br#"{"prompt":"hi","user_id":"u1"}"#)
+    }
+
+    fn bad() -> Result<Handoff, HandoffError> {
+        handoff::decode(b"not json")
+    }
+
+    /// The response's status line, headers (lower-cased names) and parsed body.
+    fn parse(response: &Bytes) -> (String, Vec<(String, String)>, serde_json::Value) {
+        let text = std::str::from_utf8(response).expect("responses are UTF-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        let mut lines = head.split("\r\n");
+        let status = lines.next().expect("a status line").to_owned();
+        let headers = lines
+            .map(|line| {
+                let (name, value) = line.split_once(": ").expect("name: value");
+                (name.to_ascii_lowercase(), value.to_owned())
+            })
+            .collect::<Vec<_>>();
+        let length = headers.iter().find(|(name, _)| name == "content-length").expect("Content-Length");
+        assert_eq!(length.1, body.len().to_string(), "Content-Length counts the body's bytes");
+        (status, headers, serde_json::from_str(body).expect("a JSON body"))
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers.iter().find(|(n, _)| n == name).map(|(_, value)| value.as_str())
+    }
+
+    fn refusals(snapshot: &Snapshot) -> (u64, u64, u64) {
+        (snapshot.bad_handoffs, snapshot.rejected, snapshot.rejected_draining)
+    }
+
+    #[test]
+    fn a_good_handoff_is_admitted_with_its_slot() {
+        let limits = Limits::new(1);
+        let (handoff, admission) = admit(&limits, false, good()).expect("admitted");
+        assert_eq!(handoff.user_id.as_deref(), Some("u1"));
+        assert_eq!(handoff.last_user_text(), "hi");
+        let snapshot = limits.snapshot();
+        assert_eq!((snapshot.active, snapshot.started), (1, 1));
+        assert_eq!(refusals(&snapshot), (0, 0, 0));
+        drop(admission);
+        assert_eq!(limits.snapshot().active, 0);
+        assert!(admit(&limits, false, good()).is_ok(), "the slot is reusable");
+    }
+
+    #[test]
+    fn a_bad_handoff_gets_400_in_every_state_counted_once() {
+        let limits = Limits::new(1);
+        let held = admit(&limits, false, good()).expect("admitted");
+        for draining in [false, true] {
+            let refusal = admit(&limits, draining, bad()).expect_err("refused");
+            assert!(matches!(refusal, Refusal::BadHandoff(HandoffError::NotJson(_))), "{refusal:?}");
+        }
+        let truncated = admit(&limits, false, Err(HandoffError::Truncated)).expect_err("refused");
+        assert_eq!(truncated, Refusal::BadHandoff(HandoffError::Truncated));
+        let snapshot = limits.snapshot();
+        assert_eq!(refusals(&snapshot), (3, 0, 0), "bad handoffs, rejected, rejected draining");
+        assert_eq!((snapshot.started, snapshot.active), (1, 1), "no slot was taken");
+        drop(held);
+    }
+
+    #[test]
+    fn draining_refuses_with_slots_free_counted_once() {
+        let limits = Limits::new(10);
+        let refusal = admit(&limits, true, good()).expect_err("refused while draining");
+        assert_eq!(refusal, Refusal::Draining);
+        let snapshot = limits.snapshot();
+        assert_eq!(refusals(&snapshot), (0, 1, 1));
+        assert_eq!((snapshot.started, snapshot.active), (0, 0));
+    }
+
+    #[test]
+    fn draining_at_capacity_counts_as_draining_only() {
+        let limits = Limits::new(1);
+        let held = admit(&limits, false, good()).expect("admitted");
+        assert_eq!(admit(&limits, true, good()).expect_err("refused"), Refusal::Draining);
+        assert_eq!(refusals(&limits.snapshot()), (0, 1, 1), "one 503, counted once, as draining");
+        drop(held);
+    }
+
+    #[test]
+    fn at_capacity_refuses_counted_once() {
+        let limits = Limits::new(2);
+        let first = admit(&limits, false, good()).expect("admitted");
+        let second = admit(&limits, false, good()).expect("admitted");
+        assert_eq!(admit(&limits, false, good()).expect_err("refused at the limit"), Refusal::AtCapacity);
+        let snapshot = limits.snapshot();
+        assert_eq!(refusals(&snapshot), (0, 1, 0));
+        assert_eq!((snapshot.started, snapshot.active, snapshot.peak_concurrent), (2, 2, 2));
+        drop((first, second));
+    }
+
+    #[test]
+    fn the_400_response_names_the_problem() {
+        let response = Refusal::BadHandoff(HandoffError::NotObject).response(7);
+        let (status, headers, body) = parse(&response);
+        assert_eq!(status, "HTTP/1.1 400 Bad Request");
+        assert_eq!(header(&headers, "content-type"), Some("application/json"));
+        assert_eq!(header(&headers, "connection"), Some("close"));
+        assert_eq!(header(&headers, "retry-after"), None, "a 400 is not worth retrying");
+        assert_eq!(body["error"]["message"], "handoff data is not a JSON object");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "bad_handoff");
+    }
+
+    #[test]
+    fn the_503_responses_carry_retry_after_and_their_own_code() {
+        for (refusal, error_type, code, message) in [
+            (
+                Refusal::AtCapacity,
+                "server_overloaded",
+                "over_capacity",
+                "the streaming daemon is at capacity",
+            ),
+            (
+                Refusal::Draining,
+                "server_unavailable",
+                "server_shutting_down",
+                "the streaming daemon is shutting down",
+            ),
+        ] {
+            for retry_after in [1, 30] {
+                let (status, headers, body) = parse(&refusal.response(retry_after));
+                assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{refusal:?}");
+                assert_eq!(header(&headers, "retry-after"), Some(retry_after.to_string().as_str()));
+                assert_eq!(header(&headers, "content-type"), Some("application/json"));
+                assert_eq!(body["error"]["type"], error_type);
+                assert_eq!(body["error"]["code"], code);
+                assert_eq!(body["error"]["message"], message);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_handoff_message_is_redacted() {
+        let error = HandoffError::InvalidField {
+            field: "model",
+            reason: "unexpected sk-abcdefghijklmnopqrstuvwxyz012345".to_owned(),
+        };
+        let refusal = Refusal::BadHandoff(error);
+        let response = refusal.response(1);
+        let text = std::str::from_utf8(&response).unwrap();
+        assert!(!text.contains("abcdefghijklmnopqrstuvwxyz"), "{text}");
+        let (_, _, body) = parse(&response);
+        assert_eq!(body["error"]["message"], "handoff field `model` is invalid: unexpected sk-[redacted]");
+    }
+
+    #[test]
+    fn refusals_display_for_the_log() {
+        assert_eq!(Refusal::AtCapacity.to_string(), "at the stream limit");
+        assert_eq!(Refusal::Draining.to_string(), "shutting down");
+        assert_eq!(
+            Refusal::BadHandoff(HandoffError::Truncated).to_string(),
+            "bad handoff: handoff message was truncated"
+        );
+    }
+
+    /// Threads admit a mix of good and bad handoffs, some while "draining", and
+    /// hold what they get: the limit is met exactly and every call is counted in
+    /// exactly one place.
+    #[test]
+    fn concurrent_admissions_never_exceed_the_limit_and_count_every_refusal_once() {
+        const THREADS: usize = 6;
+        const ATTEMPTS: usize = 300;
+        const MAX: u64 = 500;
+        let limits = Limits::new(MAX);
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let limits = Arc::clone(&limits);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut held = Vec::new();
+                    let mut seen = (0u64, 0u64, 0u64, 0u64);
+                    for attempt in 0..ATTEMPTS {
+                        let decoded = if (thread + attempt) % 7 == 0 { bad() } else { good() };
+                        let draining = (thread * 31 + attempt) % 11 == 0;
+                        match admit(&limits, draining, decoded) {
+                            Ok(admitted) => {
+                                assert!(limits.snapshot().active <= MAX);
+                                held.push(admitted);
+                                seen.0 += 1;
+                            }
+                            Err(Refusal::BadHandoff(_)) => seen.1 += 1,
+                            Err(Refusal::AtCapacity) => seen.2 += 1,
+                            Err(Refusal::Draining) => seen.3 += 1,
+                        }
+                    }
+                    barrier.wait();
+                    seen
+                })
+            })
+            .collect();
+        let (mut admitted, mut bad_handoffs, mut at_capacity, mut draining) = (0, 0, 0, 0);
+        for handle in handles {
+            let seen = handle.join().expect("admitting thread panicked");
+            admitted += seen.0;
+            bad_handoffs += seen.1;
+            at_capacity += seen.2;
+            draining += seen.3;
+        }
+        assert_eq!(admitted, MAX, "the good, non-draining attempts outnumber the limit");
+        let snapshot = limits.snapshot();
+        assert_eq!(snapshot.started, admitted);
+        assert_eq!(snapshot.peak_concurrent, MAX);
+        assert_eq!(snapshot.bad_handoffs, bad_handoffs);
+        assert_eq!(snapshot.rejected, at_capacity + draining);
+        assert_eq!(snapshot.rejected_draining, draining);
+        assert_eq!(admitted + bad_handoffs + at_capacity + draining, (THREADS * ATTEMPTS) as u64);
+        assert_eq!(snapshot.active, 0, "every admission was dropped with its thread");
+    }
+}
