@@ -1,7 +1,7 @@
 //! handoff-smol: the handoff daemon on smol (async-io reactor, async-executor).
 
 mod runtime;
-mod wheel;
+mod timer_queue;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -15,20 +15,20 @@ use futures_lite::StreamExt;
 use handoff_io::runtime::{ReadyFd, Runtime, Timer};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
-use crate::wheel::{Wheel, WheelTimer};
+use crate::timer_queue::{QueueTimer, TimerQueue};
 
 #[derive(Clone)]
 pub struct SmolRuntime {
     executor: Arc<smol::Executor<'static>>,
-    wheel: Arc<Wheel>,
+    timers: Arc<TimerQueue>,
 }
 
 impl SmolRuntime {
     /// Also starts the timer queue's driver task on `executor`.
     pub fn new(executor: Arc<smol::Executor<'static>>) -> Self {
-        let wheel = Wheel::new();
-        executor.spawn(wheel.clone().drive()).detach();
-        SmolRuntime { executor, wheel }
+        let timers = TimerQueue::new();
+        executor.spawn(timers.clone().drive()).detach();
+        SmolRuntime { executor, timers }
     }
 }
 
@@ -45,7 +45,7 @@ impl Runtime for SmolRuntime {
     }
 
     fn timer(&self, deadline: Instant) -> SmolTimer {
-        SmolTimer(WheelTimer::new(self.wheel.clone(), deadline))
+        SmolTimer(QueueTimer::new(self.timers.clone(), deadline))
     }
 
     fn register(&self, fd: OwnedFd) -> io::Result<SmolFd> {
@@ -78,7 +78,7 @@ impl Runtime for SmolRuntime {
     }
 }
 
-pub struct SmolTimer(WheelTimer);
+pub struct SmolTimer(QueueTimer);
 
 impl Timer for SmolTimer {
     fn reset(&mut self, deadline: Instant) {
