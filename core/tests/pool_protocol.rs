@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use handoff_core::pool::{Command, ConnId, Event, Pool, PoolConfig, StreamId};
-use handoff_core::stream::FailureKind;
+use handoff_core::pool::{Command, ConnId, Event, Pool, PoolConfig, Rejection, StreamId};
+use handoff_core::stream::{BackendFailure, FailureKind};
 
 struct Runtime {
     pool: Pool,
@@ -38,6 +38,15 @@ impl Runtime {
         self.report(Event::ConnectionReady { conn: ConnId(conn), peer_max_streams })
     }
 
+    /// Reports the stream rejected, with [`transport_failure`] as its failure.
+    fn reject(&mut self, stream: u64, rejection: Rejection) -> Vec<Command> {
+        self.report(Event::StreamRejected {
+            stream: StreamId(stream),
+            rejection,
+            failure: transport_failure(),
+        })
+    }
+
     fn connection_failed(&mut self, conn: u64, reason: &str) -> Vec<Command> {
         self.report(Event::ConnectionFailed { conn: ConnId(conn), reason: reason.to_owned() })
     }
@@ -57,6 +66,17 @@ impl Runtime {
         commands
     }
 }
+
+/// The failure a transport reports with a rejection.
+fn transport_failure() -> BackendFailure {
+    BackendFailure { kind: FailureKind::Reset, message: "the backend reset the stream".to_owned() }
+}
+
+fn failed_with_transport_failure(stream: u64) -> Command {
+    Command::Fail { stream: StreamId(stream), failure: transport_failure() }
+}
+
+const RETRYABLE: [Rejection; 3] = [Rejection::RefusedStream, Rejection::GoAway, Rejection::NotSent];
 
 fn config(max_streams_per_connection: u32) -> PoolConfig {
     PoolConfig { max_streams_per_connection, ..PoolConfig::default() }
@@ -262,13 +282,55 @@ fn a_refused_stream_is_retried_once_elsewhere_then_failed() {
     assert_eq!(assigns(&rt.ready(1, None)), [(2, 1)]);
     // Connections 0 and 1 carry one stream each after the refusal: 0 would win the
     // tie, but it just refused stream 0.
-    let commands = rt.report(Event::StreamRefused(StreamId(0)));
-    assert_eq!(assigns(&commands), [(0, 1)]);
-    let commands = rt.report(Event::StreamRefused(StreamId(0)));
+    let commands = rt.reject(0, Rejection::RefusedStream);
+    assert_eq!(commands, [Command::Assign { stream: StreamId(0), conn: ConnId(1) }]);
+    let commands = rt.reject(0, Rejection::RefusedStream);
     let failed = fails(&commands);
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].0, failed[0].1), (0, FailureKind::Unavailable));
+    assert!(failed[0].2.contains("refused the stream twice"));
     assert!(assigns(&commands).is_empty());
+    // Connection 0 kept serving: the next stream goes there.
+    assert_eq!(assigns(&rt.request([3])), [(3, 0)]);
+}
+
+/// Every retryable rejection: retried once on the other connection (though the
+/// rejecting one would win the tie), then failed as unavailable.
+#[test]
+fn every_retryable_rejection_is_retried_once_elsewhere_then_failed() {
+    for rejection in RETRYABLE {
+        let mut rt = Runtime::new(config(2));
+        rt.request(0..3);
+        rt.ready(0, None);
+        assert_eq!(assigns(&rt.ready(1, None)), [(2, 1)]);
+        rt.finish(1);
+        assert_eq!(assigns(&rt.reject(0, rejection)), [(0, 1)], "{rejection:?}");
+        let commands = rt.reject(0, rejection);
+        let failed: Vec<(u64, FailureKind)> = fails(&commands).iter().map(|f| (f.0, f.1)).collect();
+        assert_eq!(failed, [(0, FailureKind::Unavailable)], "{rejection:?}");
+        assert!(assigns(&commands).is_empty() && opens(&commands).is_empty(), "{rejection:?}: {commands:?}");
+        // The pool has forgotten it: its end reported later changes nothing.
+        assert!(rt.finish(0).is_empty(), "{rejection:?}");
+        assert_eq!(rt.pool.stats().active_streams, 1, "{rejection:?}: stream 2 alone runs");
+    }
+}
+
+/// GOAWAY below the stream's id, or a connection that failed before the request
+/// was written: the connection takes nothing new, and closes with its last stream.
+#[test]
+fn a_go_away_or_not_sent_rejection_drains_the_connection() {
+    for rejection in [Rejection::GoAway, Rejection::NotSent] {
+        let mut rt = Runtime::new(config(3));
+        rt.request(0..2);
+        assert_eq!(assigns(&rt.ready(0, None)), [(0, 0), (1, 0)]);
+        // Stream 0 waits for a new connection; stream 1 still runs on connection 0.
+        let commands = rt.reject(0, rejection);
+        assert_eq!(commands, [Command::Open(ConnId(1))], "{rejection:?}");
+        // A new stream does not go to connection 0, which has free slots.
+        assert!(rt.request([2]).is_empty(), "{rejection:?}");
+        assert_eq!(assigns(&rt.ready(1, None)), [(0, 1), (2, 1)], "{rejection:?}: the retry first");
+        assert_eq!(rt.finish(1), [Command::Close(ConnId(0))], "{rejection:?}");
+    }
 }
 
 #[test]
@@ -279,7 +341,7 @@ fn a_refused_stream_waits_for_a_new_connection_ahead_of_the_queue() {
     assert_eq!(opens(&rt.request([1, 2])), [1]);
     // Connection 0 refused stream 0: stream 0 waits for connection 1, and stream 1
     // takes the slot on connection 0 meanwhile.
-    let commands = rt.report(Event::StreamRefused(StreamId(0)));
+    let commands = rt.reject(0, Rejection::RefusedStream);
     assert_eq!(assigns(&commands), [(1, 0)]);
     // The refused stream goes first on the new connection, before stream 2.
     assert_eq!(assigns(&rt.ready(1, None)), [(0, 1)]);
@@ -291,7 +353,72 @@ fn a_refused_stream_goes_back_when_no_other_connection_is_allowed() {
     let mut rt = Runtime::new(PoolConfig { max_connections: 1, ..config(2) });
     rt.request([0]);
     rt.ready(0, None);
-    assert_eq!(assigns(&rt.report(Event::StreamRefused(StreamId(0)))), [(0, 0)]);
+    assert_eq!(assigns(&rt.reject(0, Rejection::RefusedStream)), [(0, 0)]);
+}
+
+/// A connection that failed or said GOAWAY is never given the retry back, even
+/// when no other may open: the retry waits for the connection to go.
+#[test]
+fn a_dead_connection_never_gets_its_rejected_stream_back() {
+    for rejection in [Rejection::GoAway, Rejection::NotSent] {
+        let mut rt = Runtime::new(PoolConfig { max_connections: 1, ..config(2) });
+        rt.request([0, 1]);
+        rt.ready(0, None);
+        assert!(rt.reject(0, rejection).is_empty(), "{rejection:?}");
+        assert_eq!(rt.pool.stats().queued, 1);
+        // Its last stream ends, it closes, and a new connection serves the retry.
+        assert_eq!(rt.finish(1), [Command::Close(ConnId(0)), Command::Open(ConnId(1))], "{rejection:?}");
+        assert_eq!(assigns(&rt.ready(1, None)), [(0, 1)], "{rejection:?}");
+    }
+}
+
+#[test]
+fn a_request_that_may_have_been_processed_fails_at_once_and_frees_its_slot() {
+    let mut rt = Runtime::new(PoolConfig { max_connections: 1, ..config(1) });
+    rt.request([0, 1]);
+    assert_eq!(assigns(&rt.ready(0, None)), [(0, 0)]);
+    let commands = rt.reject(0, Rejection::MaybeProcessed);
+    // Not sent again, failed with the transport's failure; the connection serves on.
+    assert_eq!(
+        commands,
+        [failed_with_transport_failure(0), Command::Assign { stream: StreamId(1), conn: ConnId(0) }]
+    );
+    assert!(rt.finish(0).is_empty());
+    let stats = rt.pool.stats();
+    assert_eq!((stats.active_streams, stats.queued, stats.open), (1, 0, 1));
+}
+
+#[test]
+fn a_retried_request_that_may_have_been_processed_fails_with_its_failure() {
+    for rejection in RETRYABLE {
+        let mut rt = Runtime::new(config(2));
+        rt.request(0..3);
+        rt.ready(0, None);
+        assert_eq!(assigns(&rt.ready(1, None)), [(2, 1)]);
+        assert_eq!(assigns(&rt.reject(0, rejection)), [(0, 1)], "{rejection:?}");
+        assert_eq!(
+            rt.reject(0, Rejection::MaybeProcessed),
+            [failed_with_transport_failure(0)],
+            "{rejection:?}"
+        );
+    }
+}
+
+#[test]
+fn a_rejection_of_a_stream_not_running_is_answered_with_its_failure() {
+    for rejection in RETRYABLE.into_iter().chain([Rejection::MaybeProcessed]) {
+        let mut rt = Runtime::new(PoolConfig { max_connections: 1, ..config(1) });
+        // Never requested, or already over.
+        assert_eq!(rt.reject(7, rejection), [failed_with_transport_failure(7)], "{rejection:?}");
+        rt.request([0, 1, 2]);
+        rt.ready(0, None);
+        rt.finish(0);
+        assert_eq!(rt.reject(0, rejection), [failed_with_transport_failure(0)], "{rejection:?}");
+        // Still waiting: answered, and it loses its place in the queue.
+        assert_eq!(rt.reject(2, rejection), [failed_with_transport_failure(2)], "{rejection:?}");
+        assert_eq!(rt.pool.stats().queued, 0, "{rejection:?}");
+        assert!(rt.finish(1).is_empty(), "{rejection:?}: stream 2 is not assigned");
+    }
 }
 
 #[test]
@@ -414,7 +541,6 @@ fn events_about_unknown_streams_and_connections_are_ignored() {
     let before = rt.pool.stats();
     for event in [
         Event::StreamFinished(StreamId(7)),
-        Event::StreamRefused(StreamId(7)),
         Event::ConnectionReady { conn: ConnId(7), peer_max_streams: Some(1) },
         Event::PeerSettings { conn: ConnId(7), peer_max_streams: None },
         Event::ConnectionFailed { conn: ConnId(7), reason: String::new() },

@@ -1,35 +1,90 @@
 //! The client's socket: writing with backpressure, noticing that the client went
-//! away, and closing gracefully. The fd may be any stream socket.
+//! away, and the syscalls of a close. What to do and when (stall bounds, the
+//! linger, when to stop writing) is the core's [`handoff_core::stream`] and
+//! [`handoff_core::stream::close`]; this moves the bytes and reports what happened.
+//! The fd may be any stream socket.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::runtime::{ReadyFd, Runtime, Timer};
+use crate::runtime::ReadyFd;
 use crate::sys;
 
-/// How long a closing socket keeps draining what the client still sends, so that
-/// unread bytes never turn the close into a reset that destroys the response's tail.
-const LINGER: Duration = Duration::from_secs(2);
+/// What the driver needs of a client connection. [`FdClient`] is the real
+/// socket; tests drive the daemon with an in-memory one.
+pub trait ClientIo: Send + Unpin + 'static {
+    /// One write; `Pending` waits for the socket to be writable.
+    fn poll_write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>>;
+    /// One write now, without waiting or registering interest: `Ok(0)` when the
+    /// socket would block.
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize>;
+    /// Reads and discards what the client sends; `Ready` on EOF or an error.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// `shutdown(SHUT_WR)`: the client reads EOF after the last byte.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
 
-pub struct ClientSocket<R: Runtime> {
-    fd: R::Fd,
-    /// What is still to be written. One buffer: the machine coalesces what one
-    /// input produces, and a second write only queues behind a slow client (then
-    /// the two are joined), so no queue stays allocated per stream.
-    pending: Option<Bytes>,
+/// A handed-off socket registered with the runtime.
+pub struct FdClient<F: ReadyFd>(pub F);
+
+impl<F: ReadyFd> ClientIo for FdClient<F> {
+    fn poll_write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        let fd = self.0.as_fd();
+        self.0.poll_write_with(cx, || sys::write(fd, bytes))
+    }
+
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match sys::write(self.0.as_fd(), bytes) {
+            Err(error) if sys::would_block(&error) => Ok(0),
+            result => result,
+        }
+    }
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let fd = self.0.as_fd();
+        // A client that keeps sending is drained a bounded amount per call.
+        for _ in 0..4 {
+            match self.0.poll_read_with(cx, || sys::discard_input(fd)) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(false)) => continue,
+                Poll::Ready(Ok(true)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        sys::shutdown_write(self.0.as_fd())
+    }
+}
+
+/// A client connection and the bytes waiting for it.
+pub struct ClientSocket<C: ClientIo> {
+    io: C,
+    /// What is still to be written, in order: `first`, then `rest`. The machine
+    /// coalesces what one input produces, so one buffer is the common case and
+    /// holds no copy; later writes behind a slow client are appended to `rest`.
+    first: Bytes,
+    rest: BytesMut,
     /// False once the client went away (EOF, error): nothing more is written.
     open: bool,
-    closing: Closing,
     bytes_sent: u64,
 }
 
-impl<R: Runtime> ClientSocket<R> {
-    pub fn new(fd: R::Fd) -> Self {
-        ClientSocket { fd, pending: None, open: true, closing: Closing::NotStarted, bytes_sent: 0 }
+/// What one write did.
+pub enum Wrote {
+    /// The client took this many bytes (maybe not all that waits).
+    Took(usize),
+    /// The client is gone; what waited is dropped.
+    Gone(io::Error),
+}
+
+impl<C: ClientIo> ClientSocket<C> {
+    pub fn new(io: C) -> Self {
+        ClientSocket { io, first: Bytes::new(), rest: BytesMut::new(), open: true, bytes_sent: 0 }
     }
 
     pub fn is_open(&self) -> bool {
@@ -37,7 +92,7 @@ impl<R: Runtime> ClientSocket<R> {
     }
 
     pub fn has_pending_writes(&self) -> bool {
-        self.open && self.pending.is_some()
+        self.open && !self.first.is_empty()
     }
 
     pub fn bytes_sent(&self) -> u64 {
@@ -48,136 +103,72 @@ impl<R: Runtime> ClientSocket<R> {
         if !self.open || bytes.is_empty() {
             return;
         }
-        self.pending = Some(match self.pending.take() {
-            None => bytes,
-            Some(earlier) => {
-                let mut joined = BytesMut::with_capacity(earlier.len() + bytes.len());
-                joined.extend_from_slice(&earlier);
-                joined.extend_from_slice(&bytes);
-                joined.freeze()
-            }
-        });
-    }
-
-    /// Writes what is queued. `Ready(Ok(()))` once everything is written;
-    /// `Ready(Err)` when the client is gone (the queue is dropped).
-    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(pending) = self.pending.as_mut().filter(|_| self.open) {
-            let fd = self.fd.as_fd();
-            match self.fd.poll_write_with(cx, || sys::write(fd, pending)) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(written)) => {
-                    self.bytes_sent += written as u64;
-                    if written >= pending.len() {
-                        self.pending = None;
-                    } else {
-                        pending.advance(written);
-                    }
-                }
-                Poll::Ready(Err(error)) => {
-                    self.mark_gone();
-                    return Poll::Ready(Err(error));
-                }
-            }
+        if self.first.is_empty() {
+            self.first = bytes;
+        } else {
+            self.rest.extend_from_slice(&bytes);
         }
-        Poll::Ready(Ok(()))
     }
 
-    /// Writes what is queued right now, without waiting or registering interest
-    /// (the socket is nearly always writable): the response head goes out before
-    /// the stream's task is first scheduled. Whatever is left waits for `poll_flush`.
-    pub fn write_now(&mut self) {
-        let Some(pending) = self.pending.as_mut().filter(|_| self.open) else {
-            return;
+    /// One write of what waits. `Pending` once the socket is full.
+    pub fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Wrote> {
+        if !self.has_pending_writes() {
+            return Poll::Ready(Wrote::Took(0));
+        }
+        let result = match self.io.poll_write(cx, &self.first) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result,
         };
-        match sys::write(self.fd.as_fd(), pending) {
+        Poll::Ready(self.account(result))
+    }
+
+    /// One write of what waits, without waiting: the response head goes out
+    /// before the stream's task is first scheduled.
+    pub fn write_now(&mut self) -> Wrote {
+        if !self.has_pending_writes() {
+            return Wrote::Took(0);
+        }
+        let result = self.io.write_now(&self.first);
+        self.account(result)
+    }
+
+    fn account(&mut self, result: io::Result<usize>) -> Wrote {
+        match result {
             Ok(written) => {
+                let written = written.min(self.first.len());
                 self.bytes_sent += written as u64;
-                if written >= pending.len() {
-                    self.pending = None;
-                } else {
-                    pending.advance(written);
+                self.first.advance(written);
+                if self.first.is_empty() && !self.rest.is_empty() {
+                    self.first = std::mem::take(&mut self.rest).freeze();
                 }
+                Wrote::Took(written)
             }
-            Err(error) if sys::would_block(&error) => {}
-            Err(_) => self.mark_gone(),
+            Err(error) => {
+                self.mark_gone();
+                Wrote::Gone(error)
+            }
         }
     }
 
-    /// Watches for EOF or an error from the client while nothing is due.
-    /// `Ready(())` when the client is gone.
+    /// Watches for EOF or an error from the client. `Ready(())` when it is gone.
     pub fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.open {
             return Poll::Ready(());
         }
-        let fd = self.fd.as_fd();
-        // A client that keeps sending is drained a bounded amount per call.
-        for _ in 0..4 {
-            match self.fd.poll_read_with(cx, || sys::discard_input(fd)) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(false)) => continue,
-                Poll::Ready(Ok(true)) | Poll::Ready(Err(_)) => {
-                    self.mark_gone();
-                    return Poll::Ready(());
-                }
-            }
+        let gone = self.io.poll_gone(cx);
+        if gone.is_ready() {
+            self.mark_gone();
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        gone
+    }
+
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        self.io.shutdown_write()
     }
 
     fn mark_gone(&mut self) {
         self.open = false;
-        self.pending = None;
+        self.first = Bytes::new();
+        self.rest = BytesMut::new();
     }
-
-    /// Closes gracefully: flushes (bounded by `LINGER`), shuts down writing,
-    /// drains what the client still sends until EOF or `LINGER`; `Ready` once the
-    /// fd may be dropped. Drives `timer` for those bounds.
-    pub fn poll_close(&mut self, cx: &mut Context<'_>, timer: &mut R::Timer) -> Poll<()> {
-        loop {
-            match self.closing {
-                Closing::NotStarted => {
-                    if !self.open {
-                        return Poll::Ready(());
-                    }
-                    timer.reset(Instant::now() + LINGER);
-                    self.closing = Closing::Flushing;
-                }
-                Closing::Flushing => match self.poll_flush(cx) {
-                    Poll::Ready(Ok(())) => {
-                        if sys::shutdown_write(self.fd.as_fd()).is_err() {
-                            return Poll::Ready(());
-                        }
-                        timer.reset(Instant::now() + LINGER);
-                        self.closing = Closing::Draining;
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    Poll::Pending => return timer.poll_expired(cx),
-                },
-                Closing::Draining => {
-                    if self.poll_gone(cx).is_ready() {
-                        return Poll::Ready(());
-                    }
-                    return timer.poll_expired(cx);
-                }
-            }
-        }
-    }
-}
-
-/// Where a graceful close is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    NotStarted,
-    Flushing,
-    Draining,
-}
-
-/// Writes one complete response (a 400 or 503) and closes gracefully.
-pub async fn respond_and_close<R: Runtime>(runtime: R, fd: R::Fd, response: Bytes) {
-    let mut client = ClientSocket::<R>::new(fd);
-    client.push(response);
-    let mut timer = runtime.timer(Instant::now() + LINGER);
-    std::future::poll_fn(|cx| client.poll_close(cx, &mut timer)).await;
 }

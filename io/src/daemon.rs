@@ -1,37 +1,31 @@
 //! The daemon: the accept loop, turning handoffs into streams (or 400/503
-//! answers), and the drain on shutdown.
+//! answers), and the drain on shutdown: the socket path goes first, every
+//! handoff already queued is answered 503, then running streams finish until
+//! the drain deadline.
 
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use handoff_core::config::{Backend, Config, SocketType};
-use handoff_core::handoff;
-use handoff_core::http1::{self, ErrorStatus};
+use handoff_core::http1;
 use handoff_core::limits::{Limits, Snapshot};
 use handoff_core::mock;
 use handoff_core::pool::StreamId;
+use handoff_core::stream::close::Closing;
 use handoff_core::stream::{Source, Stream, StreamConfig};
+use handoff_core::{admission, handoff};
 
 use crate::backend::{BackendSetupError, BackendStream, OpenAiBackend};
-use crate::client::respond_and_close;
+use crate::client::{ClientIo, ClientSocket, FdClient};
 use crate::listener::{self, BindError, Received};
 use crate::runtime::{with_deadline, ReadyFd, Runtime, Timer};
 use crate::stop::StopSignal;
 use crate::{driver, sys};
-
-/// How long an accepted connection may take to deliver its handoff message.
-const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause after an accept error such as EMFILE, instead of spinning on it.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// After the drain deadline, how long ended streams get to write their error event.
-const FORCED_STOP_GRACE: Duration = Duration::from_secs(5);
-/// What a 503 tells the client to wait.
-const RETRY_AFTER_SECS: u32 = 1;
 
 /// What every stream task shares.
 pub struct Shared<R: Runtime> {
@@ -40,8 +34,30 @@ pub struct Shared<R: Runtime> {
     pub stream_config: StreamConfig,
     pub stop: StopSignal,
     socket_type: SocketType,
+    receive_timeout: Duration,
+    retry_after_secs: u32,
     backend: Option<OpenAiBackend<R>>,
     handoffs: AtomicU64,
+    /// Set once shutdown began: queued handoffs are answered 503.
+    draining: AtomicBool,
+}
+
+impl<R: Runtime> Shared<R> {
+    /// What the mock backend's streams need (tests drive stream tasks with it).
+    pub fn for_mock(runtime: R, limits: Arc<Limits>, stream_config: StreamConfig) -> Arc<Shared<R>> {
+        Arc::new(Shared {
+            runtime,
+            limits,
+            stream_config,
+            stop: StopSignal::default(),
+            socket_type: SocketType::Seqpacket,
+            receive_timeout: Duration::from_secs(5),
+            retry_after_secs: 1,
+            backend: None,
+            handoffs: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -85,8 +101,11 @@ pub async fn run<R: Runtime>(
         stream_config: config.stream.clone(),
         stop: StopSignal::default(),
         socket_type: config.socket_type,
+        receive_timeout: config.receive_timeout,
+        retry_after_secs: config.retry_after_secs,
         backend,
         handoffs: AtomicU64::new(0),
+        draining: AtomicBool::new(false),
     });
     tracing::info!(
         socket = %config.socket_path.display(),
@@ -95,23 +114,56 @@ pub async fn run<R: Runtime>(
         "listening"
     );
 
-    accept_until(&shared, &listener, shutdown).await;
-    drop(listener);
+    accept_until(&shared, &listener, config.accept_backoff, shutdown).await;
+    // No new module connection can reach us once the path is gone; what is
+    // already in the backlog gets a 503 rather than a reset.
     listener::remove_socket_file(&config.socket_path);
-    tracing::info!(active = shared.limits.snapshot().active, "stopped accepting; draining");
+    shared.draining.store(true, Ordering::Release);
+    let answered = answer_backlog(&shared, &listener);
+    drop(listener);
+    tracing::info!(
+        active = shared.limits.snapshot().active,
+        queued_answered_503 = answered,
+        "stopped accepting; draining"
+    );
 
-    let drained = wait_for_streams(&shared, Instant::now() + config.drain_timeout).await;
+    let runtime = &shared.runtime;
+    let drained = wait_for_streams(&shared, runtime.now() + config.drain_timeout).await;
     if !drained {
         tracing::warn!(active = shared.limits.snapshot().active, "drain deadline passed; ending streams");
         shared.stop.force();
-        wait_for_streams(&shared, Instant::now() + FORCED_STOP_GRACE).await;
+        wait_for_streams(&shared, runtime.now() + config.forced_stop_grace).await;
+    }
+    if let Some(backend) = &shared.backend {
+        backend.shutdown();
     }
     Ok(shared.limits.snapshot())
+}
+
+/// Accepts every connection still queued on the listener, without waiting,
+/// and answers each handoff 503 (draining). Returns how many were accepted.
+fn answer_backlog<R: Runtime>(shared: &Arc<Shared<R>>, listener: &R::Fd) -> u64 {
+    let mut accepted = 0;
+    loop {
+        match listener::accept(listener.as_fd()) {
+            Ok(conn) => {
+                accepted += 1;
+                accept_handoff(shared, conn);
+            }
+            Err(error) if sys::would_block(&error) => return accepted,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                tracing::warn!(%error, "accepting the queued handoffs failed");
+                return accepted;
+            }
+        }
+    }
 }
 
 async fn accept_until<R: Runtime>(
     shared: &Arc<Shared<R>>,
     listener: &R::Fd,
+    accept_backoff: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -135,7 +187,7 @@ async fn accept_until<R: Runtime>(
             Some(Ok(conn)) => accept_handoff(shared, conn),
             Some(Err(error)) if is_resource_exhaustion(&error) => {
                 tracing::warn!(%error, "accept failed; backing off");
-                backoff = Some(shared.runtime.timer(Instant::now() + ACCEPT_BACKOFF));
+                backoff = Some(shared.runtime.timer(shared.runtime.now() + accept_backoff));
             }
             Some(Err(error)) => tracing::debug!(%error, "accept failed"),
         }
@@ -175,10 +227,11 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
     let receive = std::future::poll_fn(|cx| {
         conn.poll_read_with(cx, || listener::receive(conn.as_fd(), socket_type, &mut partial))
     });
-    match with_deadline(&shared.runtime, Instant::now() + RECEIVE_TIMEOUT, receive).await {
+    let timeout = shared.receive_timeout;
+    match with_deadline(&shared.runtime, shared.runtime.now() + timeout, receive).await {
         Some(Ok(received)) => start_stream(&shared, received),
         Some(Err(error)) => tracing::warn!(%error, "receiving a handoff failed"),
-        None => tracing::warn!("a handoff connection sent nothing for {RECEIVE_TIMEOUT:?}; dropped"),
+        None => tracing::warn!("a handoff connection sent nothing for {timeout:?}; dropped"),
     }
 }
 
@@ -205,37 +258,19 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     } else {
         handoff::decode(&received.data)
     };
-    let handoff = match decoded {
-        Ok(handoff) => handoff,
-        Err(error) => {
-            tracing::info!(%error, "bad handoff; answering 400");
-            shared.limits.record_bad_handoff();
-            let response = http1::error_response(
-                ErrorStatus::BadRequest,
-                &error.to_string(),
-                "invalid_request_error",
-                Some("bad_handoff"),
-                None,
-            );
-            return respond(shared, client, response);
+    let draining = shared.draining.load(Ordering::Acquire);
+    let (handoff, admission) = match admission::admit(&shared.limits, draining, decoded) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            tracing::info!(%refusal, "handoff refused");
+            return respond(shared, client, refusal.response(shared.retry_after_secs));
         }
     };
     for rejected in &handoff.rejected_headers {
         tracing::info!(header = %rejected.name, reason = rejected.reason, "response header dropped");
     }
-    let Some(admission) = shared.limits.try_admit() else {
-        tracing::info!("at the stream limit; answering 503");
-        let response = http1::error_response(
-            ErrorStatus::ServiceUnavailable,
-            "the streaming daemon is at capacity",
-            "server_overloaded",
-            Some("over_capacity"),
-            Some(RETRY_AFTER_SECS),
-        );
-        return respond(shared, client, response);
-    };
     let fd = match shared.runtime.register(client) {
-        Ok(fd) => fd,
+        Ok(fd) => FdClient(fd),
         Err(error) => return tracing::warn!(%error, "registering a client fd failed; closed"),
     };
     let id = shared.handoffs.fetch_add(1, Ordering::Relaxed) + 1;
@@ -248,15 +283,39 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
         Some(backend) => (Source::Backend, backend.open_stream(StreamId(id), &handoff)),
     };
     drop(handoff);
-    let machine = Stream::new(Instant::now(), &shared.stream_config, head, source);
-    shared.runtime.spawn(driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission));
+    let machine = Stream::new(shared.runtime.now(), &shared.stream_config, head, source);
+    let task: driver::StreamTask<R> =
+        driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission);
+    shared.runtime.spawn(task);
 }
 
 fn respond<R: Runtime>(shared: &Arc<Shared<R>>, client: OwnedFd, response: bytes::Bytes) {
     match shared.runtime.register(client) {
-        Ok(fd) => shared.runtime.spawn(respond_and_close(shared.runtime.clone(), fd, response)),
+        Ok(fd) => {
+            let config = shared.stream_config.clone();
+            shared.runtime.spawn(respond_and_close(shared.runtime.clone(), config, FdClient(fd), response))
+        }
         Err(error) => tracing::warn!(%error, "registering a client fd failed; closed"),
     }
+}
+
+/// Writes one complete response (a 400 or 503) and closes as core's
+/// [`Closing`] says: flushed within the write timeout, then a bounded linger.
+pub async fn respond_and_close<R: Runtime, C: ClientIo>(
+    runtime: R,
+    config: StreamConfig,
+    client: C,
+    response: bytes::Bytes,
+) {
+    let mut client = ClientSocket::new(client);
+    client.push(response);
+    let mut closing = Closing::graceful(runtime.now(), &config);
+    let mut timer = runtime.timer(runtime.now());
+    let mut armed = None;
+    std::future::poll_fn(|cx| {
+        driver::close_socket(cx, &runtime, &mut closing, &mut client, &mut timer, &mut armed)
+    })
+    .await
 }
 
 /// Waits until no stream is active or `deadline` passes; true when none is left.
@@ -266,7 +325,7 @@ async fn wait_for_streams<R: Runtime>(shared: &Arc<Shared<R>>, deadline: Instant
         if shared.limits.snapshot().active == 0 {
             return true;
         }
-        let now = Instant::now();
+        let now = shared.runtime.now();
         if now >= deadline {
             return false;
         }

@@ -1,6 +1,13 @@
 //! Drives one client stream: moves bytes between the core's [`Stream`] machine,
-//! the client socket, the backend stream and a timer, following the drain rule,
-//! then closes the client gracefully.
+//! the client socket, the backend stream and a timer, following the drain rule;
+//! then closes the client as the core's [`Closing`] says.
+//!
+//! Only this feeds a stream machine: the backend adapters return events, the
+//! client socket reports what it took, and every decision (what to write, when
+//! to read the backend, when a stall or a deadline ends the stream, how long the
+//! close may take) comes back out of core. The outcome is counted and the
+//! admission slot released the moment the machine decides it; the close that
+//! follows is bounded by core deadlines.
 //!
 //! Written as a hand-made future rather than an `async fn`: the compiler keeps an
 //! `async fn`'s moved arguments beside its locals and gives each await point its
@@ -14,43 +21,44 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use handoff_core::limits::Admission;
+use handoff_core::stream::close::{CloseInput, CloseOutput, Closing};
 use handoff_core::stream::{Input, Outcome, Output, Stream};
 
-use crate::backend::BackendStream;
-use crate::client::ClientSocket;
+use crate::backend::{BackendEvent, BackendStream};
+use crate::client::{ClientIo, ClientSocket, FdClient, Wrote};
 use crate::daemon::Shared;
 use crate::runtime::{Runtime, Timer};
 
 /// Work done per poll before yielding to other tasks.
 const POLL_BUDGET: usize = 64;
 
-pub struct StreamTask<R: Runtime> {
+pub struct StreamTask<R: Runtime, C: ClientIo = FdClient<<R as Runtime>::Fd>> {
     id: u64,
     shared: Arc<Shared<R>>,
     machine: Stream,
-    client: ClientSocket<R>,
+    client: ClientSocket<C>,
     backend: BackendStream<R>,
     timer: R::Timer,
     /// The deadline the timer is set to; `None` after it fired.
     armed: Option<Instant>,
     /// Held while the stream counts against the limit; released once decided.
     admission: Option<Admission>,
-    outcome: Option<Outcome>,
+    /// Set once the outcome is decided: the socket is being closed.
+    closing: Option<Closing>,
     shutdown_sent: bool,
     stop_registered: bool,
-    closing: bool,
 }
 
-impl<R: Runtime> StreamTask<R> {
+impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
     pub fn new(
         shared: Arc<Shared<R>>,
         id: u64,
-        client: R::Fd,
+        client: C,
         machine: Stream,
         backend: BackendStream<R>,
         admission: Admission,
     ) -> Self {
-        let timer = shared.runtime.timer(Instant::now());
+        let timer = shared.runtime.timer(shared.runtime.now());
         let mut task = StreamTask {
             id,
             shared,
@@ -60,16 +68,22 @@ impl<R: Runtime> StreamTask<R> {
             timer,
             armed: None,
             admission: Some(admission),
-            outcome: None,
+            closing: None,
             shutdown_sent: false,
             stop_registered: false,
-            closing: false,
         };
         // The head is the machine's first output: write it now, before the task
         // waits its turn on the executor (lowest time to first byte).
         task.drain_outputs();
-        task.client.write_now();
+        let wrote = task.client.write_now();
+        task.wrote(wrote);
+        task.drain_outputs();
         task
+    }
+
+    /// True once the outcome is decided (counted, slot released).
+    pub fn is_decided(&self) -> bool {
+        self.closing.is_some()
     }
 
     fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -79,17 +93,7 @@ impl<R: Runtime> StreamTask<R> {
         }
         for _ in 0..POLL_BUDGET {
             self.drain_outputs();
-            if self.client.has_pending_writes() {
-                match self.client.poll_flush(cx) {
-                    Poll::Ready(Ok(())) => self.backend.release(),
-                    Poll::Ready(Err(_)) => {
-                        self.input(Input::ClientGone);
-                        continue;
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            if self.outcome.is_some() && !self.client.has_pending_writes() {
+            if self.closing.is_some() {
                 return Poll::Ready(());
             }
             if !self.shutdown_sent && self.shared.stop.is_forced() {
@@ -97,16 +101,17 @@ impl<R: Runtime> StreamTask<R> {
                 self.input(Input::Shutdown);
                 continue;
             }
-            if self.client.is_open() && self.outcome.is_none() && self.client.poll_gone(cx).is_ready() {
+            if self.client.has_pending_writes() {
+                if let Poll::Ready(wrote) = self.client.poll_write(cx) {
+                    self.wrote(wrote);
+                    continue;
+                }
+            }
+            if self.client.poll_gone(cx).is_ready() {
                 self.input(Input::ClientGone);
                 continue;
             }
-            // Backpressure: read the backend only once the client took everything.
-            if !self.client.has_pending_writes()
-                && self.outcome.is_none()
-                && self.backend.is_active()
-                && self.backend.poll_into(cx, &mut self.machine).is_ready()
-            {
+            if self.machine.wants_backend_data() && self.poll_backend(cx).is_ready() {
                 continue;
             }
             if self.armed.is_some() && self.timer.poll_expired(cx).is_ready() {
@@ -120,74 +125,180 @@ impl<R: Runtime> StreamTask<R> {
         Poll::Pending
     }
 
+    /// Feeds the backend's next event to the machine; `Ready` after each one.
+    fn poll_backend(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let now = self.shared.runtime.now();
+        let event = match self.backend.poll_event(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(event) => event,
+        };
+        let input = match event {
+            BackendEvent::Head(status) => Input::BackendHead { status },
+            BackendEvent::Data(data) => Input::BackendData(data),
+            BackendEvent::End => Input::BackendEnd,
+            BackendEvent::Failed(failure) => {
+                // The detail (hosts, OS errors) is for the log; the client gets ours.
+                tracing::info!(stream = self.id, kind = ?failure.kind, detail = %failure.message, "backend failed");
+                Input::BackendFailed(failure)
+            }
+        };
+        self.machine.handle_input(now, input);
+        // The machine took every byte: flow-control credit goes back at once,
+        // whether or not the bytes made a client write.
+        self.backend.consumed();
+        Poll::Ready(())
+    }
+
+    fn wrote(&mut self, wrote: Wrote) {
+        match wrote {
+            Wrote::Took(0) => {}
+            Wrote::Took(taken) => self.input(Input::ClientTook(taken)),
+            Wrote::Gone(error) => {
+                tracing::debug!(stream = self.id, %error, "writing to the client failed");
+                self.input(Input::ClientGone);
+            }
+        }
+    }
+
     fn input(&mut self, input: Input<'_>) {
-        self.machine.handle_input(Instant::now(), input);
+        self.machine.handle_input(self.shared.runtime.now(), input);
     }
 
     /// The drain rule: poll outputs until the machine returns its next deadline.
     fn drain_outputs(&mut self) {
-        if self.outcome.is_some() {
+        if self.closing.is_some() {
             return;
         }
         loop {
             match self.machine.poll_output() {
                 Output::Write(bytes) => self.client.push(bytes),
                 Output::CancelBackend => self.backend.cancel(),
-                // The close itself happens once the stream is done and flushed.
+                // The close follows `Done`, as `Closing` says.
                 Output::CloseClient => {}
-                Output::Done(outcome) => {
-                    self.outcome = Some(outcome);
-                    return;
-                }
+                Output::Done(outcome) => return self.decide(outcome),
                 Output::Timeout(deadline) => {
-                    if self.armed != Some(deadline) {
-                        self.armed = Some(deadline);
-                        self.timer.reset(deadline);
-                    }
+                    self.arm(deadline);
                     return;
                 }
             }
         }
     }
 
-    /// The stream is decided: count it, free its slot and its backend, log it.
-    fn finish(&mut self) {
+    fn arm(&mut self, deadline: Instant) {
+        if self.armed != Some(deadline) {
+            self.armed = Some(deadline);
+            self.timer.reset(deadline);
+        }
+    }
+
+    /// The outcome is decided: count it, free the slot and the backend now; the
+    /// socket's close follows.
+    fn decide(&mut self, outcome: Outcome) {
         self.backend = BackendStream::None;
         if self.stop_registered {
             self.shared.stop.unregister(self.id);
         }
-        let bytes = self.client.bytes_sent();
-        self.shared.limits.add_bytes_sent(bytes);
-        if let Some(outcome) = &self.outcome {
-            self.shared.limits.record_outcome(outcome);
-            log_outcome(self.id, outcome, bytes);
-        }
+        self.shared.limits.record_outcome(&outcome);
+        log_outcome(self.id, &outcome, self.client.bytes_sent());
         self.admission = None;
+        self.armed = None;
+        self.closing = Some(Closing::after(self.shared.runtime.now(), &self.shared.stream_config, &outcome));
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(closing) = self.closing.as_mut() else {
+            return Poll::Ready(());
+        };
+        let closed = close_socket(
+            cx,
+            &self.shared.runtime,
+            closing,
+            &mut self.client,
+            &mut self.timer,
+            &mut self.armed,
+        );
+        if closed.is_ready() {
+            self.shared.limits.add_bytes_sent(self.client.bytes_sent());
+        }
+        closed
     }
 }
 
-impl<R: Runtime> Future for StreamTask<R> {
+impl<R: Runtime, C: ClientIo> Future for StreamTask<R, C> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // Every field is Unpin (the timer is boxed where it needs pinning).
         let this = self.get_mut();
-        if !this.closing {
-            if this.poll_stream(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.finish();
-            this.closing = true;
+        if this.closing.is_none() && this.poll_stream(cx).is_pending() {
+            return Poll::Pending;
         }
-        this.client.poll_close(cx, &mut this.timer)
+        this.poll_close(cx)
     }
+}
+
+/// Carries out a [`Closing`]: writes what is left, shuts down writing, watches
+/// for EOF, and reports each to the machine; `Ready` once it says `Close` (the
+/// caller then drops the socket).
+pub fn close_socket<R: Runtime, C: ClientIo>(
+    cx: &mut Context<'_>,
+    runtime: &R,
+    closing: &mut Closing,
+    client: &mut ClientSocket<C>,
+    timer: &mut R::Timer,
+    armed: &mut Option<Instant>,
+) -> Poll<()> {
+    for _ in 0..POLL_BUDGET {
+        match closing.poll_output() {
+            CloseOutput::Close => return Poll::Ready(()),
+            CloseOutput::ShutdownWrite => {
+                if client.shutdown_write().is_err() {
+                    closing.handle_input(runtime.now(), CloseInput::ClientGone);
+                }
+                continue;
+            }
+            CloseOutput::Timeout(deadline) if *armed != Some(deadline) => {
+                *armed = Some(deadline);
+                timer.reset(deadline);
+            }
+            _ => {}
+        }
+        if closing.is_flushing() {
+            if !client.has_pending_writes() {
+                closing.handle_input(runtime.now(), CloseInput::Flushed);
+                continue;
+            }
+            match client.poll_write(cx) {
+                Poll::Ready(Wrote::Took(taken)) => {
+                    closing.handle_input(runtime.now(), CloseInput::ClientTook(taken));
+                    continue;
+                }
+                Poll::Ready(Wrote::Gone(_)) => {
+                    closing.handle_input(runtime.now(), CloseInput::ClientGone);
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+        } else if client.poll_gone(cx).is_ready() {
+            closing.handle_input(runtime.now(), CloseInput::ClientGone);
+            continue;
+        }
+        if armed.is_some() && timer.poll_expired(cx).is_ready() {
+            *armed = None;
+            closing.handle_input(runtime.now(), CloseInput::Timeout);
+            continue;
+        }
+        return Poll::Pending;
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 fn log_outcome(id: u64, outcome: &Outcome, bytes: u64) {
     match outcome {
         Outcome::Completed => tracing::debug!(stream = id, bytes, "stream completed"),
         Outcome::ClientGone => tracing::debug!(stream = id, bytes, "client went away"),
-        Outcome::ClientStalled => tracing::info!(stream = id, bytes, "client stalled"),
+        Outcome::ClientStalled => tracing::info!(stream = id, bytes, "client stalled; stream ended"),
         Outcome::Failed(reason) => tracing::info!(stream = id, bytes, ?reason, "stream failed"),
     }
 }

@@ -24,6 +24,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// A timer that fires at `deadline`.
     fn timer(&self, deadline: Instant) -> Self::Timer;
 
+    /// The time every decision is made at. Real runtimes read the clock; tests
+    /// move a manual one.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
     /// Registers a non-blocking fd for readiness events.
     fn register(&self, fd: OwnedFd) -> io::Result<Self::Fd>;
 
@@ -61,7 +67,7 @@ pub async fn sleep_until<R: Runtime>(runtime: &R, deadline: Instant) {
 }
 
 /// Runs `future` until `deadline`; `None` when the deadline came first.
-pub async fn with_deadline<R: Runtime, F: std::future::Future>(
+pub async fn with_deadline<R: Runtime, F: Future>(
     runtime: &R,
     deadline: Instant,
     future: F,

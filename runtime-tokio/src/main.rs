@@ -1,8 +1,8 @@
 //! handoff-tokio: the handoff daemon on the tokio runtime.
 
-mod runtime;
-
 use std::process::ExitCode;
+
+use handoff_tokio::runtime;
 
 use handoff_io::daemon::{self, DaemonError};
 use handoff_io::entry;

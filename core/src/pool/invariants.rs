@@ -112,8 +112,8 @@ impl Pool {
                         ));
                     }
                 }
-                StreamSlot::Queued { refused: false, .. } => queued += 1,
-                StreamSlot::Queued { refused: true, .. } => retried += 1,
+                StreamSlot::Queued { retried: false, .. } => queued += 1,
+                StreamSlot::Queued { retried: true, .. } => retried += 1,
             }
         }
         if running != self.active {
@@ -128,14 +128,14 @@ impl Pool {
         name: &str,
         queue: &WaitQueue<T>,
         expected: usize,
-        refused: bool,
+        retried: bool,
     ) -> Result<(), String> {
         let mut seen = HashSet::new();
         for entry in queue.entries().filter(|entry| is_queued(&self.streams, entry)) {
             if !seen.insert(entry.stream) {
                 return Err(format!("{:?} waits twice in the {name}", entry.stream));
             }
-            if !matches!(self.streams.get(&entry.stream), Some(&StreamSlot::Queued { refused: r, .. }) if r == refused)
+            if !matches!(self.streams.get(&entry.stream), Some(&StreamSlot::Queued { retried: r, .. }) if r == retried)
             {
                 return Err(format!("{:?} waits in the {name} but is not recorded there", entry.stream));
             }

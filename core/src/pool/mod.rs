@@ -18,12 +18,21 @@
 //!   [`FailureKind::Overloaded`]. Connections open only for streams the connections
 //!   already opening cannot take (each is expected to carry
 //!   `max_streams_per_connection`), within `max_connecting` and `max_connections`.
-//! - **Refused streams** (REFUSED_STREAM, or past a GOAWAY's last stream id) wait
-//!   ahead of the FIFO and go to another connection, opening one if needed; they go
-//!   back to the refusing connection only when nothing else is open, opening or
-//!   allowed to open. A second refusal fails the stream as `Unavailable`. Refusals
-//!   are rare, so the few refused streams waiting are rescanned on each input that
-//!   leaves a slot free.
+//! - **Retries.** A stream whose request got no response head is reported as
+//!   [`Event::StreamRejected`] with what the transport knows ([`Rejection`]). Only
+//!   a request the server cannot have processed is sent again: REFUSED_STREAM, a
+//!   GOAWAY whose last stream id is below the stream's, or a connection that failed
+//!   before the request's first byte was written ([`Rejection::is_retryable`]). A
+//!   request that may have reached the server fails at once with the transport's
+//!   failure, so a POST is never repeated. This is the one retry rule, for HTTP/1.1
+//!   and HTTP/2 alike; the adapters only report. A retried stream waits ahead of
+//!   the FIFO and goes to another connection, opening one if needed; it goes back
+//!   to the rejecting connection only when nothing else is open, opening or allowed
+//!   to open. GOAWAY and "not sent" also mean the connection takes nothing new
+//!   (drained as after [`Event::GoAway`]); REFUSED_STREAM leaves it serving. A
+//!   second rejection fails the stream: as `Unavailable` ("refused twice") when it
+//!   too was retryable, else with its failure. Rejections are rare, so the few
+//!   retried streams waiting are rescanned on each input that leaves a slot free.
 //! - **Connection failures** (`ConnectionFailed`, or a connection closed or told to
 //!   go away before it was ready) count up; a ready connection resets the count.
 //!   After each failure no connection opens for a backoff that starts at
@@ -146,10 +155,17 @@ pub enum Event {
     /// The stream is over (finished, failed or cancelled, queued or running): its
     /// slot, or its place in the queue, is free.
     StreamFinished(StreamId),
-    /// The backend refused the stream before sending any byte of it
-    /// (REFUSED_STREAM, or beyond a GOAWAY's last stream id). It is retried once on
-    /// another connection, then failed.
-    StreamRefused(StreamId),
+    /// The stream's request, running on a connection, failed before any response head.
+    /// The pool frees its slot and either queues it again (retryable, not retried before;
+    /// preferably on another connection) or fails it with `failure`
+    /// (`Command::Fail`). A stream the pool does not know as running gets `Command::Fail`
+    /// with `failure`, so the waiting side always gets an answer.
+    ///
+    /// `GoAway` and `NotSent` also stop new streams going to the connection, as
+    /// [`Event::GoAway`] does. When a connection dies, report its streams'
+    /// rejections before its `ConnectionClosed`, which fails the streams still on it
+    /// as `Reset`.
+    StreamRejected { stream: StreamId, rejection: Rejection, failure: BackendFailure },
     /// The connection's handshake completed; `peer_max_streams` is the server's
     /// SETTINGS_MAX_CONCURRENT_STREAMS (`None`: no limit announced).
     ConnectionReady { conn: ConnId, peer_max_streams: Option<u32> },
@@ -161,6 +177,39 @@ pub enum Event {
     GoAway(ConnId),
     /// The connection is gone; streams still on it have failed.
     ConnectionClosed { conn: ConnId, reason: String },
+}
+
+/// What the transport knows about a request that got no response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// RST_STREAM(REFUSED_STREAM): the server did not process the request.
+    RefusedStream,
+    /// GOAWAY whose last stream id is below this stream's: not processed.
+    GoAway,
+    /// The connection failed before any byte of the request was written.
+    NotSent,
+    /// The request may have reached the server (written, then the stream or connection failed).
+    MaybeProcessed,
+}
+
+impl Rejection {
+    /// True when the server cannot have processed the request, so sending it again is safe.
+    pub fn is_retryable(self) -> bool {
+        match self {
+            Rejection::RefusedStream | Rejection::GoAway | Rejection::NotSent => true,
+            Rejection::MaybeProcessed => false,
+        }
+    }
+
+    /// True when the connection can take no new stream: the server sent GOAWAY, or
+    /// the connection failed.
+    fn ends_connection(self) -> bool {
+        match self {
+            Rejection::GoAway | Rejection::NotSent => true,
+            Rejection::RefusedStream | Rejection::MaybeProcessed => false,
+        }
+    }
 }
 
 /// What the runtime must do.
@@ -198,8 +247,8 @@ pub struct Pool {
     idle: BTreeSet<(Instant, ConnId)>,
     /// New streams waiting for a slot.
     queue: WaitQueue<()>,
-    /// Refused streams waiting for a slot, served before `queue`; each remembers
-    /// the connection that refused it.
+    /// Rejected streams waiting for their one retry, served before `queue`; each
+    /// remembers the connection that rejected it.
     retries: WaitQueue<ConnId>,
     commands: VecDeque<Command>,
     failures: ConnectFailures,
@@ -236,15 +285,16 @@ enum ConnState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StreamSlot {
-    /// In `retries` when `refused`, else in `queue`, under `ticket`.
+    /// In `retries` when `retried` (rejected once, waiting for its retry), else in
+    /// `queue`, under `ticket`.
     Queued {
         ticket: u64,
-        refused: bool,
+        retried: bool,
     },
     Running {
         conn: ConnId,
         index: u32,
-        refused: bool,
+        retried: bool,
     },
 }
 
@@ -291,7 +341,9 @@ impl Pool {
         match event {
             Event::StreamRequested(stream) => self.handle_stream_requested(now, stream),
             Event::StreamFinished(stream) => self.handle_stream_finished(now, stream),
-            Event::StreamRefused(stream) => self.handle_stream_refused(now, stream),
+            Event::StreamRejected { stream, rejection, failure } => {
+                self.handle_stream_rejected(now, stream, rejection, failure)
+            }
             Event::ConnectionReady { conn, peer_max_streams } => {
                 self.handle_connection_ready(now, conn, peer_max_streams)
             }
@@ -369,37 +421,64 @@ impl Pool {
         } else {
             let ticket = self.take_ticket();
             self.queue.push_back(Entry { stream, ticket, extra: () });
-            self.streams.insert(stream, StreamSlot::Queued { ticket, refused: false });
+            self.streams.insert(stream, StreamSlot::Queued { ticket, retried: false });
         }
     }
 
     fn handle_stream_finished(&mut self, now: Instant, stream: StreamId) {
         match self.streams.remove(&stream) {
-            None => {}
-            Some(StreamSlot::Queued { refused: false, .. }) => {
-                let streams = &self.streams;
-                self.queue.forget_one(|entry| is_queued(streams, entry));
-            }
-            Some(StreamSlot::Queued { refused: true, .. }) => {
-                let streams = &self.streams;
-                self.retries.forget_one(|entry| is_queued(streams, entry));
-            }
             Some(StreamSlot::Running { conn, index, .. }) => self.release(now, conn, index),
+            queued => self.forget_queued(queued),
         }
     }
 
-    fn handle_stream_refused(&mut self, now: Instant, stream: StreamId) {
-        let Some(&StreamSlot::Running { conn, index, refused }) = self.streams.get(&stream) else {
-            return;
+    /// Leaves the queue entry of a stream just removed from `streams` stale: O(1).
+    fn forget_queued(&mut self, slot: Option<StreamSlot>) {
+        let streams = &self.streams;
+        match slot {
+            Some(StreamSlot::Queued { retried: false, .. }) => {
+                self.queue.forget_one(|entry| is_queued(streams, entry))
+            }
+            Some(StreamSlot::Queued { retried: true, .. }) => {
+                self.retries.forget_one(|entry| is_queued(streams, entry))
+            }
+            Some(StreamSlot::Running { .. }) | None => {}
+        }
+    }
+
+    fn handle_stream_rejected(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        rejection: Rejection,
+        failure: BackendFailure,
+    ) {
+        let (conn, index, retried) = match self.streams.remove(&stream) {
+            Some(StreamSlot::Running { conn, index, retried }) => (conn, index, retried),
+            queued @ Some(StreamSlot::Queued { .. }) => {
+                // Not running, so nothing to retry; forgotten like a cancelled stream
+                // so the pool never assigns a stream the runtime has been told failed.
+                self.forget_queued(queued);
+                self.commands.push_back(Command::Fail { stream, failure });
+                return;
+            }
+            None => {
+                self.commands.push_back(Command::Fail { stream, failure });
+                return;
+            }
         };
-        self.streams.remove(&stream);
         self.release(now, conn, index);
-        if refused {
+        if rejection.ends_connection() {
+            self.stop_new_streams(now, conn);
+        }
+        if !rejection.is_retryable() {
+            self.commands.push_back(Command::Fail { stream, failure });
+        } else if retried {
             self.fail(stream, FailureKind::Unavailable, "the backend refused the stream twice".to_owned());
         } else {
             let ticket = self.take_ticket();
             self.retries.push_back(Entry { stream, ticket, extra: conn });
-            self.streams.insert(stream, StreamSlot::Queued { ticket, refused: true });
+            self.streams.insert(stream, StreamSlot::Queued { ticket, retried: true });
         }
     }
 
@@ -430,17 +509,24 @@ impl Pool {
                 self.commands.push_back(Command::Close(conn));
                 self.record_connect_failure(now, "the backend sent GOAWAY during the handshake".to_owned());
             }
-            ConnState::Ready => {
-                entry.state = ConnState::Draining;
-                self.serving -= 1;
-                if entry.streams.is_empty() {
-                    self.remove_conn(conn);
-                    self.commands.push_back(Command::Close(conn));
-                } else {
-                    self.reindex(conn, now);
-                }
-            }
+            ConnState::Ready => self.stop_new_streams(now, conn),
             ConnState::Draining => {}
+        }
+    }
+
+    /// A ready connection drains: running streams finish, nothing new starts, and it
+    /// closes with its last stream (at once if it carries none).
+    fn stop_new_streams(&mut self, now: Instant, conn: ConnId) {
+        let Some(entry) = self.conns.get_mut(&conn).filter(|entry| entry.state == ConnState::Ready) else {
+            return;
+        };
+        entry.state = ConnState::Draining;
+        self.serving -= 1;
+        if entry.streams.is_empty() {
+            self.remove_conn(conn);
+            self.commands.push_back(Command::Close(conn));
+        } else {
+            self.reindex(conn, now);
         }
     }
 
@@ -503,7 +589,7 @@ impl Pool {
         }
     }
 
-    /// After every input: waiting streams onto free slots (refused ones first),
+    /// After every input: waiting streams onto free slots (retried ones first),
     /// then open connections for the ones left over.
     fn serve_waiting(&mut self, now: Instant) {
         if self.waiting() > 0 && self.is_backend_down() {
@@ -532,11 +618,11 @@ impl Pool {
             if !is_queued(&self.streams, entry) {
                 return Keep::Gone;
             }
-            let refused_by = entry.extra;
-            let target = self.best_available(Some(refused_by)).or_else(|| {
+            let rejected_by = entry.extra;
+            let target = self.best_available(Some(rejected_by)).or_else(|| {
                 let back_to_it =
-                    !more_coming && self.conns.get(&refused_by).is_some_and(|c| c.available_as.is_some());
-                back_to_it.then_some(refused_by)
+                    !more_coming && self.conns.get(&rejected_by).is_some_and(|c| c.available_as.is_some());
+                back_to_it.then_some(rejected_by)
             });
             match target {
                 Some(conn) => {
@@ -584,13 +670,13 @@ impl Pool {
         self.available.iter().map(|&(_, conn)| conn).find(|&conn| Some(conn) != except)
     }
 
-    fn assign(&mut self, now: Instant, stream: StreamId, conn_id: ConnId, refused: bool) {
+    fn assign(&mut self, now: Instant, stream: StreamId, conn_id: ConnId, retried: bool) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
         let index = conn.streams.len() as u32;
         conn.streams.push(stream);
-        self.streams.insert(stream, StreamSlot::Running { conn: conn_id, index, refused });
+        self.streams.insert(stream, StreamSlot::Running { conn: conn_id, index, retried });
         self.active += 1;
         self.commands.push_back(Command::Assign { stream, conn: conn_id });
         self.reindex(conn_id, now);

@@ -2,8 +2,9 @@
 //! test and the fuzz target (`simulate(start, data)` is the whole target).
 //!
 //! The bytes pick a configuration and then a sequence of things a runtime and a
-//! backend can do: streams arrive, finish, get refused; connections open, fail,
-//! change SETTINGS, send GOAWAY, die; time passes. The simulation keeps its own model
+//! backend can do: streams arrive, finish, get rejected (refused, turned away by
+//! GOAWAY, not sent, or maybe processed); connections open, fail, change SETTINGS,
+//! send GOAWAY, die; time passes. The simulation keeps its own model
 //! of what the runtime was told and checks every command against it, then calls
 //! [`Pool::check_invariants`] after every step. At the end the backend either
 //! works or stays down while time runs on, and every stream must end.
@@ -11,8 +12,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::{Command, ConnId, Event, Pool, PoolConfig, StreamId};
-use crate::stream::FailureKind;
+use super::{Command, ConnId, Event, Pool, PoolConfig, Rejection, StreamId};
+use crate::stream::{BackendFailure, FailureKind};
+
+const REJECTIONS: [Rejection; 4] =
+    [Rejection::RefusedStream, Rejection::GoAway, Rejection::NotSent, Rejection::MaybeProcessed];
+
+/// Kinds a transport may give a rejected stream's failure.
+const REJECTION_KINDS: [FailureKind; 3] =
+    [FailureKind::Unavailable, FailureKind::Reset, FailureKind::Protocol];
 
 /// Rounds of the final settling phase; each ends a batch of streams or advances
 /// time to the next deadline, so a correct pool settles in far fewer.
@@ -53,8 +61,13 @@ impl Bytes<'_> {
 enum StreamState {
     Waiting,
     Running(ConnId),
-    /// Its connection closed under it: the pool owes it a `Fail`.
-    Orphaned,
+    /// The pool owes it a `Fail` of this kind in answer to the event just sent: its
+    /// connection closed under it, or it was rejected for good. `given`: exactly
+    /// the failure the rejection carried ([`rejection_failure`]).
+    Owed {
+        kind: FailureKind,
+        given: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -72,10 +85,8 @@ struct Simulation {
     conns: BTreeMap<ConnId, ModelConn>,
     ever_opened: BTreeSet<ConnId>,
     streams: BTreeMap<StreamId, StreamState>,
-    /// Refused once, by this connection.
-    refused_by: BTreeMap<StreamId, ConnId>,
-    /// Refused twice: the pool owes it a `Fail`.
-    refused_twice: BTreeSet<StreamId>,
+    /// Rejected once (retryably), by this connection: retried at most once.
+    rejected_by: BTreeMap<StreamId, ConnId>,
     next_stream: u64,
 }
 
@@ -88,8 +99,7 @@ impl Simulation {
             conns: BTreeMap::new(),
             ever_opened: BTreeSet::new(),
             streams: BTreeMap::new(),
-            refused_by: BTreeMap::new(),
-            refused_twice: BTreeSet::new(),
+            rejected_by: BTreeMap::new(),
             next_stream: 0,
         }
     }
@@ -158,7 +168,9 @@ impl Simulation {
                 let running =
                     self.streams.iter().filter(|(_, state)| matches!(state, StreamState::Running(_)));
                 match pick(running.map(|(id, _)| id), bytes.next()) {
-                    Some(stream) => self.refuse(stream),
+                    // The kind byte is read only when a stream runs, so scripts
+                    // recorded before rejections had kinds keep their meaning.
+                    Some(stream) => self.reject(stream, bytes.next()),
                     None => Ok(()),
                 }
             }
@@ -172,26 +184,32 @@ impl Simulation {
         }
     }
 
-    /// Events a confused runtime might send: all must be ignored.
+    /// Events a confused runtime might send: all must leave the pool as it was
+    /// (a rejection of an unknown stream is answered with its failure, no more).
+    /// Or a rejection of a stream still waiting, which must fail it.
     fn send_nonsense(&mut self, choice: u8) -> Result<(), String> {
         let unknown_stream = StreamId(self.next_stream + 1000);
         let unknown_conn = ConnId(u64::MAX - u64::from(choice));
+        if choice % 6 == 5 {
+            let waiting = self.streams.iter().filter(|(_, state)| **state == StreamState::Waiting);
+            if let Some(stream) = pick(waiting.map(|(id, _)| id), choice) {
+                return self.reject(stream, choice / 6);
+            }
+        }
         let event = match choice % 6 {
             0 => Event::StreamFinished(unknown_stream),
-            1 => Event::StreamRefused(unknown_stream),
+            1 => {
+                let (rejection, failure) = rejection_of(unknown_stream, choice / 6);
+                self.streams.insert(unknown_stream, StreamState::Owed { kind: failure.kind, given: true });
+                Event::StreamRejected { stream: unknown_stream, rejection, failure }
+            }
             2 => Event::ConnectionReady { conn: unknown_conn, peer_max_streams: None },
             3 => Event::ConnectionClosed { conn: unknown_conn, reason: "unknown".to_owned() },
             4 => match pick(self.streams.keys(), choice) {
                 Some(stream) => Event::StreamRequested(stream),
                 None => Event::GoAway(unknown_conn),
             },
-            _ => {
-                let waiting = self.streams.iter().filter(|(_, state)| **state == StreamState::Waiting);
-                match pick(waiting.map(|(id, _)| id), choice) {
-                    Some(stream) => Event::StreamRefused(stream),
-                    None => Event::PeerSettings { conn: unknown_conn, peer_max_streams: Some(0) },
-                }
-            }
+            _ => Event::PeerSettings { conn: unknown_conn, peer_max_streams: Some(0) },
         };
         let before = self.pool.stats();
         self.send(event)?;
@@ -211,22 +229,41 @@ impl Simulation {
     fn close(&mut self, conn: ConnId) -> Result<(), String> {
         if let Some(model) = self.conns.remove(&conn) {
             for stream in model.streams {
-                self.streams.insert(stream, StreamState::Orphaned);
+                self.streams.insert(stream, StreamState::Owed { kind: FailureKind::Reset, given: false });
             }
         }
         self.send(Event::ConnectionClosed { conn, reason: "connection reset".to_owned() })
     }
 
-    fn refuse(&mut self, stream: StreamId) -> Result<(), String> {
-        let Some(&StreamState::Running(conn)) = self.streams.get(&stream) else {
-            return Ok(());
+    /// Reports `stream` rejected, the rejection and its failure picked by `choice`,
+    /// and records what the pool owes it: a retry (the first retryable rejection of
+    /// a running stream) or a `Fail`.
+    fn reject(&mut self, stream: StreamId, choice: u8) -> Result<(), String> {
+        let (rejection, failure) = rejection_of(stream, choice);
+        let given = StreamState::Owed { kind: failure.kind, given: true };
+        let next = match self.streams.get(&stream) {
+            Some(&StreamState::Running(conn)) => {
+                let model = self.conn_mut(conn)?;
+                model.streams.remove(&stream);
+                if matches!(rejection, Rejection::GoAway | Rejection::NotSent) {
+                    // The server sent GOAWAY, or the connection failed: it takes
+                    // nothing new, and closes once its last stream is gone.
+                    model.draining = true;
+                }
+                // The rule stated again, not `is_retryable`, so the model checks it.
+                if rejection == Rejection::MaybeProcessed {
+                    given
+                } else if self.rejected_by.insert(stream, conn).is_some() {
+                    StreamState::Owed { kind: FailureKind::Unavailable, given: false }
+                } else {
+                    StreamState::Waiting
+                }
+            }
+            // Not running: nothing to retry, but an answer is owed.
+            _ => given,
         };
-        self.conn_mut(conn)?.streams.remove(&stream);
-        self.streams.insert(stream, StreamState::Waiting);
-        if self.refused_by.insert(stream, conn).is_some() {
-            self.refused_twice.insert(stream);
-        }
-        self.send(Event::StreamRefused(stream))
+        self.streams.insert(stream, next);
+        self.send(Event::StreamRejected { stream, rejection, failure })
     }
 
     /// Moves time to the pool's next deadline and handles it; false if none.
@@ -251,16 +288,15 @@ impl Simulation {
         while let Some(command) = self.pool.poll_command() {
             self.apply(&command).map_err(|error| format!("{command:?}: {error}"))?;
         }
-        if let Some(stream) = self.streams.iter().find(|(_, state)| **state == StreamState::Orphaned) {
-            return Err(format!("{:?} was on a closed connection and never failed", stream.0));
-        }
-        if let Some(stream) = self.refused_twice.iter().find(|stream| self.streams.contains_key(stream)) {
-            return Err(format!("{stream:?} was refused twice and not failed"));
+        if let Some((stream, owed)) =
+            self.streams.iter().find(|(_, state)| matches!(state, StreamState::Owed { .. }))
+        {
+            return Err(format!("{stream:?} is owed a failure ({owed:?}) and did not get it"));
         }
         self.pool.check_invariants()?;
         let stats = self.pool.stats();
         let waiting = self.streams.values().filter(|state| **state == StreamState::Waiting).count();
-        let running = self.streams.len() - waiting;
+        let running = self.streams.values().filter(|state| matches!(state, StreamState::Running(_))).count();
         let connecting = self.conns.values().filter(|c| !c.ready && !c.draining).count();
         if (stats.queued, stats.active_streams) != (waiting, running) {
             return Err(format!("pool reports {stats:?}; runtime sees {waiting} waiting, {running} running"));
@@ -304,13 +340,13 @@ impl Simulation {
                 if self.streams.get(&stream) != Some(&StreamState::Waiting) {
                     return Err(format!("stream is {:?}", self.streams.get(&stream)));
                 }
-                let expected = match self.refused_by.get(&stream) {
-                    Some(&refused_by) => self
-                        .best_with_room(Some(refused_by))
-                        .or(self.has_room(refused_by).then_some(refused_by)),
+                let expected = match self.rejected_by.get(&stream) {
+                    Some(&rejected_by) => self
+                        .best_with_room(Some(rejected_by))
+                        .or(self.has_room(rejected_by).then_some(rejected_by)),
                     None => {
                         let first_waiting = self.streams.iter().find(|(id, state)| {
-                            **state == StreamState::Waiting && !self.refused_by.contains_key(id)
+                            **state == StreamState::Waiting && !self.rejected_by.contains_key(id)
                         });
                         if first_waiting.map(|(id, _)| *id) != Some(stream) {
                             return Err(format!("not first in line: {first_waiting:?} waits longer"));
@@ -325,13 +361,24 @@ impl Simulation {
                 self.streams.insert(stream, StreamState::Running(conn));
             }
             Command::Fail { stream, ref failure } => {
-                let expected_kinds: &[FailureKind] = match self.streams.get(&stream) {
-                    Some(StreamState::Orphaned) => &[FailureKind::Reset],
-                    Some(StreamState::Waiting) => &[FailureKind::Overloaded, FailureKind::Unavailable],
+                let state = self.streams.get(&stream).copied();
+                let answered = match state {
+                    Some(StreamState::Owed { kind, given: true }) => {
+                        *failure == rejection_failure(stream, kind)
+                    }
+                    Some(StreamState::Owed { kind, given: false }) => failure.kind == kind,
+                    // A retried stream is never failed as overloaded: it does not
+                    // count against the queue bound.
+                    Some(StreamState::Waiting) if self.rejected_by.contains_key(&stream) => {
+                        failure.kind == FailureKind::Unavailable
+                    }
+                    Some(StreamState::Waiting) => {
+                        matches!(failure.kind, FailureKind::Overloaded | FailureKind::Unavailable)
+                    }
                     other => return Err(format!("stream is {other:?}")),
                 };
-                if !expected_kinds.contains(&failure.kind) || failure.message.is_empty() {
-                    return Err(format!("expected one of {expected_kinds:?} with a message"));
+                if !answered || failure.message.is_empty() {
+                    return Err(format!("not the failure a stream {state:?} is owed"));
                 }
                 self.streams.remove(&stream);
             }
@@ -406,4 +453,15 @@ fn pick<'a, T: Copy + 'a>(items: impl Iterator<Item = &'a T>, choice: u8) -> Opt
         return None;
     }
     items.get(usize::from(choice) % items.len()).copied()
+}
+
+/// The rejection `choice` picks, and the failure the transport reports with it.
+fn rejection_of(stream: StreamId, choice: u8) -> (Rejection, BackendFailure) {
+    let rejection = REJECTIONS[usize::from(choice) % REJECTIONS.len()];
+    let kind = REJECTION_KINDS[usize::from(choice) / REJECTIONS.len() % REJECTION_KINDS.len()];
+    (rejection, rejection_failure(stream, kind))
+}
+
+fn rejection_failure(stream: StreamId, kind: FailureKind) -> BackendFailure {
+    BackendFailure { kind, message: format!("the transport failed {stream:?}") }
 }

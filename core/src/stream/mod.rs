@@ -38,6 +38,7 @@ use crate::mock;
 use crate::openai::{self, ChunkEvent};
 use crate::sse::{self, SseDecoder, SseLimits};
 
+pub mod close;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -97,10 +98,13 @@ pub enum Source {
 }
 
 /// Why the backend failed, as the runtime saw it.
+///
+/// Only `kind` reaches the client (as our own text, [`FailureKind::client_message`]);
+/// `message` may name hosts, addresses or OS errors and goes to the log only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendFailure {
     pub kind: FailureKind,
-    /// Human-readable detail for the error event and the log.
+    /// Detail for the log (never written to a client).
     pub message: String,
 }
 
@@ -127,6 +131,16 @@ impl FailureKind {
             FailureKind::Overloaded => "overloaded",
         }
     }
+
+    /// The message of the error event a client gets: ours, with no transport detail.
+    pub fn client_message(self) -> &'static str {
+        match self {
+            FailureKind::Unavailable => "the model backend could not be reached",
+            FailureKind::Reset => "the model backend stopped its answer",
+            FailureKind::Protocol => "the model backend sent a response that could not be read",
+            FailureKind::Overloaded => "too many requests are waiting for the model backend",
+        }
+    }
 }
 
 /// One input. `now` comes with every call to [`Stream::handle_input`].
@@ -144,6 +158,9 @@ pub enum Input<'a> {
     BackendEnd,
     /// The backend failed.
     BackendFailed(BackendFailure),
+    /// The client took this many bytes of what was written (a write returned).
+    /// Progress resets the write-stall deadline; taking everything clears it.
+    ClientTook(usize),
     /// The client's socket reported EOF or an error.
     ClientGone,
     /// The daemon's drain deadline passed: end the stream now.
@@ -221,11 +238,22 @@ const NEVER: Millis = Millis::MAX;
 /// milliseconds, the pending output is one `Bytes` plus the fixed ending
 /// sequence, and the only heap held between inputs is the SSE decoder's partial
 /// line (or a non-2xx body being read, or the mock script's echo text).
+///
+/// # The client's pace
+/// The machine counts the bytes it has written that the client has not yet taken
+/// ([`Input::ClientTook`]). While any wait, the write-stall deadline runs (reset by
+/// every bit of progress); when it passes, the stream ends as
+/// [`Outcome::ClientStalled`] and its upstream is cancelled. Once `client_buffer`
+/// bytes wait, [`Stream::wants_backend_data`] turns false: the runtime stops
+/// reading the backend, so flow control holds the upstream back for this stream
+/// alone, and the backend's idle deadline is not charged for that wait.
 #[derive(Debug)]
 pub struct Stream {
     start: Instant,
     /// Client bytes not yet handed out by `poll_output` (empty: none).
     write: Bytes,
+    /// Bytes written (handed out or queued) that the client has not taken.
+    unwritten: u32,
     feed: Feed,
     settings: Settings,
     deadlines: Deadlines,
@@ -239,6 +267,8 @@ struct Settings {
     idle: Millis,
     mock_delay: Millis,
     max_error_body: u32,
+    write_timeout: Millis,
+    client_buffer: u32,
 }
 
 /// Armed deadlines, in milliseconds since the start.
@@ -249,6 +279,8 @@ struct Deadlines {
     /// Only read while a backend is feeding the stream.
     backend: Millis,
     keep_alive: Millis,
+    /// While unwritten bytes wait: the client must take some by then.
+    write_stall: Millis,
     /// The earliest armed deadline, cached after every input for `poll_output`.
     wake: Millis,
 }
@@ -311,6 +343,8 @@ impl Stream {
             idle: millis_ceil(config.idle_timeout),
             mock_delay: millis_ceil(config.mock_delay),
             max_error_body: u32::try_from(config.max_error_body).unwrap_or(u32::MAX),
+            write_timeout: millis_ceil(config.write_timeout).max(1),
+            client_buffer: u32::try_from(config.client_buffer).unwrap_or(u32::MAX).max(1),
         };
         let (feed, backend) = match source {
             Source::Backend => (
@@ -324,9 +358,12 @@ impl Stream {
             backend,
             // The head counts as a write: it is handed out at once.
             keep_alive: settings.keep_alive,
+            write_stall: if head.is_empty() { NEVER } else { settings.write_timeout },
             wake: 0,
         };
-        let mut stream = Stream { start: now, write: head, feed, settings, deadlines, end: End::Running };
+        let unwritten = u32::try_from(head.len()).unwrap_or(u32::MAX);
+        let mut stream =
+            Stream { start: now, write: head, unwritten, feed, settings, deadlines, end: End::Running };
         stream.deadlines.wake = stream.earliest_deadline();
         stream
     }
@@ -343,6 +380,7 @@ impl Stream {
             Input::BackendData(data) => self.handle_backend_data(activity, data, &mut out),
             Input::BackendEnd => self.handle_backend_end(&mut out),
             Input::BackendFailed(failure) => self.handle_backend_failed(&failure, &mut out),
+            Input::ClientTook(taken) => self.handle_client_took(activity, taken),
             Input::ClientGone => {
                 // The client cannot read anything any more, queued bytes included.
                 self.write = Bytes::new();
@@ -384,6 +422,42 @@ impl Stream {
     /// True once `Done` has been returned.
     pub fn is_finished(&self) -> bool {
         matches!(self.end, End::Finished)
+    }
+
+    /// True while the runtime should read the backend: a backend is still
+    /// sending and fewer than `client_buffer` bytes wait for the client. Reading
+    /// stops otherwise, so a slow client holds back only its own upstream.
+    pub fn wants_backend_data(&self) -> bool {
+        matches!(self.end, End::Running) && self.feed.is_backend_running() && !self.is_blocked_on_client()
+    }
+
+    /// Bytes written that the client has not taken yet.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten as usize
+    }
+
+    fn is_blocked_on_client(&self) -> bool {
+        self.unwritten >= self.settings.client_buffer
+    }
+
+    fn handle_client_took(&mut self, at: Millis, taken: usize) {
+        if taken == 0 {
+            return;
+        }
+        let was_blocked = self.is_blocked_on_client();
+        self.unwritten = self.unwritten.saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX));
+        if self.unwritten == 0 {
+            self.deadlines.write_stall = NEVER;
+            // Bytes just reached the client: the connection is not idle.
+            self.deadlines.keep_alive =
+                self.deadlines.keep_alive.max(at.saturating_add(self.settings.keep_alive));
+        } else {
+            self.deadlines.write_stall = at.saturating_add(self.settings.write_timeout);
+        }
+        if was_blocked && !self.is_blocked_on_client() {
+            // The wait was the client's, not the backend's: its silence starts now.
+            self.deadlines.backend = self.deadlines.backend.max(at.saturating_add(self.settings.idle));
+        }
     }
 
     /// Bytes of heap this stream holds between inputs (for the per-stream memory
@@ -507,7 +581,7 @@ impl Stream {
                 Outcome::Failed(FailureReason::UpstreamStatus(status))
             }
             Feed::AwaitingHead(_) | Feed::Events { .. } => {
-                sse::encode_error(out, &failure.message, failure.kind.error_type(), None);
+                sse::encode_error(out, failure.kind.client_message(), failure.kind.error_type(), None);
                 Outcome::Failed(FailureReason::Backend(failure.kind))
             }
         };
@@ -519,6 +593,14 @@ impl Stream {
         if !matches!(self.end, End::Running) {
             return;
         }
+        if self.unwritten > 0 && now >= self.deadlines.write_stall {
+            // Nothing more can reach this client: drop what waits and stop the upstream.
+            self.write = Bytes::new();
+            out.clear();
+            let cancel = self.feed.is_backend_running();
+            self.end_with(Outcome::ClientStalled, cancel);
+            return;
+        }
         if now >= self.deadlines.total {
             let limit = Duration::from_millis(u64::from(self.deadlines.total));
             let message = format!("the stream reached its time limit of {limit:?}");
@@ -526,7 +608,7 @@ impl Stream {
             self.fail(FailureReason::TotalTimeout);
             return;
         }
-        if self.feed.is_backend_running() && now >= self.deadlines.backend {
+        if self.feed.is_backend_running() && !self.is_blocked_on_client() && now >= self.deadlines.backend {
             self.handle_backend_deadline(out);
             return;
         }
@@ -543,7 +625,8 @@ impl Stream {
                 return;
             }
         }
-        if out.is_empty() && now >= self.deadlines.keep_alive {
+        // A keep-alive behind bytes the client has not taken would prove nothing.
+        if out.is_empty() && self.unwritten == 0 && now >= self.deadlines.keep_alive {
             out.put_slice(sse::KEEP_ALIVE);
         }
     }
@@ -590,6 +673,10 @@ impl Stream {
             return;
         }
         self.deadlines.keep_alive = at.saturating_add(self.settings.keep_alive);
+        if self.unwritten == 0 {
+            self.deadlines.write_stall = at.saturating_add(self.settings.write_timeout);
+        }
+        self.unwritten = self.unwritten.saturating_add(u32::try_from(out.len()).unwrap_or(u32::MAX));
         let bytes = out.freeze();
         if self.write.is_empty() {
             self.write = bytes;
@@ -607,10 +694,11 @@ impl Stream {
             Feed::Mock(script) if !script.is_finished() => {
                 mock_due(self.settings.mock_delay, script.events_written())
             }
-            feed if feed.is_backend_running() => self.deadlines.backend,
+            feed if feed.is_backend_running() && !self.is_blocked_on_client() => self.deadlines.backend,
             _ => NEVER,
         };
-        self.deadlines.total.min(self.deadlines.keep_alive).min(feed)
+        let client = if self.unwritten > 0 { self.deadlines.write_stall } else { self.deadlines.keep_alive };
+        self.deadlines.total.min(client).min(feed)
     }
 
     fn millis_floor(&self, now: Instant) -> Millis {

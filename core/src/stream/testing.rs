@@ -106,6 +106,9 @@ pub struct Harness {
     checker: Checker,
     /// Every non-`Timeout` output, in order, with the instant it came out.
     outputs: Vec<(Instant, Output)>,
+    /// The simulated client takes every byte as soon as it is written (the
+    /// default); when false, bytes wait until [`Harness::take`].
+    pub auto_take: bool,
 }
 
 impl Harness {
@@ -118,10 +121,18 @@ impl Harness {
         let start = clock_origin();
         let checker = Checker::new(config, head.clone(), matches!(source, Source::Mock(_)), start);
         let stream = Stream::new(start, config, head, source);
-        let mut harness =
-            Harness { stream, start, now: start, deadline: start, checker, outputs: Vec::new() };
+        let mut harness = Harness {
+            stream,
+            start,
+            now: start,
+            deadline: start,
+            checker,
+            outputs: Vec::new(),
+            auto_take: true,
+        };
         // Nothing has been handled yet, so a deadline that is already due is fine.
         harness.drain(false);
+        harness.take_if_auto();
         harness
     }
 
@@ -157,7 +168,29 @@ impl Harness {
                 _ => {}
             }
         }
+        if let Input::ClientTook(taken) = input {
+            if taken > 0 {
+                self.checker.last_progress = self.now;
+            }
+        }
         self.stream.handle_input(self.now, input);
+        let mut step = self.drain(true);
+        step.extend(self.take_if_auto());
+        step
+    }
+
+    /// The client takes `bytes` of what waits for it.
+    pub fn take(&mut self, bytes: usize) -> Vec<Output> {
+        self.handle(Input::ClientTook(bytes))
+    }
+
+    fn take_if_auto(&mut self) -> Vec<Output> {
+        let waiting = self.stream.unwritten();
+        if !self.auto_take || waiting == 0 || self.checker.outcome.is_some() {
+            return Vec::new();
+        }
+        self.checker.last_progress = self.now;
+        self.stream.handle_input(self.now, Input::ClientTook(waiting));
         self.drain(true)
     }
 
@@ -231,7 +264,7 @@ impl Harness {
         for _ in 0..MAX_OUTPUTS_PER_INPUT {
             match self.stream.poll_output() {
                 Output::Timeout(at) => {
-                    self.checker.check_timeout(at, self.now, after_input);
+                    self.checker.check_timeout(at, self.now, after_input, self.stream.unwritten());
                     assert_eq!(
                         self.stream.is_finished(),
                         self.checker.outcome.is_some(),
@@ -270,6 +303,11 @@ struct Checker {
     error_written: bool,
     cancels: u32,
     outcome: Option<Outcome>,
+    write_timeout: Duration,
+    /// When bytes last started to wait for the client, and when it last took some.
+    pending_since: Instant,
+    last_progress: Instant,
+    unwritten: usize,
 }
 
 impl Checker {
@@ -289,6 +327,10 @@ impl Checker {
             error_written: false,
             cancels: 0,
             outcome: None,
+            write_timeout: config.write_timeout,
+            pending_since: start,
+            last_progress: start,
+            unwritten: 0,
         }
     }
 
@@ -329,6 +371,14 @@ impl Checker {
                     }
                     Outcome::ClientStalled => {
                         assert!(!self.done_written, "ClientStalled after [DONE]");
+                        assert!(self.unwritten > 0, "ClientStalled with nothing waiting for the client");
+                        let stalled_since = self.pending_since.max(self.last_progress);
+                        assert!(
+                            now >= stalled_since + self.write_timeout,
+                            "ClientStalled {:?} after the client's last progress; the write timeout is {:?}",
+                            now - stalled_since,
+                            self.write_timeout
+                        );
                     }
                 }
                 self.outcome = Some(outcome.clone());
@@ -361,7 +411,15 @@ impl Checker {
         self.last_write = now;
     }
 
-    fn check_timeout(&self, at: Instant, now: Instant, after_input: bool) {
+    fn check_timeout(&mut self, at: Instant, now: Instant, after_input: bool, unwritten: usize) {
+        if self.unwritten == 0 && unwritten > 0 {
+            self.pending_since = now;
+        }
+        if self.unwritten > 0 && unwritten == 0 {
+            // What the client took counts as written for the keep-alive bound.
+            self.last_write = now;
+        }
+        self.unwritten = unwritten;
         if self.outcome.is_some() {
             return;
         }
@@ -370,7 +428,12 @@ impl Checker {
         }
         let slack = Duration::from_millis(1);
         assert!(at <= self.start + self.total_timeout + slack, "Timeout past the total deadline");
-        assert!(at <= self.last_write + self.keep_alive + slack, "Timeout past the keep-alive deadline");
+        if unwritten == 0 {
+            assert!(at <= self.last_write + self.keep_alive + slack, "Timeout past the keep-alive deadline");
+        } else {
+            let stall = self.pending_since.max(self.last_progress) + self.write_timeout;
+            assert!(at <= stall + slack, "Timeout past the write-stall deadline");
+        }
     }
 }
 
@@ -441,7 +504,7 @@ pub fn drive_ops(data: &[u8]) -> Outcome {
         let pick = usize::from(arg);
         // Ending inputs get one slot each, content several, so streams live long
         // enough to reach the deeper states.
-        match op % 24 {
+        match op % 26 {
             0 | 1 => drop(harness.handle(Input::BackendHead { status: STATUSES[pick % STATUSES.len()] })),
             2 | 3 => {
                 let raw: Vec<u8> = (0..arg % 48).map_while(|_| next()).collect();
@@ -464,7 +527,9 @@ pub fn drive_ops(data: &[u8]) -> Outcome {
             20 => drop(harness.wake_at_deadline()),
             21 => drop(harness.advance_and_wake(Duration::from_millis(u64::from(arg)))),
             22 => harness.advance(Duration::from_millis(u64::from(arg))),
-            _ => drop(harness.handle(Input::Timeout)),
+            23 => drop(harness.handle(Input::Timeout)),
+            24 => harness.auto_take = !harness.auto_take,
+            _ => drop(harness.take(pick * 8)),
         }
     }
     // Every stream ends on its own: at worst the total timeout (2 s) fires, and a

@@ -141,6 +141,9 @@ fn the_head_is_the_first_output_then_the_stream_waits() {
     let start = testing::Harness::new(&config, Source::Backend).start();
     let mut stream = Stream::new(start, &config, Bytes::from_static(TEST_HEAD), Source::Backend);
     assert_eq!(stream.poll_output(), Output::Write(Bytes::from_static(TEST_HEAD)));
+    // The client has not taken the head yet: the write-stall deadline (30 s) runs.
+    assert_eq!(stream.poll_output(), Output::Timeout(start + secs(30)));
+    stream.handle_input(start, Input::ClientTook(TEST_HEAD.len()));
     // Waiting for the backend: the keep-alive (15 s) is the earliest deadline.
     assert_eq!(stream.poll_output(), Output::Timeout(start + secs(15)));
     assert_eq!(stream.poll_output(), Output::Timeout(start + secs(15)));
@@ -358,7 +361,9 @@ fn backend_failures_become_error_events_typed_by_kind() {
         let step = harness.handle(Input::BackendFailed(failure(kind, "stream reset by peer")));
         let (message, actual_type, _) = only_error(&step);
         assert_eq!(actual_type, error_type);
-        assert_eq!(message, "stream reset by peer");
+        // The transport's detail goes to the log; the client reads our text.
+        assert_eq!(message, kind.client_message());
+        assert!(!message.contains("peer"), "{message}");
         // The backend is already gone: nothing to cancel.
         ends_failed_without_cancel(&step, FailureReason::Backend(kind));
     }
@@ -609,9 +614,11 @@ fn a_late_wake_catches_up_in_one_write_without_stretching_the_schedule() {
 fn a_mock_stream_with_no_delay_sends_everything_at_once() {
     let config = StreamConfig { mock_delay: Duration::ZERO, ..StreamConfig::default() };
     let mut harness = mock_stream(&config);
-    let step = harness.wake_at_deadline();
-    assert_eq!(writes_in(&step), 1);
-    assert_eq!(events_in(&step).len(), 19);
+    harness.wake_at_deadline();
+    // Everything is due at once: one write after the head, as soon as the head is taken.
+    let body: Vec<Output> = harness.outputs().skip(1).cloned().collect();
+    assert_eq!(writes_in(&body), 1);
+    assert_eq!(events_in(&body).len(), 19);
     assert_eq!(harness.outcome(), Some(&Outcome::Completed));
 }
 
@@ -748,7 +755,9 @@ fn representative_input_sequences_end_as_the_protocol_says() {
 #[test]
 fn a_stream_is_small() {
     let size = std::mem::size_of::<Stream>();
-    assert!(size <= 200, "Stream is {size} bytes (decoder {} bytes)", std::mem::size_of::<sse::SseDecoder>());
+    // 192 before the client's pace was tracked (16 bytes: two settings, a deadline,
+    // the unwritten count).
+    assert!(size <= 208, "Stream is {size} bytes (decoder {} bytes)", std::mem::size_of::<sse::SseDecoder>());
 }
 
 #[test]
@@ -779,4 +788,99 @@ fn a_stream_between_whole_events_holds_no_heap_and_an_ended_one_none_at_all() {
 
     let mock = mock_stream(&config);
     assert!(mock.stream().buffered_capacity() < 100);
+}
+
+// ---- the client's pace ----
+
+fn paced_config() -> StreamConfig {
+    StreamConfig { write_timeout: secs(30), client_buffer: 1024, idle_timeout: secs(600), ..quiet_config() }
+}
+
+/// A 200 stream whose client stops reading after the head.
+fn stalled_client(config: &StreamConfig) -> Harness {
+    let mut harness = streaming(config);
+    harness.auto_take = false;
+    harness
+}
+
+#[test]
+fn a_client_that_takes_nothing_ends_its_own_stream_and_the_upstream_is_cancelled() {
+    let config = paced_config();
+    let mut harness = stalled_client(&config);
+    harness.handle(Input::BackendData(content_event("unread").as_bytes()));
+    assert!(harness.stream().unwritten() > 0);
+    assert_eq!(harness.deadline(), harness.now() + secs(30), "the write-stall deadline runs");
+    let step = harness.advance_and_wake(secs(30));
+    assert_eq!(writes_in(&step), 0, "nothing more is written to a stalled client: {step:?}");
+    assert_eq!(step, [Output::CancelBackend, Output::CloseClient, Output::Done(Outcome::ClientStalled)]);
+}
+
+#[test]
+fn progress_resets_the_write_stall_deadline_and_taking_everything_clears_it() {
+    let config = paced_config();
+    let mut harness = stalled_client(&config);
+    harness.handle(Input::BackendData(content_event("slowly read").as_bytes()));
+    harness.advance(secs(29));
+    harness.take(1);
+    assert_eq!(harness.deadline(), harness.now() + secs(30), "progress moved the deadline");
+    harness.advance(secs(29));
+    let waiting = harness.stream().unwritten();
+    harness.take(waiting);
+    assert_eq!(harness.stream().unwritten(), 0);
+    harness.advance(secs(31));
+    let step = harness.handle(Input::Timeout);
+    assert!(harness.outcome().is_none(), "no stall once everything was taken: {step:?}");
+}
+
+#[test]
+fn a_full_client_buffer_stops_backend_reads_without_charging_the_backend_idle_time() {
+    let config = StreamConfig { idle_timeout: secs(10), ..paced_config() };
+    let mut harness = stalled_client(&config);
+    assert!(harness.stream().wants_backend_data());
+    let text = "x".repeat(400);
+    while harness.stream().unwritten() < config.client_buffer {
+        harness.handle(Input::BackendData(content_event(&text).as_bytes()));
+    }
+    assert!(!harness.stream().wants_backend_data(), "reading stops once the buffer is full");
+    // The backend says nothing for longer than its idle timeout, but the stream is
+    // waiting on its client, not on the backend.
+    harness.advance(secs(20));
+    let step = harness.handle(Input::Timeout);
+    assert!(harness.outcome().is_none(), "{step:?}");
+    // The client catches up: reading resumes and the idle time counts from now.
+    harness.take(harness.stream().unwritten());
+    assert!(harness.stream().wants_backend_data());
+    harness.advance(secs(9));
+    assert!(harness.handle(Input::Timeout).is_empty());
+    let step = harness.advance_and_wake(secs(1));
+    ends_failed_with_cancel(&step, FailureReason::IdleTimeout);
+}
+
+#[test]
+fn no_keep_alive_is_queued_behind_bytes_the_client_has_not_taken() {
+    let config = StreamConfig { keep_alive_interval: secs(5), ..paced_config() };
+    let mut harness = stalled_client(&config);
+    harness.handle(Input::BackendData(content_event("waiting").as_bytes()));
+    let step = harness.advance_and_wake(secs(6));
+    assert_eq!(writes_in(&step), 0, "{step:?}");
+    // Once the client has taken everything, silence is measured from then.
+    harness.take(harness.stream().unwritten());
+    assert_eq!(harness.deadline(), harness.now() + secs(5));
+}
+
+#[test]
+fn a_stalled_mock_stream_ends_as_client_stalled() {
+    // Events a second apart, so the script is still running when the stall is noticed.
+    let config = StreamConfig { write_timeout: secs(2), mock_delay: secs(1), ..StreamConfig::default() };
+    let mut harness = mock_stream(&config);
+    harness.auto_take = false;
+    let outcome = harness.run_until_finished(1_000);
+    assert_eq!(outcome, Outcome::ClientStalled);
+    assert!(!harness.cancelled_backend(), "a mock stream has no backend to cancel");
+}
+
+#[test]
+fn a_mock_stream_never_asks_for_backend_data() {
+    let harness = mock_stream(&StreamConfig::default());
+    assert!(!harness.stream().wants_backend_data());
 }

@@ -145,7 +145,16 @@ impl Run {
                 self.harness.advance(Duration::from_millis(u64::from(script.byte())));
                 Ok(())
             }
-            _ => self.hand(Input::Timeout),
+            // The client stops (or starts again) reading: stalls and a full
+            // client buffer are reached.
+            14 => {
+                self.harness.auto_take = !self.harness.auto_take;
+                self.hand(Input::Timeout)
+            }
+            _ => {
+                let taken = usize::from(script.byte()) * 8;
+                self.hand(Input::ClientTook(taken))
+            }
         }
     }
 

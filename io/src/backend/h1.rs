@@ -4,18 +4,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_channel::oneshot;
 use handoff_core::http1::{BodyDecoder, BodyEvent, ResponseHeadParser};
-use handoff_core::pool::{ConnId, StreamId};
-use handoff_core::stream::{BackendFailure, FailureKind, Input, Stream};
+use handoff_core::pool::{ConnId, Rejection, StreamId};
+use handoff_core::stream::{BackendFailure, FailureKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::conn::BackendIo;
 use super::pool::{Lease, PoolMsg, PoolSender};
-use super::{unavailable, Request};
+use super::{unavailable, BackendEvent, Request, Step};
 use crate::runtime::Runtime;
 
 /// Read granularity; also the most body bytes handed to the machine at once.
@@ -23,7 +22,7 @@ const READ_CHUNK: usize = 4096;
 
 enum State<R: Runtime> {
     Acquiring(oneshot::Receiver<Result<Lease<R>, BackendFailure>>),
-    Writing { conn: ConnId, io: BackendIo<R::Tcp>, out: Bytes },
+    Writing { conn: ConnId, io: BackendIo<R::Tcp>, out: Bytes, written_any: bool },
     Head { conn: ConnId, io: BackendIo<R::Tcp>, buf: BytesMut, parser: ResponseHeadParser },
     Body { conn: ConnId, io: BackendIo<R::Tcp>, buf: BytesMut, decoder: BodyDecoder, keep_alive: bool },
     Ended,
@@ -34,7 +33,10 @@ pub struct H1Stream<R: Runtime> {
     state: State<R>,
     pool: PoolSender<R>,
     request: Request,
-    refused_once: bool,
+    /// The last `Data` event: its place in the body buffer, and how far the
+    /// buffer moves on once the machine has taken it.
+    data: std::ops::Range<usize>,
+    advance: usize,
     /// Cancelled (client gone, error): the connection is closed, never drained.
     cancelled: bool,
 }
@@ -46,61 +48,88 @@ impl<R: Runtime> H1Stream<R> {
         request: Request,
         lease: oneshot::Receiver<Result<Lease<R>, BackendFailure>>,
     ) -> Self {
-        H1Stream { id, state: State::Acquiring(lease), pool, request, refused_once: false, cancelled: false }
+        H1Stream {
+            id,
+            state: State::Acquiring(lease),
+            pool,
+            request,
+            data: 0..0,
+            advance: 0,
+            cancelled: false,
+        }
     }
 
     pub fn is_active(&self) -> bool {
         !matches!(self.state, State::Ended)
     }
 
-    /// Makes progress; feeds at most one read's worth of input to `machine`.
-    pub fn poll_into(&mut self, cx: &mut Context<'_>, machine: &mut Stream) -> Poll<()> {
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<BackendEvent<'_>> {
+        let step = ready!(self.poll_step(cx));
+        Poll::Ready(match step {
+            Step::Head(status) => BackendEvent::Head(status),
+            Step::Data => match &self.state {
+                State::Body { buf, .. } => BackendEvent::Data(buf.get(self.data.clone()).unwrap_or_default()),
+                _ => BackendEvent::Data(&[]),
+            },
+            Step::End => BackendEvent::End,
+            Step::Failed(failure) => BackendEvent::Failed(failure),
+        })
+    }
+
+    /// The machine took the last `Data`: the read buffer moves past it.
+    pub fn consumed(&mut self) {
+        if self.advance > 0 {
+            if let State::Body { buf, .. } = &mut self.state {
+                buf.advance(self.advance.min(buf.len()));
+            }
+            self.advance = 0;
+            self.data = 0..0;
+        }
+    }
+
+    /// Makes progress until one event is ready (at most one read's worth of data).
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        self.consumed();
         loop {
             match &mut self.state {
                 State::Acquiring(lease) => match ready!(Pin::new(lease).poll(cx)) {
                     Ok(Ok(Lease::H1 { conn, io })) => {
                         let out = self.request.h1_bytes();
-                        self.state = State::Writing { conn, io, out };
+                        self.state = State::Writing { conn, io, out, written_any: false };
                     }
                     Ok(Ok(Lease::H2 { .. })) => {
-                        return self.fail(
-                            machine,
-                            unavailable("pool handed an HTTP/2 lease to an HTTP/1.1 stream"),
-                            None,
-                        )
+                        return self
+                            .fail(unavailable("pool handed an HTTP/2 lease to an HTTP/1.1 stream"), None)
                     }
                     Ok(Err(failure)) => {
                         self.state = State::Ended;
-                        machine.handle_input(Instant::now(), Input::BackendFailed(failure));
-                        return Poll::Ready(());
+                        return Poll::Ready(Step::Failed(failure));
                     }
                     Err(oneshot::Canceled) => {
                         self.state = State::Ended;
-                        machine.handle_input(
-                            Instant::now(),
-                            Input::BackendFailed(unavailable("the backend pool stopped")),
-                        );
-                        return Poll::Ready(());
+                        return Poll::Ready(Step::Failed(unavailable("the backend pool stopped")));
                     }
                 },
-                State::Writing { conn, io, out } => {
+                State::Writing { conn, io, out, written_any } => {
                     let conn = *conn;
                     while !out.is_empty() {
-                        match ready!(Pin::new(&mut *io).poll_write(cx, out)) {
-                            Ok(0) => return self.retry(cx, conn, "backend closed the connection", machine),
-                            Ok(written) => out.advance(written),
-                            Err(error) => {
-                                return self.retry(
-                                    cx,
-                                    conn,
-                                    &format!("writing the request: {error}"),
-                                    machine,
-                                )
+                        let failed = match ready!(Pin::new(&mut *io).poll_write(cx, out)) {
+                            Ok(0) => "the backend closed the connection".to_owned(),
+                            Ok(written) => {
+                                out.advance(written);
+                                *written_any = true;
+                                continue;
                             }
-                        }
+                            Err(error) => format!("writing the request: {error}"),
+                        };
+                        // Only a request of which nothing was written is known unprocessed.
+                        let rejection =
+                            if *written_any { Rejection::MaybeProcessed } else { Rejection::NotSent };
+                        return self.reject(cx, conn, rejection, failed);
                     }
                     if let Err(error) = ready!(Pin::new(&mut *io).poll_flush(cx)) {
-                        return self.retry(cx, conn, &format!("writing the request: {error}"), machine);
+                        let message = format!("writing the request: {error}");
+                        return self.reject(cx, conn, Rejection::MaybeProcessed, message);
                     }
                     let State::Writing { conn, io, .. } = std::mem::replace(&mut self.state, State::Ended)
                     else {
@@ -127,34 +156,28 @@ impl<R: Runtime> H1Stream<R> {
                                 keep_alive: head.keep_alive,
                             };
                             self.request.release();
-                            machine.handle_input(Instant::now(), Input::BackendHead { status: head.status });
-                            return Poll::Ready(());
+                            return Poll::Ready(Step::Head(head.status));
                         }
                         Ok(None) => {}
                         Err(error) => {
-                            let failure = failure(FailureKind::Protocol, error.to_string());
-                            return self.fail(machine, failure, Some(conn));
+                            return self.fail(failure(FailureKind::Protocol, error.to_string()), Some(conn));
                         }
                     }
                     match ready!(read_more(io, buf, cx)) {
                         Ok(0) if buf.is_empty() => {
-                            // A kept-alive connection the server had already closed.
-                            return self.retry(
-                                cx,
-                                conn,
-                                "backend closed the connection before responding",
-                                machine,
-                            );
+                            // The request was written: the server may have acted on it.
+                            let message = "the backend closed the connection before responding".to_owned();
+                            return self.reject(cx, conn, Rejection::MaybeProcessed, message);
                         }
                         Ok(0) => {
                             let failure =
                                 failure(FailureKind::Protocol, "backend closed the connection mid-head");
-                            return self.fail(machine, failure, Some(conn));
+                            return self.fail(failure, Some(conn));
                         }
                         Ok(_) => {}
                         Err(error) => {
                             let failure = failure(FailureKind::Reset, format!("reading: {error}"));
-                            return self.fail(machine, failure, Some(conn));
+                            return self.fail(failure, Some(conn));
                         }
                     }
                 }
@@ -163,39 +186,39 @@ impl<R: Runtime> H1Stream<R> {
                     if !buf.is_empty() {
                         match decoder.decode(buf) {
                             Ok((consumed, BodyEvent::Data(data))) => {
-                                machine.handle_input(Instant::now(), Input::BackendData(data));
-                                buf.advance(consumed);
-                                return Poll::Ready(());
+                                let start = (data.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+                                self.data = start..start + data.len();
+                                self.advance = consumed;
+                                return Poll::Ready(Step::Data);
                             }
                             Ok((consumed, BodyEvent::NeedData)) => buf.advance(consumed),
                             Ok((consumed, BodyEvent::End)) => {
                                 buf.advance(consumed);
                                 let reusable = *keep_alive && buf.is_empty();
-                                return self.end(machine, reusable);
+                                return self.end(reusable);
                             }
                             Err(error) => {
-                                let failure = failure(FailureKind::Protocol, error.to_string());
-                                return self.fail(machine, failure, Some(conn));
+                                return self
+                                    .fail(failure(FailureKind::Protocol, error.to_string()), Some(conn));
                             }
                         }
                     } else if let Ok((_, BodyEvent::End)) = decoder.decode(&[]) {
                         let keep_alive = *keep_alive;
-                        return self.end(machine, keep_alive);
+                        return self.end(keep_alive);
                     }
                     match ready!(read_more(io, buf, cx)) {
                         Ok(0) => {
                             return match decoder.finish() {
-                                Ok(()) => self.end(machine, false),
+                                Ok(()) => self.end(false),
                                 Err(error) => {
-                                    let failure = failure(FailureKind::Reset, error.to_string());
-                                    self.fail(machine, failure, Some(conn))
+                                    self.fail(failure(FailureKind::Reset, error.to_string()), Some(conn))
                                 }
                             };
                         }
                         Ok(_) => {}
                         Err(error) => {
-                            let failure = failure(FailureKind::Reset, format!("reading: {error}"));
-                            return self.fail(machine, failure, Some(conn));
+                            return self
+                                .fail(failure(FailureKind::Reset, format!("reading: {error}")), Some(conn));
                         }
                     }
                 }
@@ -205,41 +228,48 @@ impl<R: Runtime> H1Stream<R> {
     }
 
     /// The body ended: the connection goes back to the pool when reusable.
-    fn end(&mut self, machine: &mut Stream, reusable: bool) -> Poll<()> {
+    fn end(&mut self, reusable: bool) -> Poll<Step> {
         if let State::Body { conn, io, .. } = std::mem::replace(&mut self.state, State::Ended) {
             let (reusable, broken) = if reusable { (Some((conn, io)), None) } else { (None, Some(conn)) };
             let _ = self.pool.unbounded_send(PoolMsg::Finished { stream: self.id, reusable, broken });
         }
-        machine.handle_input(Instant::now(), Input::BackendEnd);
-        Poll::Ready(())
+        Poll::Ready(Step::End)
     }
 
-    /// A request that failed before any response byte goes back to the pool once.
-    fn retry(&mut self, cx: &mut Context<'_>, conn: ConnId, why: &str, machine: &mut Stream) -> Poll<()> {
-        if !self.refused_once {
-            self.refused_once = true;
-            let _ = self.pool.unbounded_send(PoolMsg::Finished {
-                stream: self.id,
-                reusable: None,
-                broken: Some(conn),
-            });
-            let (reply, lease) = oneshot::channel();
-            if self.pool.unbounded_send(PoolMsg::Acquire { stream: self.id, refused: false, reply }).is_ok() {
-                self.state = State::Acquiring(lease);
-                // Poll again soon so the new lease registers this task's waker.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
+    /// The request got no response head and its connection is unusable: the
+    /// pool decides (core's retry rule) whether it goes out again on another.
+    fn reject(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: ConnId,
+        rejection: Rejection,
+        message: String,
+    ) -> Poll<Step> {
+        let (reply, lease) = oneshot::channel();
+        let failure = BackendFailure { kind: FailureKind::Unavailable, message };
+        let sent = self.pool.unbounded_send(PoolMsg::Rejected {
+            stream: self.id,
+            retire: Some(conn),
+            rejection,
+            failure,
+            reply,
+        });
+        if sent.is_err() {
+            self.state = State::Ended;
+            return Poll::Ready(Step::Failed(unavailable("the backend pool stopped")));
         }
-        self.fail(machine, unavailable(why), Some(conn))
+        // Dropping the old state closes the dead connection.
+        self.state = State::Acquiring(lease);
+        // Poll again soon so the new lease registers this task's waker.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    fn fail(&mut self, machine: &mut Stream, failure: BackendFailure, broken: Option<ConnId>) -> Poll<()> {
+    fn fail(&mut self, failure: BackendFailure, broken: Option<ConnId>) -> Poll<Step> {
         if !matches!(std::mem::replace(&mut self.state, State::Ended), State::Ended) {
             let _ = self.pool.unbounded_send(PoolMsg::Finished { stream: self.id, reusable: None, broken });
         }
-        machine.handle_input(Instant::now(), Input::BackendFailed(failure));
-        Poll::Ready(())
+        Poll::Ready(Step::Failed(failure))
     }
 
     /// Stops the request by dropping its connection.
@@ -260,6 +290,7 @@ impl<R: Runtime> Drop for H1Stream<R> {
     /// the chunked terminator) leaves the rest to be read, so the connection can be
     /// kept alive; anything else closes it.
     fn drop(&mut self) {
+        self.consumed();
         if !self.cancelled {
             if let State::Body { keep_alive: true, .. } = self.state {
                 if let State::Body { conn, io, buf, decoder, .. } =
@@ -286,13 +317,16 @@ pub struct Leftover<R: Runtime> {
 }
 
 /// How long, and how much, a leftover body may take before its connection is
-/// closed instead of kept.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-const DRAIN_MAX_BYTES: usize = 1 << 20;
+/// closed instead of kept (core's `PoolConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct DrainBounds {
+    pub timeout: std::time::Duration,
+    pub max_bytes: usize,
+}
 
 /// Reads a leftover body to its end; the connection comes back to the pool when
 /// it ended cleanly with nothing after it, and is closed otherwise.
-pub async fn drain<R: Runtime>(runtime: R, leftover: Leftover<R>, pool: PoolSender<R>) {
+pub async fn drain<R: Runtime>(runtime: R, leftover: Leftover<R>, bounds: DrainBounds, pool: PoolSender<R>) {
     let Leftover { stream, conn, mut io, mut buf, mut decoder } = leftover;
     let mut read_total = 0usize;
     let body_end = std::future::poll_fn(|cx| loop {
@@ -314,13 +348,13 @@ pub async fn drain<R: Runtime>(runtime: R, leftover: Leftover<R>, pool: PoolSend
             Ok(0) | Err(_) => return Poll::Ready(false),
             Ok(read) => {
                 read_total += read;
-                if read_total > DRAIN_MAX_BYTES {
+                if read_total > bounds.max_bytes {
                     return Poll::Ready(false);
                 }
             }
         }
     });
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let deadline = runtime.now() + bounds.timeout;
     let clean = crate::runtime::with_deadline(&runtime, deadline, body_end).await == Some(true);
     let message = if clean {
         PoolMsg::Finished { stream, reusable: Some((conn, io)), broken: None }
@@ -328,6 +362,17 @@ pub async fn drain<R: Runtime>(runtime: R, leftover: Leftover<R>, pool: PoolSend
         PoolMsg::Finished { stream, reusable: None, broken: Some(conn) }
     };
     let _ = pool.unbounded_send(message);
+}
+
+/// True when an idle kept-alive connection can take a request: the server has
+/// neither closed it nor sent anything. Checked without waiting, before the
+/// request's first byte, so a dead connection costs no retry of a request the
+/// server may have seen.
+pub fn is_reusable<T: AsyncRead + AsyncWrite + Unpin>(io: &mut BackendIo<T>) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut probe = tokio::io::ReadBuf::new(&mut byte);
+    Pin::new(io).poll_read(&mut cx, &mut probe).is_pending()
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> BackendFailure {

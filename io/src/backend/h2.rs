@@ -1,26 +1,33 @@
 //! One backend stream over a shared HTTP/2 connection.
+//!
+//! Flow control: the connection is opened with a bounded per-stream window and a
+//! connection window that lets every stream have its window in flight (core's
+//! `PoolConfig`), and the driver calls [`H2Stream::consumed`] as soon as the
+//! stream machine has taken a DATA frame's bytes, so credit follows what the
+//! daemon consumed, never what a client flushed. A stalled client stops its
+//! driver from reading (the machine's bounded client buffer is full), which fills
+//! only this stream's window.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
-use handoff_core::pool::{ConnId, StreamId};
-use handoff_core::stream::{BackendFailure, FailureKind, Input, Stream};
+use handoff_core::pool::{ConnId, Rejection, StreamId};
+use handoff_core::stream::{BackendFailure, FailureKind};
 
 use super::pool::{Lease, PoolMsg, PoolSender};
-use super::{unavailable, Request};
+use super::{unavailable, BackendEvent, Request, Step};
 use crate::runtime::Runtime;
 
 enum State<R: Runtime> {
     Acquiring(oneshot::Receiver<Result<Lease<R>, BackendFailure>>),
     Sending { conn: ConnId, send: SendRequest<Bytes> },
-    Responding { conn: ConnId, response: ResponseFuture, _body: SendStream<Bytes> },
-    Receiving { body: RecvStream, _request: SendStream<Bytes> },
+    Responding { conn: ConnId, response: ResponseFuture, request: SendStream<Bytes> },
+    Receiving { body: RecvStream, request: SendStream<Bytes>, chunk: Bytes },
     Ended,
 }
 
@@ -29,11 +36,6 @@ pub struct H2Stream<R: Runtime> {
     state: State<R>,
     pool: PoolSender<R>,
     request: Request,
-    /// Received bytes not yet given back to the flow-control window: they are
-    /// released only once forwarded to the client, so a slow client slows its
-    /// own upstream.
-    unreleased: usize,
-    refused_once: bool,
 }
 
 impl<R: Runtime> H2Stream<R> {
@@ -43,109 +45,111 @@ impl<R: Runtime> H2Stream<R> {
         request: Request,
         lease: oneshot::Receiver<Result<Lease<R>, BackendFailure>>,
     ) -> Self {
-        H2Stream { id, state: State::Acquiring(lease), pool, request, unreleased: 0, refused_once: false }
+        H2Stream { id, state: State::Acquiring(lease), pool, request }
     }
 
     pub fn is_active(&self) -> bool {
         !matches!(self.state, State::Ended)
     }
 
-    /// Makes progress; feeds at most one piece of input to `machine` per call.
-    pub fn poll_into(&mut self, cx: &mut Context<'_>, machine: &mut Stream) -> Poll<()> {
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<BackendEvent<'_>> {
+        let step = ready!(self.poll_step(cx));
+        Poll::Ready(match step {
+            Step::Head(status) => BackendEvent::Head(status),
+            Step::Data => match &self.state {
+                State::Receiving { chunk, .. } => BackendEvent::Data(chunk),
+                _ => BackendEvent::Data(&[]),
+            },
+            Step::End => BackendEvent::End,
+            Step::Failed(failure) => BackendEvent::Failed(failure),
+        })
+    }
+
+    /// Makes progress until one event is ready.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        // Bytes the machine did not report as consumed are released before any more
+        // arrive, so the window can never be lost.
+        self.consumed();
         loop {
             match &mut self.state {
-                State::Acquiring(lease) => match Pin::new(lease).poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(Ok(Lease::H2 { conn, send }))) => {
-                        self.state = State::Sending { conn, send }
-                    }
-                    Poll::Ready(Ok(Ok(Lease::H1 { .. }))) => {
-                        return self
-                            .fail(machine, unavailable("pool handed an HTTP/1.1 lease to an HTTP/2 stream"));
+                State::Acquiring(lease) => match ready!(Pin::new(lease).poll(cx)) {
+                    Ok(Ok(Lease::H2 { conn, send })) => self.state = State::Sending { conn, send },
+                    Ok(Ok(Lease::H1 { .. })) => {
+                        return self.fail(unavailable("pool handed an HTTP/1.1 lease to an HTTP/2 stream"));
                     }
                     // The pool has already forgotten the stream.
-                    Poll::Ready(Ok(Err(failure))) => {
+                    Ok(Err(failure)) => {
                         self.state = State::Ended;
-                        machine.handle_input(Instant::now(), Input::BackendFailed(failure));
-                        return Poll::Ready(());
+                        return Poll::Ready(Step::Failed(failure));
                     }
-                    Poll::Ready(Err(oneshot::Canceled)) => {
+                    Err(oneshot::Canceled) => {
                         self.state = State::Ended;
-                        machine.handle_input(
-                            Instant::now(),
-                            Input::BackendFailed(unavailable("the backend pool stopped")),
-                        );
-                        return Poll::Ready(());
+                        return Poll::Ready(Step::Failed(unavailable("the backend pool stopped")));
                     }
                 },
                 State::Sending { conn, send } => {
                     let conn = *conn;
-                    let ready = match send.poll_ready(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(ready) => ready,
-                    };
-                    let sent = ready.and_then(|()| send.send_request(self.request.h2_head(), false));
-                    match sent {
-                        Ok((response, mut body)) => {
-                            // Capacity for the body is reserved by h2 as the window allows.
-                            match body.send_data(self.request.body.clone(), true) {
-                                Ok(()) => self.state = State::Responding { conn, response, _body: body },
-                                Err(error) => {
-                                    if !self.retry(conn, &error, machine) {
-                                        return Poll::Ready(());
-                                    }
-                                }
+                    if let Err(error) = ready!(send.poll_ready(cx)) {
+                        // Nothing of this request was written.
+                        if let Err(done) = self.reject(conn, Rejection::NotSent, &error) {
+                            return done;
+                        }
+                        continue;
+                    }
+                    match send.send_request(self.request.h2_head(), false) {
+                        Err(error) => {
+                            if let Err(done) = self.reject(conn, Rejection::NotSent, &error) {
+                                return done;
                             }
                         }
-                        Err(error) => {
-                            if !self.retry(conn, &error, machine) {
-                                return Poll::Ready(());
+                        Ok((response, mut request)) => {
+                            // Capacity for the body is reserved by h2 as the window allows.
+                            match request.send_data(self.request.body.clone(), true) {
+                                Ok(()) => self.state = State::Responding { conn, response, request },
+                                Err(error) => {
+                                    request.send_reset(h2::Reason::CANCEL);
+                                    if let Err(done) = self.reject(conn, Rejection::MaybeProcessed, &error) {
+                                        return done;
+                                    }
+                                }
                             }
                         }
                     }
                 }
                 State::Responding { conn, response, .. } => {
                     let conn = *conn;
-                    match Pin::new(response).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(response)) => {
+                    match ready!(Pin::new(response).poll(cx)) {
+                        Ok(response) => {
                             let status = response.status().as_u16();
                             let body = response.into_body();
-                            let State::Responding { _body, .. } =
+                            let State::Responding { request, .. } =
                                 std::mem::replace(&mut self.state, State::Ended)
                             else {
                                 unreachable!("state checked by the enclosing match");
                             };
-                            self.state = State::Receiving { body, _request: _body };
+                            self.state = State::Receiving { body, request, chunk: Bytes::new() };
                             // Past the point of retrying: the request need not be kept.
                             self.request.release();
-                            machine.handle_input(Instant::now(), Input::BackendHead { status });
-                            return Poll::Ready(());
+                            return Poll::Ready(Step::Head(status));
                         }
-                        Poll::Ready(Err(error)) => {
-                            if !self.retry(conn, &error, machine) {
-                                return Poll::Ready(());
+                        Err(error) => {
+                            if let Err(done) = self.reject(conn, rejection_of_response_error(&error), &error)
+                            {
+                                return done;
                             }
                         }
                     }
                 }
-                State::Receiving { body, .. } => {
-                    let polled = body.poll_data(cx);
-                    return match polled {
-                        Poll::Pending => Poll::Pending,
-                        Poll::Ready(Some(Ok(data))) => {
-                            self.unreleased += data.len();
-                            machine.handle_input(Instant::now(), Input::BackendData(&data));
-                            Poll::Ready(())
+                State::Receiving { body, chunk, .. } => {
+                    return match ready!(body.poll_data(cx)) {
+                        Some(Ok(data)) => {
+                            *chunk = data;
+                            Poll::Ready(Step::Data)
                         }
-                        Poll::Ready(Some(Err(error))) => {
-                            let failure = failure_of(&error);
-                            self.fail(machine, failure)
-                        }
-                        Poll::Ready(None) => {
+                        Some(Err(error)) => self.fail(failure_of(&error)),
+                        None => {
                             self.finish();
-                            machine.handle_input(Instant::now(), Input::BackendEnd);
-                            Poll::Ready(())
+                            Poll::Ready(Step::End)
                         }
                     };
                 }
@@ -154,49 +158,45 @@ impl<R: Runtime> H2Stream<R> {
         }
     }
 
-    /// A refusal before any response byte (REFUSED_STREAM, GOAWAY, a closed
-    /// connection) goes back to the pool, which retries it once elsewhere. Returns
-    /// false when the stream failed instead (the machine has been told).
-    fn retry(&mut self, conn: ConnId, error: &h2::Error, machine: &mut Stream) -> bool {
+    /// Gives the last chunk's bytes back to the flow-control window.
+    pub fn consumed(&mut self) {
+        if let State::Receiving { body, chunk, .. } = &mut self.state {
+            if !chunk.is_empty() {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                *chunk = Bytes::new();
+            }
+        }
+    }
+
+    /// The request got no response head: the pool decides (core's retry rule)
+    /// whether it goes out again, and answers on a new lease. `Err` carries the
+    /// failure when the pool is gone.
+    fn reject(&mut self, conn: ConnId, rejection: Rejection, error: &h2::Error) -> Result<(), Poll<Step>> {
         if error.is_go_away() {
             let _ = self.pool.unbounded_send(PoolMsg::GoAway(conn));
         }
-        let refused =
-            error.is_go_away() || error.reason() == Some(h2::Reason::REFUSED_STREAM) || error.is_io();
-        if refused && !self.refused_once {
-            self.refused_once = true;
-            let (reply, lease) = oneshot::channel();
-            if self.pool.unbounded_send(PoolMsg::Acquire { stream: self.id, refused: true, reply }).is_ok() {
-                self.state = State::Acquiring(lease);
-                return true;
-            }
+        let (reply, lease) = oneshot::channel();
+        let message =
+            PoolMsg::Rejected { stream: self.id, retire: None, rejection, failure: failure_of(error), reply };
+        if self.pool.unbounded_send(message).is_err() {
+            self.state = State::Ended;
+            return Err(Poll::Ready(Step::Failed(unavailable("the backend pool stopped"))));
         }
-        let _ = self.fail(machine, failure_of(error));
-        false
+        self.state = State::Acquiring(lease);
+        Ok(())
     }
 
-    fn fail(&mut self, machine: &mut Stream, failure: BackendFailure) -> Poll<()> {
+    fn fail(&mut self, failure: BackendFailure) -> Poll<Step> {
         self.finish();
-        machine.handle_input(Instant::now(), Input::BackendFailed(failure));
-        Poll::Ready(())
-    }
-
-    /// Gives forwarded bytes back to the flow-control window.
-    pub fn release(&mut self) {
-        if self.unreleased == 0 {
-            return;
-        }
-        if let State::Receiving { body, .. } = &mut self.state {
-            let _ = body.flow_control().release_capacity(self.unreleased);
-        }
-        self.unreleased = 0;
+        Poll::Ready(Step::Failed(failure))
     }
 
     /// Stops the request: RST_STREAM(CANCEL) when it is on the wire.
     pub fn cancel(&mut self) {
         match &mut self.state {
-            State::Responding { _body, .. } => _body.send_reset(h2::Reason::CANCEL),
-            State::Receiving { _request, .. } => _request.send_reset(h2::Reason::CANCEL),
+            State::Responding { request, .. } | State::Receiving { request, .. } => {
+                request.send_reset(h2::Reason::CANCEL)
+            }
             _ => {}
         }
         self.finish();
@@ -214,6 +214,20 @@ impl<R: Runtime> H2Stream<R> {
 impl<R: Runtime> Drop for H2Stream<R> {
     fn drop(&mut self) {
         self.cancel();
+    }
+}
+
+/// What an error before the response head says about the request. Only a
+/// refusal, or a graceful GOAWAY (h2 fails with it exactly the streams above the
+/// GOAWAY's last stream id), proves the server did not process it; a GOAWAY with
+/// an error code fails every stream, processed or not, so it proves nothing.
+fn rejection_of_response_error(error: &h2::Error) -> Rejection {
+    if error.is_reset() && error.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        Rejection::RefusedStream
+    } else if error.is_go_away() && error.is_remote() && error.reason() == Some(h2::Reason::NO_ERROR) {
+        Rejection::GoAway
+    } else {
+        Rejection::MaybeProcessed
     }
 }
 

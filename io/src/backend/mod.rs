@@ -16,7 +16,7 @@ use handoff_core::handoff::Handoff;
 use handoff_core::http1::{self, BackendRequest};
 use handoff_core::openai;
 use handoff_core::pool::{Pool, PoolConfig, StreamId};
-use handoff_core::stream::{BackendFailure, FailureKind, Input, Stream};
+use handoff_core::stream::{BackendFailure, FailureKind};
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
 use crate::runtime::Runtime;
@@ -26,6 +26,26 @@ pub use conn::Endpoint;
 
 pub(crate) fn unavailable(message: &str) -> BackendFailure {
     BackendFailure { kind: FailureKind::Unavailable, message: message.to_owned() }
+}
+
+/// An adapter's event before its data is borrowed back out (see `poll_event`).
+pub(crate) enum Step {
+    Head(u16),
+    Data,
+    End,
+    Failed(BackendFailure),
+}
+
+/// What a backend stream did next, for the driver to feed to the stream machine.
+#[derive(Debug)]
+pub enum BackendEvent<'a> {
+    /// The response status (1xx heads filtered out).
+    Head(u16),
+    /// Body bytes; [`BackendStream::consumed`] once the machine has taken them.
+    Data(&'a [u8]),
+    /// The body ended cleanly.
+    End,
+    Failed(BackendFailure),
 }
 
 /// What every request to the backend shares, built once.
@@ -145,10 +165,22 @@ impl<R: Runtime> OpenAiBackend<R> {
             api_key: config.api_key.clone(),
             default_model: config.default_model.clone(),
         };
-        let connector =
-            Connector { endpoint, http2: config.http2, max_streams: pool.max_streams_per_connection };
+        let connector = Connector {
+            endpoint,
+            http2: config.http2,
+            max_streams: pool.max_streams_per_connection,
+            stream_window: pool.h2_stream_window,
+            connection_window: pool.h2_connection_window,
+            connect_timeout: pool.connect_timeout,
+            h1_drain: h1::DrainBounds { timeout: pool.h1_drain_timeout, max_bytes: pool.h1_drain_max_bytes },
+        };
         let sender = pool::start(runtime, Pool::new(pool), connector);
         Ok(OpenAiBackend { pool: sender, target: std::sync::Arc::new(target), http2: config.http2 })
+    }
+
+    /// Ends the pool's task: waiting streams fail, connections close.
+    pub fn shutdown(&self) {
+        let _ = self.pool.unbounded_send(PoolMsg::Shutdown);
     }
 
     /// Asks the pool for a backend stream for this handoff; the request goes out
@@ -161,7 +193,7 @@ impl<R: Runtime> OpenAiBackend<R> {
             test_pattern: handoff.test_pattern.as_deref().and_then(|p| HeaderValue::from_str(p).ok()),
         };
         let (reply, lease) = oneshot::channel();
-        if self.pool.unbounded_send(PoolMsg::Acquire { stream: id, refused: false, reply }).is_err() {
+        if self.pool.unbounded_send(PoolMsg::Acquire { stream: id, reply }).is_err() {
             return BackendStream::Failed(Box::new(unavailable("the backend pool stopped")));
         }
         if self.http2 {
@@ -192,25 +224,28 @@ impl<R: Runtime> BackendStream<R> {
         }
     }
 
-    /// Feeds what the backend did next into `machine`; `Ready` after each input.
-    pub fn poll_into(&mut self, cx: &mut Context<'_>, machine: &mut Stream) -> Poll<()> {
-        match self {
-            BackendStream::None => Poll::Pending,
-            BackendStream::Failed(_) => {
-                if let BackendStream::Failed(failure) = std::mem::replace(self, BackendStream::None) {
-                    machine.handle_input(std::time::Instant::now(), Input::BackendFailed(*failure));
-                }
-                Poll::Ready(())
+    /// What the backend did next. Each `Ready` is one event; body bytes stay
+    /// borrowed until [`BackendStream::consumed`].
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<BackendEvent<'_>> {
+        if let BackendStream::Failed(_) = self {
+            if let BackendStream::Failed(failure) = std::mem::replace(self, BackendStream::None) {
+                return Poll::Ready(BackendEvent::Failed(*failure));
             }
-            BackendStream::H2(stream) => stream.poll_into(cx, machine),
-            BackendStream::H1(stream) => stream.poll_into(cx, machine),
+        }
+        match self {
+            BackendStream::None | BackendStream::Failed(_) => Poll::Pending,
+            BackendStream::H2(stream) => stream.poll_event(cx),
+            BackendStream::H1(stream) => stream.poll_event(cx),
         }
     }
 
-    /// The client has taken everything forwarded so far.
-    pub fn release(&mut self) {
-        if let BackendStream::H2(stream) = self {
-            stream.release();
+    /// The machine has taken the last `Data`: the HTTP/2 flow-control credit goes
+    /// back to the server, an HTTP/1.1 read buffer moves on.
+    pub fn consumed(&mut self) {
+        match self {
+            BackendStream::H2(stream) => stream.consumed(),
+            BackendStream::H1(stream) => stream.consumed(),
+            BackendStream::None | BackendStream::Failed(_) => {}
         }
     }
 

@@ -1,12 +1,17 @@
 //! The pool's owner: one task that holds [`handoff_core::pool::Pool`], carries out
 //! its commands (open connections, hand out leases, fail streams) and feeds it
 //! what the connections and streams report. Streams talk to it over a channel, so
-//! the pool machine is never shared or locked.
+//! the pool machine is never shared or locked. Whether a failed request is sent
+//! again is the pool's rule (`Event::StreamRejected`); streams only report what
+//! the transport saw. The task ends on [`PoolMsg::Shutdown`], dropping every
+//! connection handle so the connections close.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use handoff_core::pool::Rejection;
 
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
@@ -18,9 +23,6 @@ use super::conn::{BackendIo, Endpoint};
 use super::h1;
 use crate::runtime::{with_deadline, Runtime, Timer};
 
-/// How long opening one connection (TCP + TLS + HTTP/2 preface) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What a stream gets to send its request on.
 pub enum Lease<R: Runtime> {
     H2 { conn: ConnId, send: h2::client::SendRequest<Bytes> },
@@ -30,12 +32,23 @@ pub enum Lease<R: Runtime> {
 pub type LeaseReply<R> = oneshot::Sender<Result<Lease<R>, BackendFailure>>;
 
 pub enum PoolMsg<R: Runtime> {
-    /// A stream wants a lease (first try, or again after a refusal).
+    /// A stream wants a lease.
     Acquire {
         stream: StreamId,
-        refused: bool,
         reply: LeaseReply<R>,
     },
+    /// The stream's request got no response head; the pool answers on `reply`
+    /// with a new lease (a retry) or the failure. `retire`: a connection that
+    /// must take no more streams (an HTTP/1.1 connection that broke).
+    Rejected {
+        stream: StreamId,
+        retire: Option<ConnId>,
+        rejection: Rejection,
+        failure: BackendFailure,
+        reply: LeaseReply<R>,
+    },
+    /// The daemon is done: fail what waits, drop every connection, end the task.
+    Shutdown,
     /// The stream is over; an HTTP/1.1 connection comes back when it can be reused.
     Finished {
         stream: StreamId,
@@ -71,6 +84,11 @@ pub struct Connector {
     /// Streams the configuration allows per connection (h2's limit until the
     /// server's SETTINGS arrive).
     pub max_streams: u32,
+    /// HTTP/2 receive windows (core's `PoolConfig`).
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub connect_timeout: Duration,
+    pub h1_drain: h1::DrainBounds,
 }
 
 pub fn start<R: Runtime>(runtime: &R, pool: Pool, connector: Connector) -> PoolSender<R> {
@@ -100,7 +118,8 @@ struct PoolOwner<R: Runtime> {
 
 impl<R: Runtime> PoolOwner<R> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PoolMsg<R>>) {
-        let far = || Instant::now() + Duration::from_secs(3600);
+        let runtime = self.runtime.clone();
+        let far = move || runtime.now() + Duration::from_secs(3600);
         let mut armed = far();
         let mut timer = self.runtime.timer(armed);
         loop {
@@ -111,15 +130,15 @@ impl<R: Runtime> PoolOwner<R> {
                 timer.poll_expired(cx).map(|()| None)
             })
             .await;
-            let now = Instant::now();
+            let now = self.runtime.now();
             match next {
-                // Every sender is gone: the daemon is shutting down.
-                Some(None) => return,
+                // Every sender is gone, or the daemon said so.
+                Some(None) | Some(Some(PoolMsg::Shutdown)) => return self.shut_down(),
                 Some(Some(message)) => self.handle(now, message),
                 None => self.pool.handle_timeout(now),
             }
             self.carry_out_commands();
-            let deadline = self.pool.poll_timeout().unwrap_or_else(far);
+            let deadline = self.pool.poll_timeout().unwrap_or_else(&far);
             if deadline != armed {
                 armed = deadline;
                 timer.reset(deadline);
@@ -129,12 +148,20 @@ impl<R: Runtime> PoolOwner<R> {
 
     fn handle(&mut self, now: Instant, message: PoolMsg<R>) {
         match message {
-            PoolMsg::Acquire { stream, refused, reply } => {
+            PoolMsg::Acquire { stream, reply } => {
                 self.waiting.insert(stream, reply);
-                let event =
-                    if refused { Event::StreamRefused(stream) } else { Event::StreamRequested(stream) };
-                self.pool.handle_event(now, event);
+                self.pool.handle_event(now, Event::StreamRequested(stream));
             }
+            PoolMsg::Rejected { stream, retire, rejection, failure, reply } => {
+                tracing::debug!(stream = stream.0, ?rejection, detail = %failure.message, "backend request rejected");
+                self.waiting.insert(stream, reply);
+                if let Some(conn) = retire {
+                    // No new stream may go there; it closes once empty.
+                    self.pool.handle_event(now, Event::GoAway(conn));
+                }
+                self.pool.handle_event(now, Event::StreamRejected { stream, rejection, failure });
+            }
+            PoolMsg::Shutdown => {}
             PoolMsg::Finished { stream, reusable, broken } => {
                 self.waiting.remove(&stream);
                 if let Some((conn, io)) = reusable {
@@ -152,7 +179,8 @@ impl<R: Runtime> PoolOwner<R> {
             }
             PoolMsg::Drain(leftover) => {
                 let tx = self.tx.clone();
-                self.runtime.spawn(h1::drain(self.runtime.clone(), leftover, tx));
+                let bounds = self.connector.h1_drain;
+                self.runtime.spawn(h1::drain(self.runtime.clone(), leftover, bounds, tx));
             }
             PoolMsg::GoAway(conn) => self.pool.handle_event(now, Event::GoAway(conn)),
             PoolMsg::Connection { conn, event } => self.handle_connection(now, conn, event),
@@ -213,17 +241,21 @@ impl<R: Runtime> PoolOwner<R> {
         let lease = if let Some(send) = self.h2.get(&conn) {
             Some(Lease::H2 { conn, send: send.clone() })
         } else {
-            self.h1_idle.remove(&conn).map(|io| Lease::H1 { conn, io })
+            // An idle HTTP/1.1 connection the server has closed (or that has sent
+            // bytes nobody asked for) is found out before any byte is written.
+            self.h1_idle
+                .remove(&conn)
+                .and_then(|mut io| h1::is_reusable(&mut io).then_some(io))
+                .map(|io| Lease::H1 { conn, io })
         };
-        let now = Instant::now();
+        let now = self.runtime.now();
         let Some(lease) = lease else {
-            // The pool believed in a connection we no longer hold: the stream goes
-            // back to the queue (its one retry) and the connection is forgotten.
-            self.pool.handle_event(now, Event::StreamRefused(stream));
-            self.pool.handle_event(
-                now,
-                Event::ConnectionClosed { conn, reason: "connection vanished before use".into() },
-            );
+            // The pool believed in a connection we no longer hold: nothing was sent,
+            // the connection takes no more streams, and the pool decides the retry.
+            let failure = super::unavailable("the backend connection closed before use");
+            self.pool.handle_event(now, Event::GoAway(conn));
+            self.pool
+                .handle_event(now, Event::StreamRejected { stream, rejection: Rejection::NotSent, failure });
             return;
         };
         match self.waiting.remove(&stream) {
@@ -244,11 +276,23 @@ impl<R: Runtime> PoolOwner<R> {
     }
 }
 
+impl<R: Runtime> PoolOwner<R> {
+    /// Fails every stream still waiting and drops every connection handle: h2
+    /// closes a connection once its last handle and stream are gone.
+    fn shut_down(&mut self) {
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(super::unavailable("the daemon is shutting down")));
+        }
+        self.h2.clear();
+        self.h1_idle.clear();
+    }
+}
+
 async fn open_connection<R: Runtime>(runtime: R, connector: Connector, conn: ConnId, tx: PoolSender<R>) {
     let report = |event| {
         let _ = tx.unbounded_send(PoolMsg::Connection { conn, event });
     };
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let deadline = runtime.now() + connector.connect_timeout;
     let io = match with_deadline(&runtime, deadline, connector.endpoint.connect(&runtime)).await {
         Some(Ok(io)) => io,
         Some(Err(error)) => return report(ConnEvent::Failed(format!("connecting to the backend: {error}"))),
@@ -264,8 +308,12 @@ async fn open_connection<R: Runtime>(runtime: R, connector: Connector, conn: Con
             ));
         }
     }
+    // Flow control that isolates streams: each may have `stream_window` bytes in
+    // flight, and the connection window holds every stream's at once.
     let handshake = h2::client::Builder::new()
         .initial_max_send_streams(connector.max_streams as usize)
+        .initial_window_size(connector.stream_window)
+        .initial_connection_window_size(connector.connection_window)
         .handshake::<_, Bytes>(io);
     let (send, mut connection) = match with_deadline(&runtime, deadline, handshake).await {
         Some(Ok(parts)) => parts,
