@@ -196,3 +196,51 @@ async fn http1_and_h2c_share_the_port() {
     let protocols: Vec<Protocol> = mock.recorder().requests_seen().iter().map(|r| r.protocol).collect();
     assert_eq!(protocols, [Protocol::H2c, Protocol::Http1]);
 }
+
+#[tokio::test]
+async fn a_reader_that_stops_holds_its_stream_at_the_window() {
+    // 100 chunks of 4 KiB: 400 KiB against the default 64 KiB stream window.
+    let config = MockLlmConfig { token_delay: Duration::ZERO, tokens: 100, ..MockLlmConfig::default() };
+    let mock = MockLlm::start(config).await.expect("start");
+    let mut send = connect(&mock).await;
+    let authority = mock.local_addr().to_string();
+    let response = h2_post(&mut send, &authority, "http", Some("long"), &chat_body(None)).await;
+    let response = tokio::time::timeout(PATIENCE, response).await.expect("in time").expect("head");
+    // Never reading the body releases no capacity: the mock must wait, not queue the rest.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recorder = mock.recorder();
+    assert_eq!(
+        (recorder.streams_active(), recorder.streams_completed()),
+        (1, 0),
+        "the stream waits for window instead of running to its end"
+    );
+    drop(response);
+    recorder.wait_for(Counter::StreamsCancelled, 1, PATIENCE).await.expect("the reset is noticed mid-wait");
+    assert_eq!(recorder.streams_completed(), 0);
+}
+
+#[tokio::test]
+async fn empty_pattern_sends_content_less_chunks_before_the_content() {
+    let mock = start_mock(false).await;
+    let response = post(&mock, Some("empty:8")).await;
+    let events = parse_events(&response.body);
+    let chunks: Vec<&Value> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Chunk(chunk) => Some(chunk),
+            _ => None,
+        })
+        .collect();
+    // The role chunk, 8 content-less chunks, 5 content chunks, the finish chunk.
+    assert_eq!(chunks.len(), 1 + 8 + 5 + 1, "{events:?}");
+    for chunk in chunks.get(1..9).unwrap_or_default() {
+        let delta = &chunk["choices"][0]["delta"];
+        assert!(delta.get("content").is_none(), "no content in {chunk}");
+    }
+    let usage = chunks.iter().filter(|chunk| chunk["choices"] == serde_json::json!([])).count();
+    assert_eq!(usage, 2, "every fourth content-less chunk is a usage chunk with empty choices");
+    assert_eq!(
+        chunks.get(9).map(|chunk| &chunk["choices"][0]["delta"]["content"]),
+        Some(&Value::String("Lorem".to_owned()))
+    );
+}

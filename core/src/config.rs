@@ -138,6 +138,14 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub client_buffer: usize,
 
+    /// SO_SNDBUF of each client socket, in bytes (0: leave the kernel's
+    /// autotuning, which lets a client that reads nothing hold up to tcp_wmem's
+    /// maximum, 4 MiB by default, before a write blocks). Bounded, a stalled
+    /// client is noticed promptly and pins little kernel memory; token streams
+    /// need far less than it allows per round trip.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub client_send_buffer: usize,
+
     /// Seconds a finished response's socket drains what the client still sends
     /// before it is closed (so unread bytes cannot turn the close into a reset).
     #[arg(long, value_name = "SECONDS", default_value_t = 2)]
@@ -216,6 +224,7 @@ impl std::fmt::Debug for Cli {
             total_timeout,
             write_timeout,
             client_buffer,
+            client_send_buffer,
             linger,
             receive_timeout,
             retry_after,
@@ -247,6 +256,7 @@ impl std::fmt::Debug for Cli {
             .field("total_timeout", total_timeout)
             .field("write_timeout", write_timeout)
             .field("client_buffer", client_buffer)
+            .field("client_send_buffer", client_send_buffer)
             .field("linger", linger)
             .field("receive_timeout", receive_timeout)
             .field("retry_after", retry_after)
@@ -448,6 +458,7 @@ impl Cli {
             mock_delay: Duration::from_millis(self.delay),
             write_timeout: Duration::from_secs(self.write_timeout),
             client_buffer: self.client_buffer,
+            client_send_buffer: self.client_send_buffer,
             linger: Duration::from_secs(self.linger),
             ..StreamConfig::default()
         };

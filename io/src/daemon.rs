@@ -40,6 +40,27 @@ pub struct Shared<R: Runtime> {
     handoffs: AtomicU64,
     /// Set once shutdown began: queued handoffs are answered 503.
     draining: AtomicBool,
+    /// Client sockets still open (streams closing after their outcome, error
+    /// responses being written) and handoffs still being received: the daemon
+    /// exits only once these are done, so no answer is cut off.
+    open_sockets: AtomicU64,
+}
+
+impl<R: Runtime> Shared<R> {
+    /// Counts a socket (or a pending receive) until the guard drops.
+    pub fn hold_socket(self: &Arc<Self>) -> SocketHold<R> {
+        self.open_sockets.fetch_add(1, Ordering::Relaxed);
+        SocketHold(Arc::clone(self))
+    }
+}
+
+/// Keeps the daemon from exiting while a client socket is still being answered.
+pub struct SocketHold<R: Runtime>(Arc<Shared<R>>);
+
+impl<R: Runtime> Drop for SocketHold<R> {
+    fn drop(&mut self) {
+        self.0.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<R: Runtime> Shared<R> {
@@ -56,6 +77,7 @@ impl<R: Runtime> Shared<R> {
             backend: None,
             handoffs: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            open_sockets: AtomicU64::new(0),
         })
     }
 }
@@ -106,6 +128,7 @@ pub async fn run<R: Runtime>(
         backend,
         handoffs: AtomicU64::new(0),
         draining: AtomicBool::new(false),
+        open_sockets: AtomicU64::new(0),
     });
     tracing::info!(
         socket = %config.socket_path.display(),
@@ -219,6 +242,7 @@ fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd) {
 }
 
 async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut partial: Received) {
+    let _hold = shared.hold_socket();
     let conn = match shared.runtime.register(conn) {
         Ok(conn) => conn,
         Err(error) => return tracing::warn!(%error, "registering a handoff connection failed"),
@@ -252,6 +276,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
         return tracing::warn!(%error, "handed-off fd cannot be made non-blocking; closed");
     }
     sys::set_nodelay_best_effort(client.as_fd());
+    sys::set_send_buffer_best_effort(client.as_fd(), shared.stream_config.client_send_buffer);
 
     let decoded = if received.truncated {
         Err(handoff::HandoffError::Truncated)
@@ -293,7 +318,11 @@ fn respond<R: Runtime>(shared: &Arc<Shared<R>>, client: OwnedFd, response: bytes
     match shared.runtime.register(client) {
         Ok(fd) => {
             let config = shared.stream_config.clone();
-            shared.runtime.spawn(respond_and_close(shared.runtime.clone(), config, FdClient(fd), response))
+            let hold = shared.hold_socket();
+            shared.runtime.spawn(async move {
+                respond_and_close(hold.0.runtime.clone(), config, FdClient(fd), response).await;
+                drop(hold);
+            })
         }
         Err(error) => tracing::warn!(%error, "registering a client fd failed; closed"),
     }
@@ -318,11 +347,12 @@ pub async fn respond_and_close<R: Runtime, C: ClientIo>(
     .await
 }
 
-/// Waits until no stream is active or `deadline` passes; true when none is left.
+/// Waits until no stream is active and every client socket is closed, or
+/// `deadline` passes; true when none is left.
 async fn wait_for_streams<R: Runtime>(shared: &Arc<Shared<R>>, deadline: Instant) -> bool {
     const CHECK_EVERY: Duration = Duration::from_millis(50);
     loop {
-        if shared.limits.snapshot().active == 0 {
+        if shared.limits.snapshot().active == 0 && shared.open_sockets.load(Ordering::Relaxed) == 0 {
             return true;
         }
         let now = shared.runtime.now();

@@ -26,7 +26,7 @@ use handoff_core::stream::{Input, Outcome, Output, Stream};
 
 use crate::backend::{BackendEvent, BackendStream};
 use crate::client::{ClientIo, ClientSocket, FdClient, Wrote};
-use crate::daemon::Shared;
+use crate::daemon::{Shared, SocketHold};
 use crate::runtime::{Runtime, Timer};
 
 /// Work done per poll before yielding to other tasks.
@@ -47,6 +47,8 @@ pub struct StreamTask<R: Runtime, C: ClientIo = FdClient<<R as Runtime>::Fd>> {
     closing: Option<Closing>,
     shutdown_sent: bool,
     stop_registered: bool,
+    /// The daemon waits for this socket's close at shutdown.
+    _hold: SocketHold<R>,
 }
 
 impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
@@ -59,6 +61,7 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
         admission: Admission,
     ) -> Self {
         let timer = shared.runtime.timer(shared.runtime.now());
+        let hold = shared.hold_socket();
         let mut task = StreamTask {
             id,
             shared,
@@ -71,6 +74,7 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             closing: None,
             shutdown_sent: false,
             stop_registered: false,
+            _hold: hold,
         };
         // The head is the machine's first output: write it now, before the task
         // waits its turn on the executor (lowest time to first byte).

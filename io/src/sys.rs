@@ -27,6 +27,13 @@ pub fn set_nodelay_best_effort(fd: BorrowedFd<'_>) {
     let _ = rustix::net::sockopt::set_tcp_nodelay(fd, true);
 }
 
+/// Best-effort SO_SNDBUF (0 leaves the kernel's autotuning alone).
+pub fn set_send_buffer_best_effort(fd: BorrowedFd<'_>, bytes: usize) {
+    if bytes > 0 {
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, bytes);
+    }
+}
+
 pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     rustix::net::shutdown(fd, rustix::net::Shutdown::Write).map_err(io::Error::from)
 }

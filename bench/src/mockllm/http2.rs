@@ -4,6 +4,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -143,6 +144,27 @@ impl H2Sink {
     fn stream(&mut self) -> Result<&mut SendStream<Bytes>, ClientGone> {
         self.stream.as_mut().ok_or(ClientGone)
     }
+
+    /// Reserves `wanted` bytes of send capacity and waits until some is assigned;
+    /// returns how much. A reset (or a stream that can no longer send) is the client
+    /// gone.
+    async fn wait_for_capacity(&mut self, wanted: usize) -> Result<usize, ClientGone> {
+        let stream = self.stream()?;
+        stream.reserve_capacity(wanted);
+        poll_fn(|cx| {
+            let capacity = stream.capacity();
+            if capacity > 0 {
+                return Poll::Ready(Ok(capacity));
+            }
+            match stream.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(capacity))) if capacity > 0 => return Poll::Ready(Ok(capacity)),
+                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(Err(ClientGone)),
+                Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+            }
+            stream.poll_reset(cx).map(|_| Err(ClientGone))
+        })
+        .await
+    }
 }
 
 impl ResponseSink for H2Sink {
@@ -176,8 +198,20 @@ impl ResponseSink for H2Sink {
         self.send_head(response, false)
     }
 
-    async fn send_event(&mut self, event: Bytes, is_last: bool) -> Result<(), ClientGone> {
-        self.stream()?.send_data(event, is_last).map_err(|_| ClientGone)
+    /// Sends only as much as the client's flow-control windows admit, waiting for
+    /// the rest, as a server with bounded buffers does. h2 would queue the excess
+    /// without bound: the script would run to its end at once and a client that
+    /// stopped reading would never be seen (nor counted as cancelled when it gives up).
+    async fn send_event(&mut self, mut event: Bytes, is_last: bool) -> Result<(), ClientGone> {
+        if event.is_empty() {
+            return self.stream()?.send_data(event, is_last).map_err(|_| ClientGone);
+        }
+        while !event.is_empty() {
+            let capacity = self.wait_for_capacity(event.len()).await?;
+            let part = event.split_to(capacity.min(event.len()));
+            self.stream()?.send_data(part, is_last && event.is_empty()).map_err(|_| ClientGone)?;
+        }
+        Ok(())
     }
 
     async fn end(&mut self) -> Result<(), ClientGone> {

@@ -14,6 +14,14 @@ pub const ERROR_EVENT: &[u8] =
 \"type\":\"server_error\",\"code\":\"mock_error_event\"}}\n\n";
 
 const ROLE_DELTA: &[u8] = b"{\"role\":\"assistant\"}";
+const REASONING_DELTA: &[u8] = b"{\"reasoning_content\":\"Weighing the question first.\"}";
+const TOOL_CALL_OPEN: &[u8] = b"{\"tool_calls\":[{\"index\":0,\"id\":\"call_mock_";
+const TOOL_CALL_CLOSE: &[u8] =
+    b"\",\"type\":\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"{\\\"q\\\":1}\"}}]}";
+const USAGE_CHOICES: &[u8] =
+    b",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":0,\"total_tokens\":9}}\n\n";
+/// What follows the model name in every chunk that has a choice.
+const CHOICE_OPEN: &[u8] = b",\"choices\":[{\"index\":0,\"delta\":";
 const CONTENT_OPEN: &[u8] = b"{\"content\":\"";
 const CONTENT_CLOSE: &[u8] = b"\"}";
 const NOT_FINISHED: &[u8] = b",\"finish_reason\":null}]}\n\n";
@@ -21,9 +29,36 @@ const FINISH_OPEN: &[u8] = b"{},\"finish_reason\":\"";
 const FINISH_CLOSE: &[u8] = b"\"}]}\n\n";
 
 /// `data: {"id":..,"object":"chat.completion.chunk","created":0,"model":..,"choices":[{"index":0,"delta":`
-/// for one stream; every chunk of the stream starts with it.
+/// for one stream; every chunk with a choice starts with it, and every chunk starts
+/// with its part up to the model (`head_len` bytes).
 #[derive(Debug, Clone)]
-pub struct ChunkPrefix(Bytes);
+pub struct ChunkPrefix {
+    bytes: Bytes,
+    head_len: usize,
+}
+
+/// The kinds of chunk that carry no content, as real backends send them: OpenAI's
+/// role-only first delta and its usage chunk (`stream_options.include_usage`), the
+/// `reasoning_content` deltas of reasoning models, and tool-call deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyChunk {
+    Role,
+    Reasoning,
+    ToolCall,
+    Usage,
+}
+
+impl EmptyChunk {
+    /// Content-less chunk number `index` of a stream: the four kinds in turn.
+    pub fn nth(index: u32) -> EmptyChunk {
+        match index % 4 {
+            0 => EmptyChunk::Role,
+            1 => EmptyChunk::Reasoning,
+            2 => EmptyChunk::ToolCall,
+            _ => EmptyChunk::Usage,
+        }
+    }
+}
 
 impl ChunkPrefix {
     /// `number` becomes the id `chatcmpl-mock-<number>`; `model` is echoed from the request.
@@ -35,8 +70,9 @@ impl ChunkPrefix {
         prefix.put_slice(number.to_string().as_bytes());
         prefix.put_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":");
         prefix.put_slice(model.as_bytes());
-        prefix.put_slice(b",\"choices\":[{\"index\":0,\"delta\":");
-        ChunkPrefix(prefix.freeze())
+        let head_len = prefix.len();
+        prefix.put_slice(CHOICE_OPEN);
+        ChunkPrefix { bytes: prefix.freeze(), head_len }
     }
 
     /// The first chunk: `delta: {"role":"assistant"}`.
@@ -54,9 +90,27 @@ impl ChunkPrefix {
         self.render(out, &[FINISH_OPEN, reason.as_bytes(), FINISH_CLOSE]);
     }
 
+    /// A chunk without content: see [`EmptyChunk`]; `index` numbers tool calls.
+    pub fn render_empty(&self, kind: EmptyChunk, index: u32, out: &mut BytesMut) {
+        match kind {
+            EmptyChunk::Role => self.render_role(out),
+            EmptyChunk::Reasoning => self.render(out, &[REASONING_DELTA, NOT_FINISHED]),
+            EmptyChunk::ToolCall => {
+                let id = index.to_string();
+                self.render(out, &[TOOL_CALL_OPEN, id.as_bytes(), TOOL_CALL_CLOSE, NOT_FINISHED]);
+            }
+            EmptyChunk::Usage => {
+                let head = self.bytes.get(..self.head_len).unwrap_or_default();
+                out.reserve(head.len() + USAGE_CHOICES.len());
+                out.put_slice(head);
+                out.put_slice(USAGE_CHOICES);
+            }
+        }
+    }
+
     fn render(&self, out: &mut BytesMut, parts: &[&[u8]]) {
-        out.reserve(self.0.len() + parts.iter().map(|p| p.len()).sum::<usize>());
-        out.put_slice(&self.0);
+        out.reserve(self.bytes.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        out.put_slice(&self.bytes);
         for part in parts {
             out.put_slice(part);
         }
@@ -115,6 +169,35 @@ mod tests {
         let finish = event_json(&out.split());
         assert_eq!(finish["choices"][0]["finish_reason"], "length");
         assert_eq!(finish["choices"][0]["delta"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn empty_chunks_carry_no_content() {
+        let prefix = ChunkPrefix::new(3, "m");
+        let mut out = BytesMut::new();
+        let kinds: Vec<EmptyChunk> = (0..4).map(EmptyChunk::nth).collect();
+        assert_eq!(kinds, [EmptyChunk::Role, EmptyChunk::Reasoning, EmptyChunk::ToolCall, EmptyChunk::Usage]);
+        for (index, kind) in kinds.into_iter().enumerate() {
+            prefix.render_empty(kind, index as u32, &mut out);
+            let chunk = event_json(&out.split());
+            assert_eq!(chunk["id"], "chatcmpl-mock-3", "{kind:?}");
+            assert_eq!(chunk["object"], "chat.completion.chunk", "{kind:?}");
+            let delta = &chunk["choices"][0]["delta"];
+            assert!(delta.get("content").is_none(), "{kind:?}: {chunk}");
+            match kind {
+                EmptyChunk::Role => assert_eq!(delta["role"], "assistant"),
+                EmptyChunk::Reasoning => assert!(delta["reasoning_content"].is_string()),
+                EmptyChunk::ToolCall => {
+                    let call = &delta["tool_calls"][0];
+                    assert_eq!(call["id"], "call_mock_2");
+                    assert_eq!(call["function"]["arguments"], "{\"q\":1}");
+                }
+                EmptyChunk::Usage => {
+                    assert_eq!(chunk["choices"], serde_json::json!([]));
+                    assert_eq!(chunk["usage"]["total_tokens"], 9);
+                }
+            }
+        }
     }
 
     #[test]

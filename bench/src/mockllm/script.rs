@@ -14,6 +14,7 @@
 //! | `stall:MS` | MS of silence after the response head, before the first body byte |
 //! | `stall-head:MS` | MS of silence before the response head |
 //! | `slow:MS` | MS between chunks instead of the token delay |
+//! | `empty:N` | N content-less chunks (role-only, `reasoning_content`, `tool_calls`, usage with empty `choices`, in turn) right after the role chunk, before the content |
 //! | `error-event`, `error-event:N` | an `{"error":..}` event after N (default half) content chunks, then a clean end |
 //! | `reset:N` | after N content chunks: HTTP/2 RST_STREAM(INTERNAL_ERROR), HTTP/1.1 abrupt close |
 
@@ -46,6 +47,9 @@ pub enum Ending {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     pub content: ContentKind,
+    /// Chunks without content sent, without pauses, after the role chunk and before
+    /// the first content chunk.
+    pub empty_chunks: u32,
     /// Content chunks sent before the ending.
     pub content_chunks: u32,
     /// Pause before each content chunk.
@@ -68,6 +72,7 @@ impl Script {
         };
         let mut script = Script {
             content: ContentKind::Text,
+            empty_chunks: 0,
             content_chunks,
             token_delay,
             head_delay: Duration::ZERO,
@@ -127,6 +132,7 @@ impl Script {
                     self.ending = Ending::Status(code);
                 }
             }
+            ("empty", Some(_)) => self.empty_chunks = chunks().unwrap_or(self.empty_chunks),
             ("stall", Some(_)) => self.body_delay = delay().unwrap_or(self.body_delay),
             ("stall-head", Some(_)) => self.head_delay = delay().unwrap_or(self.head_delay),
             ("slow", Some(_)) => self.token_delay = delay().unwrap_or(self.token_delay),
@@ -179,8 +185,18 @@ mod tests {
     #[test]
     fn unknown_patterns_fall_back_to_the_default() {
         let default = Script::new(20, DELAY, None, None);
-        for pattern in ["bogus", "abort", "abort:x", "status:200", "status:abc", "finish:a\"b", "slow:-1", ""]
-        {
+        for pattern in [
+            "bogus",
+            "abort",
+            "abort:x",
+            "empty",
+            "empty:-1",
+            "status:200",
+            "status:abc",
+            "finish:a\"b",
+            "slow:-1",
+            "",
+        ] {
             assert_eq!(script(pattern), default, "{pattern}");
         }
     }
@@ -202,6 +218,13 @@ mod tests {
         assert_eq!(script("stall:150").body_delay, Duration::from_millis(150));
         assert_eq!(script("stall-head:70").head_delay, Duration::from_millis(70));
         assert_eq!(script("slow:5").token_delay, Duration::from_millis(5));
+        let empty = script("empty:2000");
+        assert_eq!((empty.empty_chunks, empty.content_chunks), (2000, 20));
+        assert_eq!(
+            empty.expected_content(),
+            script("").expected_content(),
+            "content-less chunks add no text"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::recorder::StreamOutcome;
-use super::render::{DONE_EVENT, ERROR_EVENT};
+use super::render::{EmptyChunk, DONE_EVENT, ERROR_EVENT};
 use super::request::Reply;
 use super::script::Ending;
 
@@ -64,6 +64,10 @@ async fn play_until_gone<S: ResponseSink>(reply: Reply, sink: &mut S) -> Result<
     let mut buf = BytesMut::new();
     prefix.render_role(&mut buf);
     sink.send_event(buf.split().freeze(), false).await?;
+    for index in 0..script.empty_chunks {
+        prefix.render_empty(EmptyChunk::nth(index), index, &mut buf);
+        sink.send_event(buf.split().freeze(), false).await?;
+    }
     // Deadlines advance from the previous deadline, not from "now", so slow wakeups
     // do not stretch the stream.
     let mut deadline = Instant::now();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Mutex;
 use tokio::time::{timeout_at, Instant};
 
@@ -38,8 +38,20 @@ impl Clients {
 
     /// A connected pair: the client end (ours) and the server end (for the daemon).
     pub async fn open(&self) -> (Client, OwnedFd) {
+        self.open_with_receive_buffer(None).await
+    }
+
+    /// [`Clients::open`] with the client's `SO_RCVBUF` set to `receive_buffer` bytes
+    /// before it connects, so the TCP window it offers stays that small: a phone on a
+    /// bad link, or a browser tab that stopped reading.
+    pub async fn open_with_receive_buffer(&self, receive_buffer: Option<u32>) -> (Client, OwnedFd) {
         let listener = self.listener.lock().await;
-        let stream = TcpStream::connect(self.address)
+        let socket = TcpSocket::new_v4().unwrap_or_else(|e| panic!("creating a client socket: {e}"));
+        if let Some(bytes) = receive_buffer {
+            socket.set_recv_buffer_size(bytes).unwrap_or_else(|e| panic!("SO_RCVBUF {bytes}: {e}"));
+        }
+        let stream = socket
+            .connect(self.address)
             .await
             .unwrap_or_else(|e| panic!("connecting a client to {}: {e}", self.address));
         let ours = stream.local_addr().unwrap_or_else(|e| panic!("client address: {e}"));
@@ -59,6 +71,16 @@ impl Clients {
     }
 }
 
+/// How a browser closes its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// An orderly close: FIN; the daemon's first write still succeeds.
+    Fin,
+    /// An abortive close (`SO_LINGER` 0, or a close with unread bytes): RST; the
+    /// daemon's next write fails.
+    Reset,
+}
+
 /// The browser's end of one handed-off connection.
 #[derive(Debug)]
 pub struct Client {
@@ -72,6 +94,16 @@ impl Client {
     /// Starts the response clock (for lower bounds on how long a response took).
     pub fn mark_handed_off(&mut self) {
         self.handed_off = Instant::now();
+    }
+
+    /// Closes the connection the way `how` says.
+    pub fn close(self, how: Close) {
+        if how == Close::Reset {
+            if let Err(error) = self.stream.set_zero_linger() {
+                panic!("SO_LINGER 0 on a client socket: {error}");
+            }
+        }
+        drop(self);
     }
 
     /// Everything read so far.
@@ -91,22 +123,48 @@ impl Client {
 
     /// Reads until EOF (or a reset, which is reported as a failure with what came
     /// before it), at most [`READ_PATIENCE`].
-    pub async fn read_to_end(mut self) -> Response {
-        let deadline = Instant::now() + READ_PATIENCE;
+    pub async fn read_to_end(self) -> Response {
+        self.try_read_to_end(READ_PATIENCE).await.unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// Reads until EOF within `patience`; a timeout or a reset is an error that says
+    /// what came before it.
+    pub async fn try_read_to_end(mut self, patience: Duration) -> Result<Response, String> {
+        let deadline = Instant::now() + patience;
         while !self.eof {
-            self.read_some(deadline, "the end of the response").await;
+            self.try_read_some(deadline, patience, "the end of the response").await?;
         }
-        Response::new(self.received, self.handed_off.elapsed())
+        Ok(Response::new(self.received, self.handed_off.elapsed()))
+    }
+
+    /// How long since the handoff.
+    pub fn since_handoff(&self) -> Duration {
+        self.handed_off.elapsed()
     }
 
     /// Reads until `is_enough` says the bytes so far suffice; panics at EOF or after
     /// [`READ_PATIENCE`]. `what` names the wait in the failure message.
-    pub async fn read_until(&mut self, what: &str, mut is_enough: impl FnMut(&[u8]) -> bool) {
-        let deadline = Instant::now() + READ_PATIENCE;
-        while !is_enough(&self.received) {
-            assert!(!self.eof, "EOF while waiting for {what}; received {:?}", self.text());
-            self.read_some(deadline, what).await;
+    pub async fn read_until(&mut self, what: &str, is_enough: impl FnMut(&[u8]) -> bool) {
+        if let Err(failure) = self.try_read_until(what, READ_PATIENCE, is_enough).await {
+            panic!("{failure}");
         }
+    }
+
+    /// [`Client::read_until`] within `patience`, failing with an error instead.
+    pub async fn try_read_until(
+        &mut self,
+        what: &str,
+        patience: Duration,
+        mut is_enough: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + patience;
+        while !is_enough(&self.received) {
+            if self.eof {
+                return Err(format!("EOF while waiting for {what}; received {:?}", self.text()));
+            }
+            self.try_read_some(deadline, patience, what).await?;
+        }
+        Ok(())
     }
 
     /// Reads until the body holds `count` complete `data:` events.
@@ -123,17 +181,29 @@ impl Client {
         .await;
     }
 
-    async fn read_some(&mut self, deadline: Instant, what: &str) {
+    async fn try_read_some(
+        &mut self,
+        deadline: Instant,
+        patience: Duration,
+        what: &str,
+    ) -> Result<(), String> {
         let mut buf = [0u8; 16 * 1024];
         match timeout_at(deadline, self.stream.read(&mut buf)).await {
             Err(_elapsed) => {
-                panic!("no {what} within {READ_PATIENCE:?}; received so far: {:?}", self.text())
+                Err(format!("no {what} within {patience:?}; received so far: {:?}", self.text()))
             }
-            Ok(Err(error)) => {
-                panic!("reading the response failed ({error}) before {what}; received: {:?}", self.text())
+            Ok(Err(error)) => Err(format!(
+                "reading the response failed ({error}) before {what}; received: {:?}",
+                self.text()
+            )),
+            Ok(Ok(0)) => {
+                self.eof = true;
+                Ok(())
             }
-            Ok(Ok(0)) => self.eof = true,
-            Ok(Ok(n)) => self.received.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Ok(Ok(n)) => {
+                self.received.extend_from_slice(buf.get(..n).unwrap_or_default());
+                Ok(())
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use tokio::net::UnixStream;
 use tokio::time::{sleep, Instant};
 
-use super::client::{Client, Clients};
+use super::client::{Client, Clients, Close};
 use crate::load::handoff::{self, ConnectPolicy};
 use crate::load::HandoffSocketType;
 
@@ -276,6 +276,11 @@ impl Daemon {
             .collect()
     }
 
+    /// One count of the `--benchmark` summary, by name (`client gone`, ...).
+    pub fn summary_count(&self, name: &str) -> Option<u64> {
+        self.benchmark_summary().into_iter().find(|(n, _)| n == name).map(|(_, value)| value)
+    }
+
     /// Waits until a connect to the socket succeeds (the probe connection sends
     /// nothing; the daemon drops it). Panics if the daemon exits first.
     pub async fn wait_until_accepting(&mut self) {
@@ -320,16 +325,37 @@ impl Daemon {
     /// closed. Returns the browser's end.
     pub async fn hand_off(&self, data: impl AsRef<[u8]>) -> Client {
         let (mut client, server) = self.clients.open().await;
+        self.send_handoff(data.as_ref(), server).await;
+        client.mark_handed_off();
+        client
+    }
+
+    /// [`Daemon::hand_off`] from a client whose `SO_RCVBUF` is `receive_buffer` bytes.
+    pub async fn hand_off_with_receive_buffer(&self, data: impl AsRef<[u8]>, receive_buffer: u32) -> Client {
+        let (mut client, server) = self.clients.open_with_receive_buffer(Some(receive_buffer)).await;
+        self.send_handoff(data.as_ref(), server).await;
+        client.mark_handed_off();
+        client
+    }
+
+    /// A handoff of a connection whose browser already closed its end (`how`): the
+    /// fd the daemon gets is a TCP socket with the peer's FIN, or its RST, on it.
+    pub async fn hand_off_closed(&self, data: impl AsRef<[u8]>, how: Close) {
+        let (client, server) = self.clients.open().await;
+        client.close(how);
+        self.send_handoff(data.as_ref(), server).await;
+    }
+
+    /// Connects, sends `data` with `server` attached, and closes the module's
+    /// descriptors, as mod_socket_handoff does.
+    async fn send_handoff(&self, data: &[u8], server: std::os::fd::OwnedFd) {
         let socket = self.connect().await.unwrap_or_else(|e| panic!("handoff to {}: {e}", self.label));
-        let sending =
-            handoff::send(&socket, data.as_ref(), server.as_fd(), HANDOFF_PATIENCE, self.socket_type);
+        let sending = handoff::send(&socket, data, server.as_fd(), HANDOFF_PATIENCE, self.socket_type);
         if let Err(error) = sending.await {
             panic!("handoff to {}: {error}", self.label);
         }
         drop(socket);
         drop(server);
-        client.mark_handed_off();
-        client
     }
 
     /// Sends one raw message (any data, any number of fds) on a fresh connection,
@@ -367,6 +393,25 @@ impl Daemon {
     /// Sends SIGINT (Ctrl-C in a terminal).
     pub fn signal_interrupt(&self) {
         self.signal(rustix::process::Signal::INT);
+    }
+
+    /// Sends SIGSTOP: the daemon stops running (and accepting) until SIGCONT, while
+    /// the kernel still queues connections and messages on its socket.
+    pub fn signal_stop(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// Sends SIGCONT.
+    pub fn signal_continue(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    /// The daemon's resident memory now (`VmRSS` of `/proc/PID/status`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        match crate::load::procfs::Process::Pid(self.pid()).sample(false) {
+            Ok(sample) => sample.rss_bytes,
+            Err(error) => panic!("reading the memory of {}: {error}", self.label),
+        }
     }
 
     /// The exit status if the daemon has exited.

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{Client, Clients};
+pub use client::{Client, Clients, Close};
 pub use daemon::{Daemon, DaemonCommand, DaemonLogs};
 pub use response::{content, content_events, ending, Ending, ErrorObject, Event, Response, SSE_HEAD};
 pub use scratch::Scratch;
@@ -126,6 +126,9 @@ macro_rules! scenario_tests {
             pacing::idle_timeout_ends_stream_with_error,
             pacing::total_timeout_ends_stream_with_error,
             pacing::slow_reader_gets_every_byte,
+            flow::stalled_client_does_not_slow_ninety_nine_on_its_connection,
+            flow::stalled_client_ends_after_write_timeout_and_frees_its_slot,
+            flow::content_after_two_thousand_content_less_chunks_arrives_at_once,
             backend::unreachable_backend_gets_error_event,
             backend::tls_is_verified_unless_insecure,
             backend::environment_configures_the_backend,
@@ -139,6 +142,8 @@ macro_rules! scenario_tests {
             cancel::client_disconnect_cancels_upstream_over_tls,
             cancel::client_disconnect_cancels_upstream_over_http1,
             cancel::clients_gone_at_once_leave_no_upstream_streams,
+            cancel::client_closed_before_handoff_cancels_upstream,
+            cancel::client_closed_before_handoff_is_gone_with_the_mock_backend,
             handoffs::invalid_json_gets_400,
             handoffs::non_object_json_gets_400,
             handoffs::wrong_field_types_get_400,
@@ -153,6 +158,7 @@ macro_rules! scenario_tests {
             lifecycle::sigterm_lets_running_stream_finish,
             lifecycle::drain_timeout_ends_stream_with_error,
             lifecycle::sigint_stops_like_sigterm,
+            lifecycle::sigterm_answers_every_queued_handoff,
             lifecycle::stale_socket_is_replaced,
             lifecycle::live_socket_is_not_taken_over,
             lifecycle::stream_socket_type_handoff_works,
@@ -180,6 +186,7 @@ mod tests {
         let modules = [
             ("backend", include_str!("list/backend.rs")),
             ("cancel", include_str!("list/cancel.rs")),
+            ("flow", include_str!("list/flow.rs")),
             ("handoffs", include_str!("list/handoffs.rs")),
             ("lifecycle", include_str!("list/lifecycle.rs")),
             ("limits", include_str!("list/limits.rs")),
@@ -205,6 +212,6 @@ mod tests {
                 );
             }
         }
-        assert!(scenarios >= 40, "found only {scenarios} scenarios; did the signature change?");
+        assert!(scenarios >= 51, "found only {scenarios} scenarios; did the signature change?");
     }
 }

@@ -66,6 +66,10 @@ pub struct StreamConfig {
     /// Client bytes a stream may hold unwritten before it stops reading its
     /// backend (so a slow reader fills only its own buffers).
     pub client_buffer: usize,
+    /// SO_SNDBUF for client sockets (0: the kernel's autotuning). Bytes the
+    /// kernel accepted count as taken, so this bounds how much a client that
+    /// reads nothing absorbs before its write stall starts.
+    pub client_send_buffer: usize,
     /// After the response, how long a closing socket drains what the client
     /// still sends before the fd is closed.
     pub linger: Duration,
@@ -83,6 +87,7 @@ impl Default for StreamConfig {
             max_error_body: 8 * 1024,
             write_timeout: Duration::from_secs(30),
             client_buffer: 64 * 1024,
+            client_send_buffer: 64 * 1024,
             linger: Duration::from_secs(2),
         }
     }

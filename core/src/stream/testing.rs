@@ -449,6 +449,7 @@ pub fn fuzz_config() -> StreamConfig {
         max_error_body: 48,
         write_timeout: Duration::from_millis(80),
         client_buffer: 256,
+        client_send_buffer: 0,
         linger: Duration::from_millis(30),
     }
 }

@@ -115,3 +115,57 @@ pub async fn soft_fd_limit_is_raised_to_the_hard_limit(cx: Context) {
     );
     daemon.terminate().await;
 }
+
+pub async fn sigterm_answers_every_queued_handoff(cx: Context) {
+    const QUEUED: usize = 20;
+    let mut daemon = mock_daemon(&cx, 10).arg("--benchmark").start().await;
+    // Stopped, the daemon accepts nothing; the module's connects and sends still
+    // complete, into the listen backlog, as they do on a busy server.
+    daemon.signal_stop();
+    let mut clients = Vec::with_capacity(QUEUED);
+    for i in 0..QUEUED {
+        clients.push(daemon.hand_off(format!(r#"{{"prompt":"queued {i}"}}"#)).await);
+    }
+    daemon.signal_terminate();
+    daemon.signal_continue();
+
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|client| tokio::spawn(client.try_read_to_end(Duration::from_secs(15))))
+        .collect();
+    let (mut streamed, mut refused, mut failures) = (0u64, 0u64, Vec::new());
+    for (i, reader) in readers.into_iter().enumerate() {
+        let response = match reader.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(failure)) => {
+                failures.push(format!("handoff {i}: {failure}"));
+                continue;
+            }
+            Err(panicked) => panic!("reading handoff {i}: {panicked}"),
+        };
+        if response.bytes().is_empty() {
+            failures.push(format!("handoff {i}: a silent close, no response at all"));
+            continue;
+        }
+        match response.status() {
+            200 => {
+                assert_eq!(content_events(&response.expect_completed_stream()), 18, "{:?}", response.text());
+                streamed += 1;
+            }
+            503 => {
+                response.expect_error_response(503);
+                let retry_after = response.header("Retry-After");
+                let seconds = retry_after.as_deref().and_then(|value| value.parse::<u32>().ok());
+                assert!(seconds.is_some(), "a 503 with Retry-After in seconds, not {retry_after:?}");
+                refused += 1;
+            }
+            status => failures.push(format!("handoff {i}: status {status}: {:?}", response.text())),
+        }
+    }
+    eprintln!("{QUEUED} handoffs queued at SIGTERM: {streamed} streamed, {refused} got 503");
+    assert!(failures.is_empty(), "{} of {QUEUED} queued handoffs lost: {failures:#?}", failures.len());
+    daemon.expect_clean_exit().await;
+    let summary = daemon.benchmark_summary();
+    assert_eq!(daemon.summary_count("rejected (503)"), Some(refused), "503s counted: {summary:?}");
+    assert_eq!(daemon.summary_count("completed"), Some(streamed), "{summary:?}");
+}

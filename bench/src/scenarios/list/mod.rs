@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod cancel;
+pub mod flow;
 pub mod handoffs;
 pub mod lifecycle;
 pub mod limits;
