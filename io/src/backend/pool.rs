@@ -206,7 +206,13 @@ impl<R: Runtime> PoolOwner<R> {
                 tracing::debug!(conn = conn.0, %reason, "backend connection closed");
                 self.h2.remove(&conn);
                 self.h1_idle.remove(&conn);
-                Event::ConnectionClosed { conn, reason }
+                // Only HTTP/2 connections report this, and each of their streams
+                // reports for itself (rejected before its head, finished after),
+                // often after this message: a server's GOAWAY and its close are
+                // read in one poll. Failing the streams here would turn a
+                // retryable rejection into a failure, so the connection only
+                // drains; the pool forgets it when its last stream has reported.
+                Event::GoAway(conn)
             }
         };
         self.pool.handle_event(now, event);
