@@ -487,3 +487,26 @@ fn http1_a_connection_closed_after_the_request_was_written_is_not_sent_again() {
     assert!(client.received_text().contains("event: error"));
     daemon.finish(&[&client]);
 }
+
+#[test]
+fn shutdown_fails_a_stream_waiting_for_a_connection_and_stops_the_attempt() {
+    let runtime = FakeRuntime::new();
+    runtime.hang_connects();
+    let mut daemon = Daemon::start(&runtime, true, h2_pool());
+    let client = FakeClient::with_room(usize::MAX);
+    daemon.stream(&client);
+    runtime.run_until_stalled();
+    assert_eq!(daemon.snapshot().active, 1, "waiting for its connection");
+    daemon.backend.shutdown();
+    runtime.run_until_stalled();
+    let snapshot = daemon.snapshot();
+    assert_eq!((snapshot.failed, snapshot.active), (1, 0), "failed at once, not left hanging: {snapshot:?}");
+    let text = client.received_text();
+    assert!(
+        text.contains("event: error") && text.contains(FailureKind::Unavailable.client_message()),
+        "{text}"
+    );
+    client.leave();
+    runtime.run_until_stalled();
+    assert_eq!(runtime.live_tasks(), 0, "no connection attempt outlives shutdown");
+}
