@@ -99,6 +99,7 @@ pub fn start<R: Runtime>(runtime: &R, pool: Pool, connector: Connector) -> PoolS
         connector,
         tx: tx.clone(),
         waiting: HashMap::new(),
+        opening: HashMap::new(),
         h2: HashMap::new(),
         h1_idle: HashMap::new(),
     };
@@ -112,6 +113,9 @@ struct PoolOwner<R: Runtime> {
     connector: Connector,
     tx: PoolSender<R>,
     waiting: HashMap<StreamId, LeaseReply<R>>,
+    /// Connections being opened: dropping one's sender (the pool forgot the
+    /// connection, or this owner ended) abandons the attempt.
+    opening: HashMap<ConnId, oneshot::Sender<()>>,
     h2: HashMap<ConnId, h2::client::SendRequest<Bytes>>,
     h1_idle: HashMap<ConnId, BackendIo<R::Tcp>>,
 }
@@ -188,6 +192,9 @@ impl<R: Runtime> PoolOwner<R> {
     }
 
     fn handle_connection(&mut self, now: Instant, conn: ConnId, event: ConnEvent<R>) {
+        if matches!(event, ConnEvent::ReadyH2 { .. } | ConnEvent::ReadyH1 { .. } | ConnEvent::Failed(_)) {
+            self.opening.remove(&conn);
+        }
         let event = match event {
             ConnEvent::ReadyH2 { send } => {
                 self.h2.insert(conn, send);
@@ -206,7 +213,13 @@ impl<R: Runtime> PoolOwner<R> {
                 tracing::debug!(conn = conn.0, %reason, "backend connection closed");
                 self.h2.remove(&conn);
                 self.h1_idle.remove(&conn);
-                Event::ConnectionClosed { conn, reason }
+                // Only HTTP/2 connections report this, and each of their streams
+                // reports for itself (rejected before its head, finished after),
+                // often after this message: a server's GOAWAY and its close are
+                // read in one poll. Failing the streams here would turn a
+                // retryable rejection into a failure, so the connection only
+                // drains; the pool forgets it when its last stream has reported.
+                Event::GoAway(conn)
             }
         };
         self.pool.handle_event(now, event);
@@ -219,7 +232,9 @@ impl<R: Runtime> PoolOwner<R> {
                     let connector = self.connector.clone();
                     let runtime = self.runtime.clone();
                     let tx = self.tx.clone();
-                    self.runtime.spawn(open_connection(runtime, connector, conn, tx));
+                    let (keep, abandoned) = oneshot::channel();
+                    self.opening.insert(conn, keep);
+                    self.runtime.spawn(open_connection(runtime, connector, conn, tx, abandoned));
                 }
                 Command::Assign { stream, conn } => self.assign(stream, conn),
                 Command::Fail { stream, failure } => {
@@ -232,6 +247,7 @@ impl<R: Runtime> PoolOwner<R> {
                     // its streams are done; an idle HTTP/1.1 connection just closes.
                     self.h2.remove(&conn);
                     self.h1_idle.remove(&conn);
+                    self.opening.remove(&conn);
                 }
             }
         }
@@ -288,15 +304,27 @@ impl<R: Runtime> PoolOwner<R> {
     }
 }
 
-async fn open_connection<R: Runtime>(runtime: R, connector: Connector, conn: ConnId, tx: PoolSender<R>) {
+/// Opens a connection, then (HTTP/2) drives it until it closes. An attempt the
+/// pool abandons (it shut down) ends at once rather than at its timeout.
+async fn open_connection<R: Runtime>(
+    runtime: R,
+    connector: Connector,
+    conn: ConnId,
+    tx: PoolSender<R>,
+    mut abandoned: oneshot::Receiver<()>,
+) {
     let report = |event| {
         let _ = tx.unbounded_send(PoolMsg::Connection { conn, event });
     };
     let deadline = runtime.now() + connector.connect_timeout;
-    let io = match with_deadline(&runtime, deadline, connector.endpoint.connect(&runtime)).await {
-        Some(Ok(io)) => io,
-        Some(Err(error)) => return report(ConnEvent::Failed(format!("connecting to the backend: {error}"))),
-        None => return report(ConnEvent::Failed("connecting to the backend timed out".into())),
+    let connect = with_deadline(&runtime, deadline, connector.endpoint.connect(&runtime));
+    let io = match unless_abandoned(&mut abandoned, connect).await {
+        None => return,
+        Some(Some(Ok(io))) => io,
+        Some(Some(Err(error))) => {
+            return report(ConnEvent::Failed(format!("connecting to the backend: {error}")))
+        }
+        Some(None) => return report(ConnEvent::Failed("connecting to the backend timed out".into())),
     };
     if !connector.http2 {
         return report(ConnEvent::ReadyH1 { io });
@@ -315,11 +343,13 @@ async fn open_connection<R: Runtime>(runtime: R, connector: Connector, conn: Con
         .initial_window_size(connector.stream_window)
         .initial_connection_window_size(connector.connection_window)
         .handshake::<_, Bytes>(io);
-    let (send, mut connection) = match with_deadline(&runtime, deadline, handshake).await {
-        Some(Ok(parts)) => parts,
-        Some(Err(error)) => return report(ConnEvent::Failed(format!("HTTP/2 handshake: {error}"))),
-        None => return report(ConnEvent::Failed("HTTP/2 handshake timed out".into())),
-    };
+    let (send, mut connection) =
+        match unless_abandoned(&mut abandoned, with_deadline(&runtime, deadline, handshake)).await {
+            None => return,
+            Some(Some(Ok(parts))) => parts,
+            Some(Some(Err(error))) => return report(ConnEvent::Failed(format!("HTTP/2 handshake: {error}"))),
+            Some(None) => return report(ConnEvent::Failed("HTTP/2 handshake timed out".into())),
+        };
     report(ConnEvent::ReadyH2 { send });
     // Drive the connection here, and tell the pool when the server's stream limit
     // changes (h2 applies SETTINGS while being polled).
@@ -341,4 +371,16 @@ async fn open_connection<R: Runtime>(runtime: R, connector: Connector, conn: Con
     report(ConnEvent::Closed(reason));
 }
 
-use std::future::Future as _;
+/// Runs `future` unless the pool drops its end of `abandoned` first (`None`).
+async fn unless_abandoned<F: Future>(abandoned: &mut oneshot::Receiver<()>, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        Pin::new(&mut *abandoned).poll(cx).map(|_| None)
+    })
+    .await
+}
+
+use std::future::Future;

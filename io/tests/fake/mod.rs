@@ -1,21 +1,27 @@
 //! A socket-free [`Runtime`] for driving io/ in tests: a manual clock the test
 //! moves, timers that fire when it passes them, a run-until-stalled executor
-//! that counts live tasks, and an in-memory client whose reading the test
-//! controls.
+//! that counts live tasks, an in-memory client whose reading the test
+//! controls, and an in-memory network: `connect_tcp` hands one half of a
+//! `tokio::io::duplex` pipe to the daemon and the other to a test's server
+//! (see [`server`]), counting connections opened and still open.
 
 #![allow(dead_code)]
+
+pub mod server;
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use handoff_io::client::ClientIo;
 use handoff_io::runtime::{ReadyFd, Runtime, Timer};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -41,17 +47,84 @@ struct Clock {
     timers: Vec<(Instant, Waker)>,
 }
 
+/// The server side of one connection the daemon opened.
+pub struct ServerConn {
+    pub io: DuplexStream,
+    /// Connections opened before this one.
+    pub index: usize,
+    /// To spawn the server's tasks on (the same executor as the daemon's).
+    pub runtime: FakeRuntime,
+}
+
+type Accept = Arc<dyn Fn(ServerConn) + Send + Sync>;
+
+/// What `connect_tcp` does.
+#[derive(Clone, Default)]
+enum Network {
+    /// Every connect fails (no server).
+    #[default]
+    Refused,
+    /// Connects never complete (a peer that never answers the SYN).
+    Hang,
+    /// Connects succeed at once: a pipe of `buffer` bytes each way, whose other
+    /// half goes to `accept`.
+    Serve { buffer: usize, accept: Accept },
+}
+
+#[derive(Default)]
+struct Net {
+    network: Network,
+    opened: usize,
+    /// Server halves kept unread (a peer that never reads nor closes).
+    parked: Vec<DuplexStream>,
+}
+
 #[derive(Clone)]
 pub struct FakeRuntime {
     clock: Arc<Mutex<Clock>>,
     queue: Arc<Mutex<VecDeque<Arc<Task>>>>,
     tasks: Arc<Mutex<Vec<Arc<Task>>>>,
+    net: Arc<Mutex<Net>>,
+    /// Daemon-side connection halves not yet dropped.
+    open: Arc<AtomicUsize>,
 }
 
 impl FakeRuntime {
     pub fn new() -> FakeRuntime {
         let clock = Clock { now: Some(Instant::now()), timers: Vec::new() };
-        FakeRuntime { clock: Arc::new(Mutex::new(clock)), queue: Arc::default(), tasks: Arc::default() }
+        FakeRuntime {
+            clock: Arc::new(Mutex::new(clock)),
+            queue: Arc::default(),
+            tasks: Arc::default(),
+            net: Arc::default(),
+            open: Arc::default(),
+        }
+    }
+
+    /// From now on every connect succeeds and `accept` gets the server's half of
+    /// a pipe holding at most `buffer` bytes each way.
+    pub fn serve(&self, buffer: usize, accept: impl Fn(ServerConn) + Send + Sync + 'static) {
+        lock(&self.net).network = Network::Serve { buffer, accept: Arc::new(accept) };
+    }
+
+    /// From now on connects never complete.
+    pub fn hang_connects(&self) {
+        lock(&self.net).network = Network::Hang;
+    }
+
+    /// Keeps a server half alive without ever reading it.
+    pub fn park(&self, io: DuplexStream) {
+        lock(&self.net).parked.push(io);
+    }
+
+    /// Connections the daemon has opened (connects that succeeded).
+    pub fn connections_opened(&self) -> usize {
+        lock(&self.net).opened
+    }
+
+    /// Connections the daemon still holds.
+    pub fn connections_open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Polls every woken task until none is left to poll (bounded).
@@ -95,7 +168,7 @@ impl FakeRuntime {
 impl Runtime for FakeRuntime {
     type Timer = FakeTimer;
     type Fd = NoFd;
-    type Tcp = tokio::io::DuplexStream;
+    type Tcp = FakeTcp;
 
     fn spawn<F>(&self, future: F)
     where
@@ -120,7 +193,88 @@ impl Runtime for FakeRuntime {
     }
 
     fn connect_tcp(&self, _host: &str, _port: u16) -> impl Future<Output = io::Result<Self::Tcp>> + Send {
-        std::future::ready(Err(io::Error::new(io::ErrorKind::Unsupported, "the fake runtime has no network")))
+        let network = lock(&self.net).network.clone();
+        let connect: Pin<Box<dyn Future<Output = io::Result<FakeTcp>> + Send>> = match network {
+            Network::Refused => {
+                Box::pin(std::future::ready(Err(io::Error::from(io::ErrorKind::ConnectionRefused))))
+            }
+            Network::Hang => Box::pin(std::future::pending()),
+            Network::Serve { buffer, accept } => {
+                let (ours, theirs) = tokio::io::duplex(buffer);
+                let index = {
+                    let mut net = lock(&self.net);
+                    net.opened += 1;
+                    net.opened - 1
+                };
+                self.open.fetch_add(1, Ordering::SeqCst);
+                let tcp = FakeTcp { io: ours, open: Arc::clone(&self.open) };
+                accept(ServerConn { io: theirs, index, runtime: self.clone() });
+                Box::pin(std::future::ready(Ok(tcp)))
+            }
+        };
+        connect
+    }
+}
+
+/// The daemon's half of a fake connection; counted while it lives.
+pub struct FakeTcp {
+    io: DuplexStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for FakeTcp {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl AsyncRead for FakeTcp {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FakeTcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A latch a test opens to let a server go on.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<Mutex<(bool, Vec<Waker>)>>);
+
+impl Gate {
+    pub fn open(&self) {
+        let wakers = {
+            let mut state = lock(&self.0);
+            state.0 = true;
+            std::mem::take(&mut state.1)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    pub fn poll_open(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.0);
+        if state.0 {
+            return Poll::Ready(());
+        }
+        state.1.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| self.poll_open(cx)).await
     }
 }
 
