@@ -107,7 +107,8 @@ fn a_client_that_stops_reading_ends_its_own_stream_after_the_write_timeout() {
 #[test]
 fn a_slow_client_that_keeps_taking_bytes_is_never_stalled() {
     let client = FakeClient::with_room(150);
-    let config = StreamConfig { write_timeout: Duration::from_secs(5), ..config() };
+    // Each read of 100 bytes counts as progress (at least `min_write_progress`).
+    let config = StreamConfig { write_timeout: Duration::from_secs(5), min_write_progress: 64, ..config() };
     let (runtime, limits) = start(config, client.clone(), 10);
     // 100 bytes every 4 s: slower than the script, but progress each time.
     for _ in 0..200 {

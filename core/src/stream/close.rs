@@ -61,6 +61,9 @@ pub struct Closing {
     deadline: Instant,
     write_timeout: Duration,
     linger: Duration,
+    /// As in the stream: bytes that make progress, and those taken toward it.
+    min_progress: usize,
+    taken: usize,
 }
 
 impl Closing {
@@ -81,6 +84,8 @@ impl Closing {
             deadline: now + config.write_timeout,
             write_timeout: config.write_timeout,
             linger: config.linger,
+            min_progress: config.min_write_progress,
+            taken: 0,
         }
     }
 
@@ -88,8 +93,12 @@ impl Closing {
         match (self.phase, input) {
             (Phase::Closing | Phase::Closed, _) => return,
             (_, CloseInput::ClientGone) => self.phase = Phase::Closing,
-            (Phase::Flushing, CloseInput::ClientTook(taken)) if taken > 0 => {
-                self.deadline = now + self.write_timeout;
+            (Phase::Flushing, CloseInput::ClientTook(taken)) => {
+                self.taken = self.taken.saturating_add(taken);
+                if taken > 0 && self.taken >= self.min_progress {
+                    self.taken = 0;
+                    self.deadline = now + self.write_timeout;
+                }
             }
             (Phase::Flushing, CloseInput::Flushed) => {
                 self.phase = Phase::Flushed;
@@ -144,6 +153,7 @@ mod tests {
         StreamConfig {
             write_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(2),
+            min_write_progress: 100,
             ..StreamConfig::default()
         }
     }
@@ -203,8 +213,9 @@ mod tests {
         let later = t0 + Duration::from_secs(20);
         closing.handle_input(later, CloseInput::ClientTook(100));
         assert_eq!(drain(&mut closing), [CloseOutput::Timeout(later + Duration::from_secs(30))]);
-        // Taking nothing is no progress.
+        // Taking nothing is no progress, and neither is a trickle below the floor.
         closing.handle_input(later + Duration::from_secs(29), CloseInput::ClientTook(0));
+        closing.handle_input(later + Duration::from_secs(29), CloseInput::ClientTook(99));
         assert_eq!(drain(&mut closing), [CloseOutput::Timeout(later + Duration::from_secs(30))]);
         closing.handle_input(later + Duration::from_secs(30), CloseInput::Timeout);
         assert_eq!(drain(&mut closing)[0], CloseOutput::Close);

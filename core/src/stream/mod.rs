@@ -63,6 +63,11 @@ pub struct StreamConfig {
     /// A client that takes no byte for this long while bytes wait for it ends its
     /// own stream (`ClientStalled`); also bounds the final flush.
     pub write_timeout: Duration,
+    /// Progress that resets the write-stall deadline: the client must take this
+    /// many bytes (or everything that waits). Smaller writes still count toward
+    /// it; this keeps the kernel's trickle through a closed TCP window (a few
+    /// KiB freed per zero-window probe) from passing for a reading client.
+    pub min_write_progress: usize,
     /// Client bytes a stream may hold unwritten before it stops reading its
     /// backend (so a slow reader fills only its own buffers).
     pub client_buffer: usize,
@@ -86,6 +91,7 @@ impl Default for StreamConfig {
             sse_limits: SseLimits::default(),
             max_error_body: 8 * 1024,
             write_timeout: Duration::from_secs(30),
+            min_write_progress: 16 * 1024,
             client_buffer: 64 * 1024,
             client_send_buffer: 64 * 1024,
             linger: Duration::from_secs(2),
@@ -164,7 +170,8 @@ pub enum Input<'a> {
     /// The backend failed.
     BackendFailed(BackendFailure),
     /// The client took this many bytes of what was written (a write returned).
-    /// Progress resets the write-stall deadline; taking everything clears it.
+    /// Progress (`min_write_progress` bytes) resets the write-stall deadline;
+    /// taking everything clears it.
     ClientTook(usize),
     /// The client's socket reported EOF or an error.
     ClientGone,
@@ -259,6 +266,8 @@ pub struct Stream {
     write: Bytes,
     /// Bytes written (handed out or queued) that the client has not taken.
     unwritten: u32,
+    /// Bytes taken since the write-stall deadline was last set.
+    taken_toward_progress: u32,
     feed: Feed,
     settings: Settings,
     deadlines: Deadlines,
@@ -274,6 +283,7 @@ struct Settings {
     max_error_body: u32,
     write_timeout: Millis,
     client_buffer: u32,
+    min_write_progress: u32,
 }
 
 /// Armed deadlines, in milliseconds since the start.
@@ -350,6 +360,7 @@ impl Stream {
             max_error_body: u32::try_from(config.max_error_body).unwrap_or(u32::MAX),
             write_timeout: millis_ceil(config.write_timeout).max(1),
             client_buffer: u32::try_from(config.client_buffer).unwrap_or(u32::MAX).max(1),
+            min_write_progress: u32::try_from(config.min_write_progress).unwrap_or(u32::MAX),
         };
         let (feed, backend) = match source {
             Source::Backend => (
@@ -367,8 +378,16 @@ impl Stream {
             wake: 0,
         };
         let unwritten = u32::try_from(head.len()).unwrap_or(u32::MAX);
-        let mut stream =
-            Stream { start: now, write: head, unwritten, feed, settings, deadlines, end: End::Running };
+        let mut stream = Stream {
+            start: now,
+            write: head,
+            unwritten,
+            taken_toward_progress: 0,
+            feed,
+            settings,
+            deadlines,
+            end: End::Running,
+        };
         stream.deadlines.wake = stream.earliest_deadline();
         stream
     }
@@ -446,17 +465,22 @@ impl Stream {
     }
 
     fn handle_client_took(&mut self, at: Millis, taken: usize) {
-        if taken == 0 {
+        // Nothing waited: no progress to count (and no reason to move the keep-alive).
+        if taken == 0 || self.unwritten == 0 {
             return;
         }
         let was_blocked = self.is_blocked_on_client();
-        self.unwritten = self.unwritten.saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX));
+        let taken = u32::try_from(taken).unwrap_or(u32::MAX);
+        self.unwritten = self.unwritten.saturating_sub(taken);
+        self.taken_toward_progress = self.taken_toward_progress.saturating_add(taken);
         if self.unwritten == 0 {
+            self.taken_toward_progress = 0;
             self.deadlines.write_stall = NEVER;
             // Bytes just reached the client: the connection is not idle.
             self.deadlines.keep_alive =
                 self.deadlines.keep_alive.max(at.saturating_add(self.settings.keep_alive));
-        } else {
+        } else if self.taken_toward_progress >= self.settings.min_write_progress {
+            self.taken_toward_progress = 0;
             self.deadlines.write_stall = at.saturating_add(self.settings.write_timeout);
         }
         if was_blocked && !self.is_blocked_on_client() {
@@ -680,6 +704,7 @@ impl Stream {
         self.deadlines.keep_alive = at.saturating_add(self.settings.keep_alive);
         if self.unwritten == 0 {
             self.deadlines.write_stall = at.saturating_add(self.settings.write_timeout);
+            self.taken_toward_progress = 0;
         }
         self.unwritten = self.unwritten.saturating_add(u32::try_from(out.len()).unwrap_or(u32::MAX));
         let bytes = out.freeze();

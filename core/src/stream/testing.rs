@@ -168,12 +168,12 @@ impl Harness {
                 _ => {}
             }
         }
-        if let Input::ClientTook(taken) = input {
-            if taken > 0 {
-                self.checker.last_progress = self.now;
-            }
-        }
+        let took = match input {
+            Input::ClientTook(taken) => taken,
+            _ => 0,
+        };
         self.stream.handle_input(self.now, input);
+        self.checker.took(took, self.now);
         let mut step = self.drain(true);
         step.extend(self.take_if_auto());
         step
@@ -189,8 +189,8 @@ impl Harness {
         if !self.auto_take || waiting == 0 || self.checker.outcome.is_some() {
             return Vec::new();
         }
-        self.checker.last_progress = self.now;
         self.stream.handle_input(self.now, Input::ClientTook(waiting));
+        self.checker.took(waiting, self.now);
         self.drain(true)
     }
 
@@ -308,6 +308,8 @@ struct Checker {
     pending_since: Instant,
     last_progress: Instant,
     unwritten: usize,
+    min_progress: usize,
+    taken_toward_progress: usize,
 }
 
 impl Checker {
@@ -331,6 +333,8 @@ impl Checker {
             pending_since: start,
             last_progress: start,
             unwritten: 0,
+            min_progress: config.min_write_progress,
+            taken_toward_progress: 0,
         }
     }
 
@@ -411,9 +415,23 @@ impl Checker {
         self.last_write = now;
     }
 
+    /// The client took `bytes`: progress once enough was taken (the machine's rule,
+    /// kept here on its own to check it).
+    fn took(&mut self, bytes: usize, now: Instant) {
+        if bytes == 0 || self.outcome.is_some() {
+            return;
+        }
+        self.taken_toward_progress += bytes;
+        if self.taken_toward_progress >= self.min_progress {
+            self.taken_toward_progress = 0;
+            self.last_progress = now;
+        }
+    }
+
     fn check_timeout(&mut self, at: Instant, now: Instant, after_input: bool, unwritten: usize) {
         if self.unwritten == 0 && unwritten > 0 {
             self.pending_since = now;
+            self.taken_toward_progress = 0;
         }
         if self.unwritten > 0 && unwritten == 0 {
             // What the client took counts as written for the keep-alive bound.
@@ -448,6 +466,7 @@ pub fn fuzz_config() -> StreamConfig {
         sse_limits: SseLimits { max_line: 96, max_event: 192 },
         max_error_body: 48,
         write_timeout: Duration::from_millis(80),
+        min_write_progress: 32,
         client_buffer: 256,
         client_send_buffer: 0,
         linger: Duration::from_millis(30),

@@ -755,9 +755,9 @@ fn representative_input_sequences_end_as_the_protocol_says() {
 #[test]
 fn a_stream_is_small() {
     let size = std::mem::size_of::<Stream>();
-    // 192 before the client's pace was tracked (16 bytes: two settings, a deadline,
-    // the unwritten count).
-    assert!(size <= 208, "Stream is {size} bytes (decoder {} bytes)", std::mem::size_of::<sse::SseDecoder>());
+    // 192 before the client's pace was tracked (24 bytes: three settings, a
+    // deadline, the unwritten and progress counts).
+    assert!(size <= 216, "Stream is {size} bytes (decoder {} bytes)", std::mem::size_of::<sse::SseDecoder>());
 }
 
 #[test]
@@ -793,7 +793,13 @@ fn a_stream_between_whole_events_holds_no_heap_and_an_ended_one_none_at_all() {
 // ---- the client's pace ----
 
 fn paced_config() -> StreamConfig {
-    StreamConfig { write_timeout: secs(30), client_buffer: 1024, idle_timeout: secs(600), ..quiet_config() }
+    StreamConfig {
+        write_timeout: secs(30),
+        min_write_progress: 8,
+        client_buffer: 1024,
+        idle_timeout: secs(600),
+        ..quiet_config()
+    }
 }
 
 /// A 200 stream whose client stops reading after the head.
@@ -820,8 +826,11 @@ fn progress_resets_the_write_stall_deadline_and_taking_everything_clears_it() {
     let config = paced_config();
     let mut harness = stalled_client(&config);
     harness.handle(Input::BackendData(content_event("slowly read").as_bytes()));
+    let stall = harness.deadline();
     harness.advance(secs(29));
     harness.take(1);
+    assert_eq!(harness.deadline(), stall, "a trickle below min_write_progress is no progress");
+    harness.take(7);
     assert_eq!(harness.deadline(), harness.now() + secs(30), "progress moved the deadline");
     harness.advance(secs(29));
     let waiting = harness.stream().unwritten();

@@ -13,12 +13,10 @@ use super::{openai_daemon, start_mock_with, Transport};
 use crate::mockllm::{Counter, MockLlmConfig, Script};
 use crate::scenarios::{content, Client, Context, Daemon};
 
-/// The stalled client's `SO_RCVBUF` (the kernel doubles it): small next to the
-/// kernel's autotuned default. Not smaller: with a receive buffer of a few KiB,
-/// Linux loopback keeps freeing ~2 KiB of the sender's queue every second or two
-/// while the window is closed, and each is real progress under the write-timeout
-/// rule (as under nginx's `send_timeout`), so the stall would be noticed late.
-pub const STALLED_RECEIVE_BUFFER: u32 = 64 * 1024;
+/// The stalled client's `SO_RCVBUF` (the kernel doubles it): a window of a few KiB.
+/// Linux loopback then keeps freeing ~2 KiB of the sender's queue every second or
+/// two while the window is closed; the daemon must not take that for a reader.
+pub const STALLED_RECEIVE_BUFFER: u32 = 4096;
 /// A `long` answer of 2,000 chunks of 4 KiB: about 8 MiB, far more than the stalled
 /// client's kernel buffers, the daemon's 64 KiB per-stream buffer and the 64 KiB
 /// HTTP/2 stream window can hold together.
