@@ -27,21 +27,42 @@ use crate::runtime::{with_deadline, ReadyFd, Runtime, Timer};
 use crate::stop::StopSignal;
 use crate::{driver, sys};
 
-/// What every stream task shares.
+/// What every worker shares: admission, counters and the drain flag. Touched
+/// once per handoff or per stream (an atomic each), never per event.
+pub struct Global {
+    pub limits: Arc<Limits>,
+    /// Set once shutdown began: queued handoffs are answered 503.
+    draining: AtomicBool,
+    /// The socket path is removed once, by the first worker to stop.
+    unlinked: AtomicBool,
+    handoffs: AtomicU64,
+}
+
+impl Global {
+    pub fn new(limits: Arc<Limits>) -> Arc<Global> {
+        Arc::new(Global {
+            limits,
+            draining: AtomicBool::new(false),
+            unlinked: AtomicBool::new(false),
+            handoffs: AtomicU64::new(0),
+        })
+    }
+}
+
+/// What every stream task of one worker shares. A worker's streams, timers and
+/// backend connections stay on its thread; only `global` is seen by the others.
 pub struct Shared<R: Runtime> {
     pub runtime: R,
     pub limits: Arc<Limits>,
     pub stream_config: StreamConfig,
     pub stop: StopSignal,
+    global: Arc<Global>,
     socket_type: SocketType,
     receive_timeout: Duration,
     retry_after_secs: u32,
     backend: Option<OpenAiBackend<R>>,
-    handoffs: AtomicU64,
-    /// Set once shutdown began: queued handoffs are answered 503.
-    draining: AtomicBool,
     /// Client sockets still open (streams closing after their outcome, error
-    /// responses being written) and handoffs still being received: the daemon
+    /// responses being written) and handoffs still being received: the worker
     /// exits only once these are done, so no answer is cut off.
     open_sockets: AtomicU64,
 }
@@ -54,7 +75,7 @@ impl<R: Runtime> Shared<R> {
     }
 }
 
-/// Keeps the daemon from exiting while a client socket is still being answered.
+/// Keeps the worker from exiting while a client socket is still being answered.
 pub struct SocketHold<R: Runtime>(Arc<Shared<R>>);
 
 impl<R: Runtime> Drop for SocketHold<R> {
@@ -68,6 +89,7 @@ impl<R: Runtime> Shared<R> {
     pub fn for_mock(runtime: R, limits: Arc<Limits>, stream_config: StreamConfig) -> Arc<Shared<R>> {
         Arc::new(Shared {
             runtime,
+            global: Global::new(Arc::clone(&limits)),
             limits,
             stream_config,
             stop: StopSignal::default(),
@@ -75,10 +97,69 @@ impl<R: Runtime> Shared<R> {
             receive_timeout: Duration::from_secs(5),
             retry_after_secs: 1,
             backend: None,
-            handoffs: AtomicU64::new(0),
-            draining: AtomicBool::new(false),
             open_sockets: AtomicU64::new(0),
         })
+    }
+}
+
+/// The bound socket and what the workers share; made once, before any worker.
+pub struct Listening {
+    config: Config,
+    listener: OwnedFd,
+    global: Arc<Global>,
+}
+
+/// One worker's part: its own registration of the listening socket and its
+/// share of the backend pool's limits.
+pub struct WorkerPlan {
+    index: usize,
+    config: Config,
+    listener: OwnedFd,
+    global: Arc<Global>,
+}
+
+impl Listening {
+    /// Binds the socket (a live daemon's is refused, a stale one replaced).
+    pub fn bind(config: Config) -> Result<Listening, DaemonError> {
+        let listener = listener::bind(&config.socket_path, config.socket_type, config.socket_mode)
+            .map_err(DaemonError::Bind)?;
+        let global = Global::new(Limits::new(config.max_streams));
+        tracing::info!(
+            socket = %config.socket_path.display(),
+            backend = if matches!(config.backend, Backend::Mock) { "mock" } else { "openai" },
+            max_streams = config.max_streams,
+            "listening"
+        );
+        Ok(Listening { config, listener, global })
+    }
+
+    /// Worker `index` of `count`. Every worker accepts from the same socket
+    /// through its own descriptor; the backend pool's limits are divided among
+    /// workers (each owns its connections), rounded up so each has at least one.
+    pub fn worker(&self, index: usize, count: usize) -> Result<WorkerPlan, DaemonError> {
+        let listener =
+            self.listener.try_clone().map_err(|e| DaemonError::Io("duplicating the listening socket", e))?;
+        let mut config = self.config.clone();
+        let count = count.max(1);
+        let pool = &mut config.pool;
+        pool.max_connections = pool.max_connections.div_ceil(count);
+        pool.max_connecting = pool.max_connecting.div_ceil(count);
+        pool.max_queued = pool.max_queued.div_ceil(count);
+        Ok(WorkerPlan { index, config, listener, global: Arc::clone(&self.global) })
+    }
+
+    /// After every worker returned: the counters, or the first error (the
+    /// socket file we bound is removed then, so no client waits on it).
+    pub fn finish(&self, result: Result<(), DaemonError>) -> Result<Snapshot, DaemonError> {
+        match result {
+            Ok(()) => Ok(self.global.limits.snapshot()),
+            Err(error) => {
+                if !self.global.unlinked.swap(true, Ordering::AcqRel) {
+                    listener::remove_socket_file(&self.config.socket_path);
+                }
+                Err(error)
+            }
+        }
     }
 }
 
@@ -101,16 +182,29 @@ impl std::fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
-/// Serves handoffs until `shutdown` completes, then drains and returns the counters.
+/// Serves handoffs on one worker until `shutdown` completes, then drains and
+/// returns the counters.
 pub async fn run<R: Runtime>(
     runtime: R,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Snapshot, DaemonError> {
-    let listener_fd = listener::bind(&config.socket_path, config.socket_type, config.socket_mode)
-        .map_err(DaemonError::Bind)?;
-    let listener =
-        runtime.register(listener_fd).map_err(|e| DaemonError::Io("registering the listener", e))?;
+    let listening = Listening::bind(config)?;
+    let plan = listening.worker(0, 1)?;
+    let result = run_worker(runtime, plan, shutdown).await;
+    listening.finish(result)
+}
+
+/// One worker: accepts handoffs from its registration of the socket and drives
+/// them to the end on this runtime, with its own backend pool; after
+/// `shutdown`, answers what is queued with 503 and drains its own streams.
+pub async fn run_worker<R: Runtime>(
+    runtime: R,
+    plan: WorkerPlan,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let WorkerPlan { index, config, listener, global } = plan;
+    let listener = runtime.register(listener).map_err(|e| DaemonError::Io("registering the listener", e))?;
     let backend = match &config.backend {
         Backend::Mock => None,
         Backend::OpenAi(openai) => {
@@ -119,48 +213,48 @@ pub async fn run<R: Runtime>(
     };
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
-        limits: Limits::new(config.max_streams),
+        limits: Arc::clone(&global.limits),
         stream_config: config.stream.clone(),
         stop: StopSignal::default(),
+        global,
         socket_type: config.socket_type,
         receive_timeout: config.receive_timeout,
         retry_after_secs: config.retry_after_secs,
         backend,
-        handoffs: AtomicU64::new(0),
-        draining: AtomicBool::new(false),
         open_sockets: AtomicU64::new(0),
     });
-    tracing::info!(
-        socket = %config.socket_path.display(),
-        backend = if shared.backend.is_some() { "openai" } else { "mock" },
-        max_streams = config.max_streams,
-        "listening"
-    );
 
-    accept_until(&shared, &listener, config.accept_backoff, shutdown).await;
+    let accepted = accept_until(&shared, &listener, config.accept_backoff, shutdown).await;
     // No new module connection can reach us once the path is gone; what is
     // already in the backlog gets a 503 rather than a reset.
-    listener::remove_socket_file(&config.socket_path);
-    shared.draining.store(true, Ordering::Release);
+    if !shared.global.unlinked.swap(true, Ordering::AcqRel) {
+        listener::remove_socket_file(&config.socket_path);
+    }
+    shared.global.draining.store(true, Ordering::Release);
     let answered = answer_backlog(&shared, &listener);
     drop(listener);
     tracing::info!(
-        active = shared.limits.snapshot().active,
+        worker = index,
+        accepted,
+        open = shared.open_sockets.load(Ordering::Relaxed),
         queued_answered_503 = answered,
         "stopped accepting; draining"
     );
 
-    let runtime = &shared.runtime;
     let drained = wait_for_streams(&shared, runtime.now() + config.drain_timeout).await;
     if !drained {
-        tracing::warn!(active = shared.limits.snapshot().active, "drain deadline passed; ending streams");
+        tracing::warn!(
+            worker = index,
+            open = shared.open_sockets.load(Ordering::Relaxed),
+            "drain deadline passed; ending streams"
+        );
         shared.stop.force();
         wait_for_streams(&shared, runtime.now() + config.forced_stop_grace).await;
     }
     if let Some(backend) = &shared.backend {
         backend.shutdown();
     }
-    Ok(shared.limits.snapshot())
+    Ok(())
 }
 
 /// Accepts every connection still queued on the listener, without waiting,
@@ -188,7 +282,8 @@ async fn accept_until<R: Runtime>(
     listener: &R::Fd,
     accept_backoff: Duration,
     shutdown: impl Future<Output = ()>,
-) {
+) -> u64 {
+    let mut accepted_total = 0u64;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff: Option<R::Timer> = None;
     loop {
@@ -206,8 +301,11 @@ async fn accept_until<R: Runtime>(
         })
         .await;
         match accepted {
-            None => return,
-            Some(Ok(conn)) => accept_handoff(shared, conn),
+            None => return accepted_total,
+            Some(Ok(conn)) => {
+                accepted_total += 1;
+                accept_handoff(shared, conn);
+            }
             Some(Err(error)) if is_resource_exhaustion(&error) => {
                 tracing::warn!(%error, "accept failed; backing off");
                 backoff = Some(shared.runtime.timer(shared.runtime.now() + accept_backoff));
@@ -283,7 +381,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     } else {
         handoff::decode(&received.data)
     };
-    let draining = shared.draining.load(Ordering::Acquire);
+    let draining = shared.global.draining.load(Ordering::Acquire);
     let (handoff, admission) = match admission::admit(&shared.limits, draining, decoded) {
         Ok(admitted) => admitted,
         Err(refusal) => {
@@ -298,7 +396,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
         Ok(fd) => FdClient(fd),
         Err(error) => return tracing::warn!(%error, "registering a client fd failed; closed"),
     };
-    let id = shared.handoffs.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = shared.global.handoffs.fetch_add(1, Ordering::Relaxed) + 1;
     let head = http1::client_head(&handoff.response_headers);
     let (source, backend) = match &shared.backend {
         None => {
@@ -352,7 +450,8 @@ pub async fn respond_and_close<R: Runtime, C: ClientIo>(
 async fn wait_for_streams<R: Runtime>(shared: &Arc<Shared<R>>, deadline: Instant) -> bool {
     const CHECK_EVERY: Duration = Duration::from_millis(50);
     loop {
-        if shared.limits.snapshot().active == 0 && shared.open_sockets.load(Ordering::Relaxed) == 0 {
+        // A stream holds its socket until closed, so this covers its outcome too.
+        if shared.open_sockets.load(Ordering::Relaxed) == 0 {
             return true;
         }
         let now = shared.runtime.now();

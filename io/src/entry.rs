@@ -8,7 +8,12 @@ use handoff_core::config::{Cli, Config};
 use handoff_core::limits::{self, Snapshot};
 use tracing_subscriber::EnvFilter;
 
-use crate::daemon::DaemonError;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+
+use crate::daemon::{DaemonError, Listening, WorkerPlan};
 
 /// Parses the command line (exiting with clap's message and status 2 on bad
 /// flags), then runs `serve` with the validated configuration.
@@ -57,4 +62,98 @@ pub fn thread_count(config: &Config) -> usize {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     }
+}
+
+/// How a worker learns it must stop. Worker 0 waits for the OS signal and
+/// passes it on to the others, so only one thread installs signal handlers.
+pub struct Stop {
+    receiver: Option<oneshot::Receiver<()>>,
+    followers: Vec<oneshot::Sender<()>>,
+}
+
+impl Stop {
+    /// True for worker 0: it must hand [`Stop::wait`] the signal future.
+    pub fn is_leader(&self) -> bool {
+        self.receiver.is_none()
+    }
+
+    /// Resolves when this worker must stop: for worker 0 when `signal` fires
+    /// (or is `None`), for the others when worker 0 says so or is gone.
+    pub async fn wait(self, signal: Option<impl Future<Output = ()>>) {
+        match self.receiver {
+            Some(receiver) => {
+                let _ = receiver.await;
+            }
+            None => {
+                if let Some(signal) = signal {
+                    signal.await;
+                }
+                for follower in self.followers {
+                    let _ = follower.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Binds the socket and runs `threads` shared-nothing workers: worker 0 on the
+/// calling thread, the others on threads named `{binary}-{index}`. Each runs
+/// `worker` with its own plan (its own runtime, streams, timers and backend
+/// pool); the counters come back once every worker has drained.
+pub fn serve_workers<F>(
+    binary: &str,
+    config: Config,
+    threads: usize,
+    worker: F,
+) -> Result<Snapshot, DaemonError>
+where
+    F: Fn(WorkerPlan, Stop) -> Result<(), DaemonError> + Send + Sync + 'static,
+{
+    let threads = threads.max(1);
+    let listening = Listening::bind(config)?;
+    let worker = Arc::new(worker);
+    let mut followers = Vec::new();
+    let mut handles = Vec::new();
+    let mut first_error = None;
+    for index in 1..threads {
+        let plan = match listening.worker(index, threads) {
+            Ok(plan) => plan,
+            Err(error) => {
+                first_error = Some(error);
+                break;
+            }
+        };
+        let (sender, receiver) = oneshot::channel();
+        followers.push(sender);
+        let stop = Stop { receiver: Some(receiver), followers: Vec::new() };
+        let worker = Arc::clone(&worker);
+        let spawned =
+            std::thread::Builder::new().name(format!("{binary}-{index}")).spawn(move || worker(plan, stop));
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(error) => {
+                first_error = Some(DaemonError::Io("starting a worker thread", error));
+                break;
+            }
+        }
+    }
+    let leader = if first_error.is_none() {
+        listening.worker(0, threads).and_then(|plan| worker(plan, Stop { receiver: None, followers }))
+    } else {
+        // Dropping the senders stops the workers already started.
+        drop(followers);
+        Ok(())
+    };
+    for handle in handles {
+        match handle.join() {
+            Ok(Err(error)) if first_error.is_none() => first_error = Some(error),
+            Ok(_) => {}
+            Err(_) => tracing::error!("a worker thread panicked"),
+        }
+    }
+    let result = match (leader, first_error) {
+        (Err(error), _) | (Ok(()), Some(error)) => Err(error),
+        (Ok(()), None) => Ok(()),
+    };
+    listening.finish(result)
 }

@@ -1,4 +1,7 @@
 //! handoff-smol: the handoff daemon on smol (async-io reactor, async-executor).
+//! Each worker is an executor run by one thread only, with its own timer queue:
+//! it accepts its own handoffs and owns its streams, timers and backend
+//! connections, so no task moves between threads.
 
 mod runtime;
 mod timer_queue;
@@ -12,29 +15,20 @@ use handoff_io::entry;
 fn main() -> ExitCode {
     entry::main("handoff-smol", |config| {
         let threads = entry::thread_count(&config);
-        let executor = Arc::new(smol::Executor::new());
-        let runtime = runtime::SmolRuntime::new(executor.clone());
-        let (stop_workers, workers_stopped) = smol::channel::unbounded::<()>();
-        // The calling thread is executor thread one; the rest are spawned here.
-        let mut workers = Vec::new();
-        for index in 1..threads {
-            let executor = executor.clone();
-            let stopped = workers_stopped.clone();
-            let worker = std::thread::Builder::new()
-                .name(format!("handoff-smol-{index}"))
-                .spawn(move || async_io::block_on(executor.run(stopped.recv())))
-                .map_err(|e| DaemonError::Io("starting an executor thread", e))?;
-            workers.push(worker);
-        }
-        let result = async_io::block_on(executor.run(async {
-            let shutdown =
-                runtime::shutdown_signal().map_err(|e| DaemonError::Io("installing signal handlers", e))?;
-            daemon::run(runtime, config, shutdown).await
-        }));
-        drop(stop_workers);
-        for worker in workers {
-            let _ = worker.join();
-        }
-        result
+        entry::serve_workers("handoff-smol", config, threads, |plan, stop| {
+            let executor = Arc::new(smol::Executor::new());
+            let runtime = runtime::SmolRuntime::new(executor.clone());
+            async_io::block_on(executor.run(async {
+                let signal = if stop.is_leader() {
+                    Some(
+                        runtime::shutdown_signal()
+                            .map_err(|e| DaemonError::Io("installing signal handlers", e))?,
+                    )
+                } else {
+                    None
+                };
+                daemon::run_worker(runtime, plan, stop.wait(signal)).await
+            }))
+        })
     })
 }

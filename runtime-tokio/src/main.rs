@@ -1,31 +1,33 @@
-//! handoff-tokio: the handoff daemon on the tokio runtime.
+//! handoff-tokio: the handoff daemon on tokio. Each worker is a current-thread
+//! runtime on its own thread: it accepts its own handoffs and owns its streams,
+//! timers and backend connections, so no wake-up crosses a thread.
 
 use std::process::ExitCode;
 
-use handoff_tokio::runtime;
-
 use handoff_io::daemon::{self, DaemonError};
 use handoff_io::entry;
+use handoff_tokio::runtime;
 
 fn main() -> ExitCode {
     entry::main("handoff-tokio", |config| {
         let threads = entry::thread_count(&config);
-        let mut builder = if threads == 1 {
-            tokio::runtime::Builder::new_current_thread()
-        } else {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        };
-        let tokio = builder
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| DaemonError::Io("starting the tokio runtime", e))?;
-        tokio.block_on(async {
-            let shutdown =
-                runtime::shutdown_signal().map_err(|e| DaemonError::Io("installing signal handlers", e))?;
-            daemon::run(runtime::TokioRuntime::current(), config, shutdown).await
+        entry::serve_workers("handoff-tokio", config, threads, |plan, stop| {
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+                .map_err(|e| DaemonError::Io("starting the tokio runtime", e))?;
+            tokio.block_on(async {
+                let signal = if stop.is_leader() {
+                    Some(
+                        runtime::shutdown_signal()
+                            .map_err(|e| DaemonError::Io("installing signal handlers", e))?,
+                    )
+                } else {
+                    None
+                };
+                daemon::run_worker(runtime::TokioRuntime::current(), plan, stop.wait(signal)).await
+            })
         })
     })
 }

@@ -104,6 +104,10 @@ impl DaemonLogs {
     }
 }
 
+/// Environment variable: the `--threads` every daemon of the list gets unless
+/// the scenario names its own.
+pub const THREADS_ENV: &str = "HANDOFF_SCENARIO_THREADS";
+
 /// How to start one daemon; made by [`super::Context::daemon`].
 #[derive(Debug)]
 pub struct DaemonCommand {
@@ -172,6 +176,13 @@ impl DaemonCommand {
     pub fn spawn(self) -> Daemon {
         let mut command = Command::new(&self.binary);
         command.arg("--socket").arg(&self.socket).args(&self.args);
+        // The whole list runs again with another worker count (`.ci/run` sets it);
+        // a scenario that names its own `--threads` keeps it.
+        if let Some(threads) = std::env::var_os(THREADS_ENV) {
+            if !self.args.iter().any(|arg| arg == "--threads") {
+                command.arg("--threads").arg(threads);
+            }
+        }
         command.env_clear();
         if let Some(log) = std::env::var_os("RUST_LOG") {
             command.env("RUST_LOG", log);

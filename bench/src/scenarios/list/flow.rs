@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{openai_daemon, start_mock_with, Transport};
+use super::{one_worker, openai_daemon, start_mock_with, Transport};
 use crate::mockllm::{Counter, MockLlmConfig, Script};
 use crate::scenarios::{content, Client, Context, Daemon};
 
@@ -119,7 +119,7 @@ pub async fn stalled_client_does_not_slow_ninety_nine_on_its_connection(cx: Cont
         ..Default::default()
     };
     let mock = start_mock_with(Transport::H2c, config).await;
-    let command = openai_daemon(&cx, &mock, Transport::H2c).args([
+    let command = one_worker(openai_daemon(&cx, &mock, Transport::H2c)).args([
         "--max-connections",
         "100",
         "--write-timeout",

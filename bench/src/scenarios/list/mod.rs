@@ -46,6 +46,12 @@ pub fn openai_daemon(cx: &Context, mock: &MockLlm, transport: Transport) -> Daem
     with_openai_backend(cx, cx.daemon(), mock, transport)
 }
 
+/// One worker, whatever the list runs with: for scenarios that count one backend
+/// pool's connections (each worker owns a pool of its own).
+pub fn one_worker(command: DaemonCommand) -> DaemonCommand {
+    command.args(["--threads", "1"])
+}
+
 /// `command` with `-b openai` pointed at `mock` over `transport`.
 pub fn with_openai_backend(
     cx: &Context,

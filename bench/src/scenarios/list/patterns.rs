@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{openai_daemon, run_cases, sole_owner, start_mock, Case, Transport};
+use super::{one_worker, openai_daemon, run_cases, sole_owner, start_mock, Case, Transport};
 use crate::mockllm::{Protocol, Script};
 use crate::scenarios::{content, Context, Daemon, Event};
 
@@ -139,7 +139,7 @@ pub async fn http1_connection_cut_by_a_reset_is_not_reused(cx: Context) {
 
 pub async fn http1_connections_are_kept_alive_between_streams(cx: Context) {
     let mock = start_mock(Transport::Http1, TOKENS, TOKEN_DELAY).await;
-    let daemon = openai_daemon(&cx, &mock, Transport::Http1).start().await;
+    let daemon = one_worker(openai_daemon(&cx, &mock, Transport::Http1)).start().await;
     let expected = Script::new(TOKENS, TOKEN_DELAY, None, None).expected_content();
     // One after another: each stream's `[DONE]` arrives before its chunked body
     // ends, and the connection must still go back to the pool for the next one.

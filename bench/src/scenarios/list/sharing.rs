@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    expect_mock_stream, mock_daemon, openai_daemon, run_cases, sole_owner, start_mock, start_mock_with, Case,
-    Transport,
+    expect_mock_stream, mock_daemon, one_worker, openai_daemon, run_cases, sole_owner, start_mock,
+    start_mock_with, Case, Transport,
 };
 use crate::mockllm::{MockLlmConfig, Script};
 use crate::scenarios::{content, Context, Daemon};
@@ -34,7 +34,7 @@ fn completed_streams(daemon: &Arc<Daemon>, count: usize, expected_content: &str)
 pub async fn hundred_tls_streams_share_two_connections(cx: Context) {
     let (tokens, delay) = (20, Duration::from_millis(20));
     let mock = start_mock(Transport::Tls, tokens, delay).await;
-    let daemon = Arc::new(openai_daemon(&cx, &mock, Transport::Tls).start().await);
+    let daemon = Arc::new(one_worker(openai_daemon(&cx, &mock, Transport::Tls)).start().await);
     let expected = Script::new(tokens, delay, None, None).expected_content();
     run_cases(completed_streams(&daemon, 100, &expected)).await;
 
@@ -53,7 +53,7 @@ pub async fn three_hundred_streams_run_at_once_on_three_connections(cx: Context)
     let (tokens, delay) = (20, Duration::from_millis(150));
     let config = MockLlmConfig { tokens, token_delay: delay, max_streams: 100, ..MockLlmConfig::default() };
     let mock = start_mock_with(Transport::H2c, config).await;
-    let daemon = Arc::new(openai_daemon(&cx, &mock, Transport::H2c).start().await);
+    let daemon = Arc::new(one_worker(openai_daemon(&cx, &mock, Transport::H2c)).start().await);
     let expected = Script::new(tokens, delay, None, None).expected_content();
     run_cases(completed_streams(&daemon, 300, &expected)).await;
 
@@ -105,7 +105,8 @@ pub async fn streams_per_connection_is_clamped_to_ten(cx: Context) {
     // 10 chunks 100 ms apart: 20 streams handed off together overlap.
     let (tokens, delay) = (10, Duration::from_millis(100));
     let mock = start_mock(Transport::H2c, tokens, delay).await;
-    let command = openai_daemon(&cx, &mock, Transport::H2c).args(["--h2-streams-per-connection", "5"]);
+    let command =
+        one_worker(openai_daemon(&cx, &mock, Transport::H2c)).args(["--h2-streams-per-connection", "5"]);
     let daemon = Arc::new(command.start().await);
     let expected = Script::new(tokens, delay, None, None).expected_content();
     run_cases(completed_streams(&daemon, 20, &expected)).await;
