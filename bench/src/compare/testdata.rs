@@ -99,6 +99,19 @@ fn mostly_failed_report() -> LoadReport {
     load
 }
 
+/// mock-llm over a 2 s load that served 100 requests: `cpu_seconds`, the most
+/// connections held at once, and those it accepted.
+fn mock_llm(cpu_seconds: f64, peak_connections: u64, accepted: u64) -> MockLlmUsage {
+    MockLlmUsage {
+        pid: 7,
+        cpu_seconds,
+        core_share: cpu_seconds / 2.0,
+        peak_connections: Some(peak_connections),
+        summary: BTreeMap::from([("connections".to_owned(), accepted), ("requests".to_owned(), 100)]),
+        stop: "stopped by SIGTERM".to_owned(),
+    }
+}
+
 pub fn comparison() -> Comparison {
     let mut config = CompareConfig::standard(Path::new("/bin"), PathBuf::from("/tmp/out"));
     config.backends = vec![BackendKind::Mock, BackendKind::Http1];
@@ -114,28 +127,15 @@ pub fn comparison() -> Comparison {
     let mut smol_mock = result("smol", BackendKind::Mock, Some(load_report(1.0, 3072.0, 4.0)));
     smol_mock.flags.push(Bottleneck::HostCpu { busy_share: 0.95 });
     let mut tokio_http1 = result("tokio", BackendKind::Http1, Some(load_report(0.7, 2048.0, 5.0)));
-    tokio_http1.mock_llm = Some(MockLlmUsage {
-        pid: 7,
-        cpu_seconds: 0.4,
-        core_share: 0.2,
-        peak_connections: Some(88),
-        summary: BTreeMap::from([("connections".to_owned(), 100), ("requests".to_owned(), 100)]),
-        stop: "stopped by SIGTERM".to_owned(),
-    });
+    tokio_http1.mock_llm = Some(mock_llm(0.4, 88, 100));
     tokio_http1.notes.push("first error: stream timed out".to_owned());
     let mut smol_http1 = result("smol", BackendKind::Http1, None);
     smol_http1.error = Some("the daemon exited at start (exit status: 1)".to_owned());
     let mut peer_mock = result("peer", BackendKind::Mock, Some(mostly_failed_report()));
     peer_mock.daemon_summary.insert("Peak concurrent streams".to_owned(), 100);
     let mut peer_http1 = result("peer", BackendKind::Http1, Some(load_report(0.9, 2048.0, 6.0)));
-    peer_http1.mock_llm = Some(MockLlmUsage {
-        pid: 8,
-        cpu_seconds: 0.5,
-        core_share: 0.25,
-        peak_connections: Some(100),
-        summary: BTreeMap::from([("connections".to_owned(), 355), ("requests".to_owned(), 100)]),
-        stop: "stopped by SIGTERM".to_owned(),
-    });
+    // 100 requests over 355 connections: it reopened them.
+    peer_http1.mock_llm = Some(mock_llm(0.5, 100, 355));
     comparison.cells = vec![tokio_mock, smol_mock, peer_mock, tokio_http1, smol_http1, peer_http1];
     comparison
 }
