@@ -24,8 +24,43 @@ struct Args {
 enum Command {
     /// Run daemons × backends × concurrency levels, each cell in fresh processes,
     /// and write results.md, results.json and SVG charts.
+    #[command(after_long_help = FOREIGN_DAEMONS)]
     Compare(CompareArgs),
 }
+
+/// `compare --help`: how another implementation of the contract is run.
+const FOREIGN_DAEMONS: &str = "\
+Other daemons (--daemon COMMAND):
+  COMMAND runs as `sh -c 'exec COMMAND'`, so the pid sampled is the daemon's own: the
+  command must end by exec'ing the daemon, not start it in the background.
+  {socket}  the cell's Unix socket path (required)
+  {args}    the cell's contract flags: -d DELAY -b mock|openai [--openai-base URL]
+            --benchmark (appended at the end when COMMAND has no {args})
+  {ca}      mock-llm's CA certificate (h2tls; empty otherwise)
+  The environment has OPENAI_API_KEY, and for the OpenAI backends OPENAI_API_BASE,
+  OPENAI_HTTP2_ENABLED and (h2tls) SSL_CERT_FILE.
+
+  A daemon with other flags: place them around {socket}, drop {args} into them, e.g.
+    --daemon '/opt/go-peer/daemon --listen {socket} {args}' --daemon-name go
+  A daemon configured by environment variables: the example wrapper
+  bench/examples/env-daemon.sh turns the flags into variables and execs it:
+    --daemon 'bench/examples/env-daemon.sh -s {socket} {args} -- php /opt/peer/daemon.php'
+  (its header says how to rename the variables).
+
+  The daemon's summary is read from its stdout when it stops (SIGTERM), or from its
+  stderr if stdout has none: `name: count` or `name=count`, any capitalisation; the
+  peak is the count whose name says peak and streams or concurrency (`Peak concurrent
+  streams: 1000`, `peak_streams=1000`).
+
+Failed cells:
+  A cell where more than --failure-limit of the streams did not complete is marked
+  failed in results.md and results.json (`verdict`); its TTFB, stream, RSS-per-stream
+  and per-event figures, taken over the few streams that did complete, are shown as —
+  and left out of the charts and the ratio column.
+
+Backend connections (OpenAI backends):
+  accepted: mock-llm's own count of the connections it accepted (its exit summary);
+  peak open: the most it held at once, from its open descriptors every 200 ms.";
 
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
@@ -33,7 +68,9 @@ struct CompareArgs {
     #[arg(long, value_delimiter = ',')]
     runtimes: Vec<String>,
     /// Another daemon of the same contract: a command with `{socket}` (and
-    /// optionally `{args}`, `{ca}`), run as `sh -c 'exec COMMAND'`. Repeatable.
+    /// optionally `{args}`, `{ca}`), run as `sh -c 'exec COMMAND'`. Repeatable;
+    /// see the end of --help, and bench/examples/env-daemon.sh for a daemon
+    /// configured by environment variables.
     #[arg(long, value_name = "COMMAND")]
     daemon: Vec<String>,
     /// Names of the --daemon commands, in the same order (default: daemon1, daemon2, …).
@@ -93,6 +130,10 @@ struct CompareArgs {
     /// cores (host).
     #[arg(long, default_value_t = 0.9)]
     saturation: f64,
+    /// Share of a cell's streams that may fail (not complete) before the cell is
+    /// marked failed and its per-stream figures withheld.
+    #[arg(long, default_value_t = compare::DEFAULT_FAILURE_LIMIT)]
+    failure_limit: f64,
 }
 
 fn main() -> ExitCode {
@@ -187,6 +228,7 @@ fn compare_config(args: CompareArgs) -> Result<CompareConfig, String> {
     config.stop_timeout = Duration::from_secs(args.stop_timeout);
     config.pause = pause;
     config.saturation = args.saturation;
+    config.failure_limit = args.failure_limit;
     config.command_line = std::env::args().collect();
     Ok(config)
 }

@@ -15,8 +15,8 @@ use tokio::process::ChildStdout;
 use super::launch::{self, Endpoint, Launch};
 use super::matrix::{BackendKind, Cell, DaemonSpec};
 use super::process::{Child, Stopped};
-use super::procstat::{self, ConnectionSampler, HostCpu};
-use super::results::{CellResult, MockLlmUsage};
+use super::procstat::{self, ConnectionSampler, HostCpu, OpenConnections};
+use super::results::{CellResult, MockLlmUsage, Verdict};
 use super::summaries::{parse_daemon_summary, parse_mock_llm_summary};
 use super::{flags, Binaries, CompareConfig, Interrupt};
 use crate::load::{LoadReport, RUN_MARGIN};
@@ -31,9 +31,13 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// The generator ends itself by ramp + timeout + RUN_MARGIN; past this much more
 /// it is stuck.
 const GENERATOR_SLACK: Duration = Duration::from_secs(30);
-/// How often the backend connections are counted: a read of /proc/net/tcp, which
-/// costs a few ms per ten thousand sockets; the peak plateau lasts a backend duration.
-const CONNECTION_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often mock-llm's open connections are counted (a listing of its fds, well
+/// under a millisecond for ten thousand): a connection shorter than this may be
+/// missed by the peak, never by the accepted count, which is mock-llm's own.
+const CONNECTION_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+/// A daemon that opened more than this many times the backend connections it ever
+/// held at once closed and reopened them during the run: worth a note.
+const CHURN_FACTOR: u64 = 2;
 /// Lines of a process's log quoted in an error.
 const LOG_TAIL_LINES: usize = 6;
 
@@ -139,6 +143,13 @@ async fn drive(
         None
     };
 
+    // The baseline is mock-llm listening with nothing connected, so a daemon that
+    // connects while it starts is counted too.
+    let mock_pid = running.mock_llm.as_ref().map(Child::pid);
+    let sampler = mock_pid
+        .and_then(|pid| OpenConnections::new(pid).ok())
+        .and_then(|connections| ConnectionSampler::start(connections, CONNECTION_SAMPLE_INTERVAL).ok());
+
     let socket = context.sockets.join(format!("{}.sock", cell.file_stem()));
     let _ = std::fs::remove_file(&socket);
     let daemon_launch = launch::daemon(
@@ -158,12 +169,9 @@ async fn drive(
     wait_for_socket(&socket, running, &daemon_log, interrupt).await?;
     sleep_or_interrupt(SETTLE, interrupt).await?;
 
-    // The load, with mock-llm, the machine and the backend connections sampled around it.
-    let mock_pid = running.mock_llm.as_ref().map(Child::pid);
+    // The load, with mock-llm and the machine sampled around it.
     let mock_cpu_before = mock_pid.and_then(|pid| procstat::process_cpu_seconds(pid).ok());
     let host_before = HostCpu::read().ok();
-    let sampler =
-        endpoint.as_ref().and_then(|e| ConnectionSampler::start(e.port, CONNECTION_SAMPLE_INTERVAL).ok());
     let load_started = Instant::now();
     let load_report =
         run_generator(context, cell, &socket, daemon_pid, &files, interrupt, running, result).await;
@@ -182,8 +190,7 @@ async fn drive(
             result.notes.push(format!("the daemon exited during the run: {stopped}"));
         }
         result.daemon_stop = Some(stopped.to_string());
-        result.daemon_summary =
-            parse_daemon_summary(&std::fs::read_to_string(&daemon_out).unwrap_or_default());
+        result.daemon_summary = daemon_summary(&daemon_out, &daemon_log);
     }
     if let (Some(mock), Some(pid)) = (running.mock_llm.take(), mock_pid) {
         let stop = mock.stop(config.stop_timeout).await.to_string();
@@ -203,6 +210,7 @@ async fn drive(
         });
     }
 
+    result.verdict = Some(Verdict::judge(&load_report, config.failure_limit));
     result.flags =
         flags::detect(&load_report, result.mock_llm.as_ref(), result.host_cpu_busy, config.saturation);
     add_notes(config, cell, &load_report, result);
@@ -309,8 +317,54 @@ async fn run_generator(
     serde_json::from_slice(&bytes).map_err(|e| CellError::Failed(format!("parsing {}: {e}", json.display())))
 }
 
+/// The daemon's summary from its stdout, where the contract puts it; a daemon that
+/// printed none there (Go's `log` writes to stderr) has its stderr read instead.
+fn daemon_summary(stdout: &Path, stderr: &Path) -> std::collections::BTreeMap<String, u64> {
+    let read = |path: &Path| parse_daemon_summary(&std::fs::read_to_string(path).unwrap_or_default());
+    let summary = read(stdout);
+    if summary.is_empty() {
+        read(stderr)
+    } else {
+        summary
+    }
+}
+
 /// What a reader of the table should know about this cell beyond its figures.
 fn add_notes(config: &CompareConfig, cell: &Cell, load: &LoadReport, result: &mut CellResult) {
+    if let Some(verdict) = result.verdict.filter(|verdict| verdict.failed) {
+        result.notes.push(format!(
+            "**failed**: {} of {} streams did not complete ({:.1}%, more than the {}% allowed), so its TTFB, \
+             stream, RSS-per-stream and per-event figures (taken over the {} that did) are not shown; \
+             results.json keeps them",
+            verdict.incomplete,
+            verdict.streams,
+            verdict.incomplete_share * 100.0,
+            verdict.limit * 100.0,
+            load.ok
+        ));
+    }
+    if let Some(peak) = result.daemon_peak_streams().filter(|peak| *peak > load.started) {
+        result.notes.push(format!(
+            "the daemon's summary says {peak} streams at its peak, more than the {} handed off: its count is \
+             of something else",
+            load.started
+        ));
+    }
+    if let Some(mock) = &result.mock_llm {
+        match (result.backend_connections_accepted(), mock.peak_connections) {
+            (None, _) => result.notes.push(format!(
+                "mock-llm printed no summary ({}), so the backend connections it accepted are unknown",
+                mock.stop
+            )),
+            (Some(accepted), Some(peak)) if accepted > peak.saturating_mul(CHURN_FACTOR) => {
+                result.notes.push(format!(
+                    "the daemon opened {accepted} backend connections but held at most {peak} at once: it closed \
+                     and reopened them during the run"
+                ))
+            }
+            _ => {}
+        }
+    }
     let cap = config.daemon_options.http1_backend_connections as u64;
     let builtin = matches!(
         config.daemons.iter().find(|spec| spec.name == cell.daemon).map(|spec| &spec.command),
@@ -391,5 +445,83 @@ fn log_tail(path: &Path) -> String {
         String::new()
     } else {
         format!("; {} ends: {}", path.display(), tail.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::matrix::BackendKind;
+
+    fn notes_of(daemon: &str, backend: BackendKind) -> Vec<String> {
+        let comparison = super::super::testdata::comparison();
+        let mut result = comparison.cell(daemon, backend, 100).expect("ran").clone();
+        let load = result.load.clone().expect("a load report");
+        result.notes.clear();
+        let config = CompareConfig::standard(Path::new("/bin"), PathBuf::from("/tmp/out"));
+        add_notes(&config, &result.cell.clone(), &load, &mut result);
+        result.notes
+    }
+
+    #[test]
+    fn a_failed_cell_says_why_its_figures_are_missing() {
+        let notes = notes_of("peer", BackendKind::Mock);
+        assert!(
+            notes[0].starts_with(
+                "**failed**: 98 of 100 streams did not complete (98.0%, more than the 1% allowed), so its TTFB"
+            ),
+            "{notes:?}"
+        );
+        assert!(notes[0].contains("(taken over the 2 that did)"), "{notes:?}");
+        assert!(!notes_of("tokio", BackendKind::Mock).iter().any(|n| n.contains("failed")), "1% is allowed");
+    }
+
+    #[test]
+    fn connections_opened_far_beyond_those_held_at_once_are_noted() {
+        let notes = notes_of("peer", BackendKind::Http1);
+        assert!(
+            notes.iter().any(|n| n
+                == "the daemon opened 355 backend connections but held at most 100 at once: \
+                                       it closed and reopened them during the run"),
+            "{notes:?}"
+        );
+        let tokio = notes_of("tokio", BackendKind::Http1);
+        assert!(!tokio.iter().any(|n| n.contains("reopened")), "100 accepted, 88 at once: {tokio:?}");
+    }
+
+    #[test]
+    fn a_missing_mock_llm_summary_or_an_impossible_daemon_peak_is_noted() {
+        let comparison = super::super::testdata::comparison();
+        let mut result = comparison.cell("tokio", BackendKind::Http1, 100).expect("ran").clone();
+        let load = result.load.clone().expect("a load report");
+        if let Some(mock) = result.mock_llm.as_mut() {
+            mock.summary.clear();
+            mock.stop = "killed: still running after SIGTERM".to_owned();
+        }
+        result.daemon_summary.insert("Peak concurrent streams".to_owned(), 5000);
+        let config = CompareConfig::standard(Path::new("/bin"), PathBuf::from("/tmp/out"));
+        add_notes(&config, &result.cell.clone(), &load, &mut result);
+        assert!(result.notes.iter().any(|n| n
+            == "mock-llm printed no summary (killed: still running after SIGTERM), so the backend connections it \
+                accepted are unknown"));
+        assert!(
+            result.notes.iter().any(|n| n.starts_with("the daemon's summary says 5000 streams at its peak")),
+            "{:?}",
+            result.notes
+        );
+    }
+
+    #[test]
+    fn the_daemon_summary_comes_from_stdout_or_else_stderr() {
+        let dir = std::env::temp_dir().join(format!("handoff-bench-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (out, log) = (dir.join("d.out"), dir.join("d.log"));
+        std::fs::write(&out, "").expect("write");
+        std::fs::write(&log, "2025/01/07 10:31:02 Peak concurrent streams: 355\n").expect("write");
+        assert_eq!(super::super::summaries::daemon_peak_streams(&daemon_summary(&out, &log)), Some(355));
+        std::fs::write(&out, "peak concurrent streams: 90\n").expect("write");
+        assert_eq!(daemon_summary(&out, &log).get("peak concurrent streams"), Some(&90));
+        assert_eq!(daemon_summary(&out, &log).len(), 1, "stderr is not read when stdout has a summary");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

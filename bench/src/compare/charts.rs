@@ -49,7 +49,12 @@ fn no_data(title: &str) -> String {
 /// The TTFB percentiles that make a distribution line.
 const PERCENTILES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
 
+/// A failed cell draws none: its TTFB is that of the few streams that completed
+/// (or of quick error responses).
 fn ttfb_points(result: &CellResult) -> Option<[f64; 5]> {
+    if result.is_failed() {
+        return None;
+    }
     let summary = result.load.as_ref().map(|load| load.first_byte).filter(|summary| summary.count > 0)?;
     Some([summary.p50_ms, summary.p90_ms, summary.p99_ms, summary.p999_ms, summary.max_ms])
 }
@@ -100,8 +105,16 @@ pub fn ttfb(comparison: &Comparison) -> String {
         for (k, label) in PERCENTILES.iter().enumerate() {
             svg.text((x_at(k), py + ph + 16.0), label, 10.0, Anchor::Middle);
         }
+        let mut failed_labels = 0.0;
         for (d, spec) in comparison.daemons.iter().enumerate() {
-            let Some(points) = comparison.cell(&spec.name, *backend, *streams).and_then(ttfb_points) else {
+            let result = comparison.cell(&spec.name, *backend, *streams);
+            if result.is_some_and(CellResult::is_failed) {
+                let at = (px + 6.0, py + 12.0 + 12.0 * failed_labels);
+                svg.text_styled(at, &format!("{}: failed", spec.name), 10.0, Anchor::Start, colour(d));
+                failed_labels += 1.0;
+                continue;
+            }
+            let Some(points) = result.and_then(ttfb_points) else {
                 continue;
             };
             let points: Vec<(f64, f64)> = points
@@ -168,6 +181,14 @@ pub fn cpu_per_event(comparison: &Comparison) -> String {
     })
 }
 
+/// A bar's value, or why there is none.
+enum Bar {
+    Value(f64),
+    Missing,
+    /// The cell failed: its per-stream figures describe only the streams that completed.
+    Failed,
+}
+
 /// One group of bars per (backend, streams), one bar per daemon, values on top.
 fn bar_chart(comparison: &Comparison, title: &str, value: fn(&CellResult) -> Option<f64>) -> String {
     let panels = panels(comparison);
@@ -175,19 +196,29 @@ fn bar_chart(comparison: &Comparison, title: &str, value: fn(&CellResult) -> Opt
         return no_data(title);
     }
     let daemons = comparison.daemons.len().max(1);
-    let grid: Vec<Vec<Option<f64>>> = panels
+    let grid: Vec<Vec<Bar>> = panels
         .iter()
         .map(|(backend, streams)| {
             comparison
                 .daemons
                 .iter()
-                .map(|spec| {
-                    comparison.cell(&spec.name, *backend, *streams).and_then(value).filter(|v| v.is_finite())
+                .map(|spec| match comparison.cell(&spec.name, *backend, *streams) {
+                    Some(result) if result.is_failed() => Bar::Failed,
+                    Some(result) => value(result).filter(|v| v.is_finite()).map_or(Bar::Missing, Bar::Value),
+                    None => Bar::Missing,
                 })
                 .collect()
         })
         .collect();
-    let top_value = nice_ceiling(grid.iter().flatten().flatten().copied().fold(0.0, f64::max));
+    let top_value = nice_ceiling(
+        grid.iter()
+            .flatten()
+            .filter_map(|bar| match bar {
+                Bar::Value(v) => Some(*v),
+                _ => None,
+            })
+            .fold(0.0, f64::max),
+    );
 
     let (bar_w, group_gap) = (28.0, 36.0);
     let group_w = bar_w * daemons as f64 + group_gap;
@@ -215,13 +246,20 @@ fn bar_chart(comparison: &Comparison, title: &str, value: fn(&CellResult) -> Opt
         for (d, value) in values.iter().enumerate() {
             let x = x0 + bar_w * d as f64;
             match value {
-                Some(v) => {
+                Bar::Value(v) => {
                     svg.rect(x + 2.0, y_at(*v), bar_w - 4.0, top + plot_h - y_at(*v), colour(d));
                     svg.text((x + bar_w / 2.0, y_at(*v) - 4.0), &value_label(*v), 9.0, Anchor::Middle);
                 }
-                None => {
+                Bar::Missing => {
                     svg.text_styled((x + bar_w / 2.0, top + plot_h - 4.0), "n/a", 9.0, Anchor::Middle, AXIS)
                 }
+                Bar::Failed => svg.text_styled(
+                    (x + bar_w / 2.0, top + plot_h - 4.0),
+                    "failed",
+                    9.0,
+                    Anchor::Middle,
+                    colour(d),
+                ),
             }
         }
         let centre = x0 + bar_w * daemons as f64 / 2.0;
@@ -262,9 +300,11 @@ mod tests {
     fn the_ttfb_chart_draws_one_line_per_cell_with_results() {
         let comparison = super::super::testdata::comparison();
         let svg = ttfb(&comparison);
-        // tokio and smol over mock, tokio over http1; smol's http1 cell failed.
-        assert_eq!(svg.matches("<polyline").count(), 3, "{svg}");
-        assert_eq!(svg.matches("<circle").count(), 15);
+        // tokio and smol over mock, tokio and peer over http1; smol's http1 cell
+        // ended in an error and peer's mock cell failed: a label, not a line.
+        assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 20);
+        assert_eq!(svg.matches(">peer: failed</text>").count(), 1, "{svg}");
         assert!(svg.contains(">mock, 100 streams</text>") && svg.contains(">http1, 100 streams</text>"));
         assert!(svg.contains(">smol</text>"), "the legend names the daemons");
     }
@@ -278,6 +318,9 @@ mod tests {
         }
         let cpu = cpu_per_event(&comparison);
         assert!(cpu.contains(">4.00</text>") && cpu.contains(">5.00</text>"), "{cpu}");
+        // peer's mock cell failed: no 1.00 µs bar (its 2 completed streams), a mark.
+        assert!(!cpu.contains(">1.00</text>") && cpu.matches(">failed</text>").count() == 1, "{cpu}");
+        assert_eq!(rss_per_stream(&comparison).matches(">failed</text>").count(), 1);
         let empty = Comparison { cells: Vec::new(), ..comparison };
         assert!(rss_per_stream(&empty).contains("no cell has results yet"));
     }

@@ -9,6 +9,8 @@
 //! appended when the template has no `{args}`. The OpenAI settings also go in the
 //! environment the contract names (`OPENAI_API_BASE`, `OPENAI_HTTP2_ENABLED`), and
 //! for TLS `SSL_CERT_FILE` names mock-llm's CA (`{ca}` names it in the template).
+//! A daemon configured by environment variables instead of flags runs under
+//! `bench/examples/env-daemon.sh`, which turns the flags into variables and execs it.
 
 use std::path::{Path, PathBuf};
 
@@ -327,6 +329,57 @@ mod tests {
         };
         let mock = daemon(&placed, Path::new("/s"), &workload, BackendKind::Mock, None, options);
         assert_eq!(mock.args[1], "exec env X=1 /opt/d -d 705 -b mock --benchmark -s /s");
+    }
+
+    /// The example wrapper, run as compare runs a template daemon, with a "daemon"
+    /// that prints its pid and environment: the contract flags arrive as variables,
+    /// and the pid compare samples is the daemon's own.
+    #[test]
+    fn the_env_wrapper_example_turns_the_flags_into_variables_and_keeps_the_pid() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/env-daemon.sh");
+        let spec = DaemonSpec {
+            name: "peer".to_owned(),
+            command: DaemonCommand::Template {
+                command: format!(
+                    "env DELAY_VAR=TOKEN_DELAY {} -s {{socket}} {{args}} -- sh -c 'echo pid=$$; env'",
+                    shell_quote(script)
+                ),
+            },
+        };
+        let options = DaemonOptions { threads: None, http1_backend_connections: 9000 };
+        let launch = daemon(
+            &spec,
+            Path::new("/tmp/my dir/t.sock"),
+            &Workload::standard(),
+            BackendKind::H2tls,
+            Some(&tls_endpoint()),
+            options,
+        );
+        let mut command = std::process::Command::new(&launch.program);
+        command.args(&launch.args).stdin(std::process::Stdio::null());
+        for name in &launch.env_remove {
+            command.env_remove(name);
+        }
+        command.envs(launch.env.iter().map(|(name, value)| (name, value)));
+        let child = command.stdout(std::process::Stdio::piped()).spawn().expect("spawn sh");
+        let pid = child.id();
+        let output = child.wait_with_output().expect("runs to the end");
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first().copied(), Some(format!("pid={pid}").as_str()), "exec all the way: {text}");
+        for wanted in [
+            "DAEMON_SOCKET=/tmp/my dir/t.sock",
+            "TOKEN_DELAY=705",
+            "DAEMON_BACKEND=openai",
+            "OPENAI_API_BASE=https://127.0.0.1:8443/v1",
+            "OPENAI_HTTP2_ENABLED=true",
+            "SSL_CERT_FILE=/r/ca.pem",
+            "BENCHMARK=1",
+        ] {
+            assert!(lines.contains(&wanted), "{wanted} in {text}");
+        }
+        assert!(!lines.iter().any(|line| line.starts_with("MOCK_DELAY_MS=")), "renamed: {text}");
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! Per cell: mock-llm (for the OpenAI backends) and the daemon start as separate
 //! processes; the load generator (`handoff-load`, a third process) hands off the
 //! cell's streams and samples the daemon from /proc; we sample mock-llm's CPU time,
-//! the machine's CPU time and the backend TCP connections; then every process is
-//! stopped by pid and its summary read back. Results go to a folder:
-//! `results.json` (everything), `results.md` (tables), and three SVG charts.
+//! the machine's CPU time and the connections mock-llm holds open; then every
+//! process is stopped by pid and its summary read back. A cell where more than
+//! [`CompareConfig::failure_limit`] of the streams did not complete is failed: its
+//! latency and per-event figures (taken over the few that did) are withheld from
+//! the tables and charts. Results go to a folder: `results.json` (everything),
+//! `results.md` (tables), and three SVG charts.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,7 +48,7 @@ pub use flags::Bottleneck;
 pub use launch::{shell_quote, DaemonOptions};
 pub use matrix::{matches_pattern, BackendKind, Cell, DaemonCommand, DaemonSpec};
 pub use report::markdown;
-pub use results::{CellResult, Comparison, Host, MockLlmUsage};
+pub use results::{CellResult, Comparison, Host, MockLlmUsage, Verdict, DEFAULT_FAILURE_LIMIT};
 pub use timestamp::{folder_timestamp, utc_timestamp};
 
 /// The daemons of this workspace, by the name their columns carry.
@@ -132,6 +135,9 @@ pub struct CompareConfig {
     /// Share of one core (mock-llm, generator) or of the machine at which a cell is
     /// flagged as limited by something other than the daemon.
     pub saturation: f64,
+    /// Share of a cell's streams that may fail before the cell is marked failed and
+    /// its latency and per-event figures are withheld.
+    pub failure_limit: f64,
     /// How the run was asked for, for the results.
     pub command_line: Vec<String>,
 }
@@ -160,6 +166,7 @@ impl CompareConfig {
             stop_timeout: Duration::from_secs(15),
             pause: Duration::from_secs(1),
             saturation: 0.9,
+            failure_limit: DEFAULT_FAILURE_LIMIT,
             command_line: Vec::new(),
         }
     }
@@ -295,6 +302,12 @@ fn validate(config: &CompareConfig) -> Result<(), CompareError> {
     }
     if !(config.saturation > 0.0 && config.saturation <= 1.0) {
         return bad(format!("saturation {} is not a share between 0 and 1", config.saturation));
+    }
+    if !(0.0..1.0).contains(&config.failure_limit) {
+        return bad(format!(
+            "failure limit {} is not a share from 0 up to (not including) 1",
+            config.failure_limit
+        ));
     }
     if config.daemon_options.http1_backend_connections == 0 || config.load_threads == 0 {
         return bad("backend connections and load threads must be at least 1".to_owned());

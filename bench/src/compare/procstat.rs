@@ -1,6 +1,6 @@
 //! The /proc readings the comparison takes besides the load generator's own: a
-//! process's CPU time, the machine's CPU time, and the TCP connections open to the
-//! backend's port.
+//! process's CPU time, the machine's CPU time, and the connections mock-llm holds
+//! open.
 
 use std::io;
 use std::sync::mpsc;
@@ -59,66 +59,72 @@ fn parse_host_cpu(stat: &str) -> Option<HostCpu> {
     Some(HostCpu { busy_ticks: total - idle, total_ticks: total })
 }
 
-/// Established TCP connections whose remote port is `port` (IPv4 and IPv6): the
-/// daemon's backend connections, since only the daemon connects to mock-llm.
-pub fn established_to_port(port: u16) -> io::Result<u64> {
-    let mut count = 0;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        match std::fs::read_to_string(table) {
-            Ok(text) => count += count_established_to_port(&text, port),
-            // No IPv6 in this kernel: nothing to count there.
-            Err(error) if error.kind() == io::ErrorKind::NotFound && table.ends_with('6') => {}
-            Err(error) => return Err(error),
-        }
+/// Open file descriptors of a process: the entries of `/proc/PID/fd` (one
+/// `getdents` walk, cheap next to formatting every socket of the machine as
+/// `/proc/net/tcp` does).
+pub fn open_fds(pid: u32) -> io::Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
+/// The connections mock-llm holds open: its descriptors above those it had when it
+/// began listening. mock-llm opens nothing else while it serves (its listener,
+/// runtime and log files are open before its first line), and only the daemon
+/// connects to it, so every descriptor more is one backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenConnections {
+    pid: u32,
+    baseline: u64,
+    peak: u64,
+    samples: u64,
+}
+
+impl OpenConnections {
+    /// Takes the baseline now: call it after mock-llm listens, before the daemon starts.
+    pub fn new(pid: u32) -> io::Result<OpenConnections> {
+        Ok(OpenConnections { pid, baseline: open_fds(pid)?, peak: 0, samples: 0 })
     }
-    Ok(count)
+
+    /// Reads the count now, keeps the peak, and returns the count.
+    pub fn sample(&mut self) -> io::Result<u64> {
+        let open = open_fds(self.pid)?.saturating_sub(self.baseline);
+        self.peak = self.peak.max(open);
+        self.samples += 1;
+        Ok(open)
+    }
+
+    /// The most seen at once; `None` before any reading succeeded.
+    pub fn peak(&self) -> Option<u64> {
+        (self.samples > 0).then_some(self.peak)
+    }
 }
 
-/// Rows of a `/proc/net/tcp` table: `sl local_address rem_address st …`, addresses
-/// as `HEXADDR:HEXPORT`, state `01` for ESTABLISHED.
-fn count_established_to_port(table: &str, port: u16) -> u64 {
-    table
-        .lines()
-        .skip(1)
-        .filter(|row| {
-            let mut fields = row.split_whitespace().skip(2);
-            let remote_port = fields
-                .next()
-                .and_then(|remote| remote.rsplit_once(':'))
-                .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
-            remote_port == Some(port) && fields.next() == Some("01")
-        })
-        .count() as u64
-}
-
-/// Counts the connections to a port on its own thread, keeping the highest count,
-/// until [`ConnectionSampler::finish`].
+/// Samples [`OpenConnections`] on its own thread until [`ConnectionSampler::finish`],
+/// which takes one last reading.
 #[derive(Debug)]
 pub struct ConnectionSampler {
     stop: mpsc::Sender<()>,
-    thread: JoinHandle<Option<u64>>,
+    thread: JoinHandle<OpenConnections>,
 }
 
 impl ConnectionSampler {
-    pub fn start(port: u16, interval: Duration) -> io::Result<ConnectionSampler> {
+    pub fn start(mut connections: OpenConnections, interval: Duration) -> io::Result<ConnectionSampler> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new().name("tcp-sampler".to_owned()).spawn(move || {
-            let mut peak = established_to_port(port).ok();
-            // Ends on a stop message or when the sender is dropped.
+        let thread = std::thread::Builder::new().name("conn-sampler".to_owned()).spawn(move || {
+            // Ends on a stop message or when the sender is dropped. A failed reading
+            // (mock-llm gone) only leaves a gap.
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                if let Ok(count) = established_to_port(port) {
-                    peak = Some(peak.map_or(count, |peak| peak.max(count)));
-                }
+                let _ = connections.sample();
             }
-            peak
+            let _ = connections.sample();
+            connections
         })?;
         Ok(ConnectionSampler { stop, thread })
     }
 
-    /// The highest count seen; `None` if no reading succeeded.
+    /// The highest count seen, the last reading included; `None` if none succeeded.
     pub fn finish(self) -> Option<u64> {
         let _ = self.stop.send(());
-        self.thread.join().ok().flatten()
+        self.thread.join().ok().and_then(|connections| connections.peak())
     }
 }
 
@@ -143,23 +149,78 @@ mod tests {
         assert_eq!(parse_host_cpu("intr 1 2 3\n"), None);
     }
 
+    /// A shell that opens two descriptors, then closes them, one step per line of
+    /// input, saying when each step is done.
+    struct Stepper {
+        child: std::process::Child,
+        input: std::process::ChildStdin,
+        output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    }
+
+    impl Stepper {
+        fn start() -> Stepper {
+            use std::process::{Command, Stdio};
+            let script = "echo ready; read x; exec 3</dev/null 4</dev/null; echo opened; \
+                          read x; exec 3<&- 4<&-; echo closed; read x";
+            let mut child = Command::new("sh")
+                .args(["-c", script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn sh");
+            let input = child.stdin.take().expect("piped stdin");
+            let output =
+                std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().expect("piped")));
+            let mut stepper = Stepper { child, input, output };
+            stepper.expect("ready");
+            stepper
+        }
+
+        fn expect(&mut self, word: &str) {
+            let line = self.output.next().expect("a line").expect("readable");
+            assert_eq!(line, word);
+        }
+
+        fn step(&mut self, word: &str) {
+            std::io::Write::write_all(&mut self.input, b"go\n").expect("write");
+            self.expect(word);
+        }
+    }
+
+    impl Drop for Stepper {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
     #[test]
-    fn only_established_connections_to_the_port_count() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-            0: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 0 0 111 1\n\
-            1: 0100007F:9C41 0100007F:1F90 06 00000000:00000000 00:00000000 00000000 0 0 0 1\n\
-            2: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000 0 0 222 1\n\
-            3: 0100007F:9C42 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 0 0 333 1\n\
-            4: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 444 1\n";
-        // Port 0x1F90 = 8080: rows 0 and 3; row 1 is TIME_WAIT, row 2 the server's side.
-        assert_eq!(count_established_to_port(table, 8080), 2);
-        assert_eq!(count_established_to_port(table, 40000), 1, "row 2's remote is port 0x9C40");
+    fn descriptors_above_the_baseline_are_open_connections_and_the_peak_stays() {
+        let mut shell = Stepper::start();
+        let mut connections = OpenConnections::new(shell.child.id()).expect("baseline");
+        assert_eq!(connections.peak(), None);
+        assert_eq!(connections.sample().expect("reading"), 0);
+        shell.step("opened");
+        assert_eq!(connections.sample().expect("reading"), 2);
+        shell.step("closed");
+        assert_eq!(connections.sample().expect("reading"), 0);
+        assert_eq!(connections.peak(), Some(2), "the peak outlives the connections");
+    }
+
+    #[test]
+    fn the_sampler_takes_a_last_reading_when_it_finishes() {
+        let mut shell = Stepper::start();
+        let connections = OpenConnections::new(shell.child.id()).expect("baseline");
+        // An interval far longer than the test: only the final reading can see them.
+        let sampler = ConnectionSampler::start(connections, Duration::from_secs(3600)).expect("thread");
+        shell.step("opened");
+        assert_eq!(sampler.finish(), Some(2));
+        assert!(OpenConnections::new(u32::MAX).is_err(), "no such process");
     }
 
     #[test]
     fn this_process_has_cpu_time_and_the_machine_a_cpu_line() {
         assert!(process_cpu_seconds(std::process::id()).is_ok());
         assert!(HostCpu::read().is_ok());
-        assert!(established_to_port(1).is_ok());
     }
 }

@@ -1,12 +1,13 @@
-//! A small comparison for the rendering tests: tokio and smol over mock and
-//! HTTP/1.1 at 100 streams, one smol cell failed.
+//! A small comparison for the rendering tests: tokio, smol and a foreign daemon
+//! (`peer`) over mock and HTTP/1.1 at 100 streams; one smol cell ended in an error,
+//! and peer failed 98 of its 100 mock streams while its 2 completed ones look fast.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::flags::Bottleneck;
-use super::matrix::{BackendKind, Cell};
-use super::results::{CellResult, Comparison, MockLlmUsage};
+use super::matrix::{BackendKind, Cell, DaemonCommand, DaemonSpec};
+use super::results::{CellResult, Comparison, MockLlmUsage, Verdict};
 use super::CompareConfig;
 use crate::load::{
     ClientKind, DaemonUsage, FailureCounts, GeneratorUsage, HandoffSocketType, LatencySummary, LoadReport,
@@ -25,8 +26,8 @@ fn latency(p50_ms: f64, p99_ms: f64) -> LatencySummary {
     }
 }
 
-/// A run of 100 streams with two timeouts, RSS growth `rss_per_stream` bytes and
-/// `cpu_us` per event.
+/// A run of 100 streams with one timeout (within the 1% allowed), RSS growth
+/// `rss_per_stream` bytes and `cpu_us` per event.
 pub fn load_report(ttfb_p99_ms: f64, rss_per_stream: f64, cpu_us: f64) -> LoadReport {
     LoadReport {
         settings: RunSettings {
@@ -42,9 +43,9 @@ pub fn load_report(ttfb_p99_ms: f64, rss_per_stream: f64, cpu_us: f64) -> LoadRe
         },
         elapsed_secs: 2.0,
         started: 100,
-        ok: 98,
-        failed: 2,
-        failures: FailureCounts { timeout: 2, ..FailureCounts::default() },
+        ok: 99,
+        failed: 1,
+        failures: FailureCounts { timeout: 1, ..FailureCounts::default() },
         status_codes: BTreeMap::new(),
         events: 1764,
         bytes: 200_000,
@@ -79,14 +80,46 @@ pub fn load_report(ttfb_p99_ms: f64, rss_per_stream: f64, cpu_us: f64) -> LoadRe
 
 fn result(daemon: &str, backend: BackendKind, load: Option<LoadReport>) -> CellResult {
     let mut result = CellResult::new(Cell { daemon: daemon.to_owned(), backend, streams: 100 });
+    result.verdict = load.as_ref().map(|load| Verdict::judge(load, super::DEFAULT_FAILURE_LIMIT));
     result.load = load;
     result
+}
+
+/// 98 of 100 streams answered 503 at once; the 2 that completed were quick and
+/// cheap.
+fn mostly_failed_report() -> LoadReport {
+    let mut load = load_report(0.2, 512.0, 1.0);
+    (load.ok, load.failed) = (2, 98);
+    load.failures = FailureCounts { status: 98, ..FailureCounts::default() };
+    load.status_codes = BTreeMap::from([(503, 98)]);
+    load.events = 36;
+    load.peak_open_streams = 10;
+    load.stream_duration.count = 2;
+    load.first_errors = vec!["HTTP 503".to_owned()];
+    load
+}
+
+/// mock-llm over a 2 s load that served 100 requests: `cpu_seconds`, the most
+/// connections held at once, and those it accepted.
+fn mock_llm(cpu_seconds: f64, peak_connections: u64, accepted: u64) -> MockLlmUsage {
+    MockLlmUsage {
+        pid: 7,
+        cpu_seconds,
+        core_share: cpu_seconds / 2.0,
+        peak_connections: Some(peak_connections),
+        summary: BTreeMap::from([("connections".to_owned(), accepted), ("requests".to_owned(), 100)]),
+        stop: "stopped by SIGTERM".to_owned(),
+    }
 }
 
 pub fn comparison() -> Comparison {
     let mut config = CompareConfig::standard(Path::new("/bin"), PathBuf::from("/tmp/out"));
     config.backends = vec![BackendKind::Mock, BackendKind::Http1];
     config.streams = vec![100];
+    config.daemons.push(DaemonSpec {
+        name: "peer".to_owned(),
+        command: DaemonCommand::Template { command: "/opt/peer -s {socket} {args}".to_owned() },
+    });
     let mut comparison = Comparison::new(&config);
 
     let mut tokio_mock = result("tokio", BackendKind::Mock, Some(load_report(0.5, 1536.0, 2.0)));
@@ -94,17 +127,15 @@ pub fn comparison() -> Comparison {
     let mut smol_mock = result("smol", BackendKind::Mock, Some(load_report(1.0, 3072.0, 4.0)));
     smol_mock.flags.push(Bottleneck::HostCpu { busy_share: 0.95 });
     let mut tokio_http1 = result("tokio", BackendKind::Http1, Some(load_report(0.7, 2048.0, 5.0)));
-    tokio_http1.mock_llm = Some(MockLlmUsage {
-        pid: 7,
-        cpu_seconds: 0.4,
-        core_share: 0.2,
-        peak_connections: Some(88),
-        summary: BTreeMap::from([("connections".to_owned(), 100)]),
-        stop: "stopped by SIGTERM".to_owned(),
-    });
+    tokio_http1.mock_llm = Some(mock_llm(0.4, 88, 100));
     tokio_http1.notes.push("first error: stream timed out".to_owned());
     let mut smol_http1 = result("smol", BackendKind::Http1, None);
     smol_http1.error = Some("the daemon exited at start (exit status: 1)".to_owned());
-    comparison.cells = vec![tokio_mock, smol_mock, tokio_http1, smol_http1];
+    let mut peer_mock = result("peer", BackendKind::Mock, Some(mostly_failed_report()));
+    peer_mock.daemon_summary.insert("Peak concurrent streams".to_owned(), 100);
+    let mut peer_http1 = result("peer", BackendKind::Http1, Some(load_report(0.9, 2048.0, 6.0)));
+    // 100 requests over 355 connections: it reopened them.
+    peer_http1.mock_llm = Some(mock_llm(0.5, 100, 355));
+    comparison.cells = vec![tokio_mock, smol_mock, peer_mock, tokio_http1, smol_http1, peer_http1];
     comparison
 }
