@@ -77,6 +77,20 @@ impl Stop {
         self.receiver.is_none()
     }
 
+    /// The future a worker runs until: worker 0 installs the signal handlers
+    /// with `install` (only it does) and waits for them; the others wait for it.
+    pub fn shutdown<F: Future<Output = ()>>(
+        self,
+        install: impl FnOnce() -> std::io::Result<F>,
+    ) -> Result<impl Future<Output = ()>, DaemonError> {
+        let signal = if self.is_leader() {
+            Some(install().map_err(|e| DaemonError::Io("installing signal handlers", e))?)
+        } else {
+            None
+        };
+        Ok(self.wait(signal))
+    }
+
     /// Resolves when this worker must stop: for worker 0 when `signal` fires
     /// (or is `None`), for the others when worker 0 says so or is gone.
     pub async fn wait(self, signal: Option<impl Future<Output = ()>>) {

@@ -9,7 +9,7 @@ mod timer_queue;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use handoff_io::daemon::{self, DaemonError};
+use handoff_io::daemon;
 use handoff_io::entry;
 
 fn main() -> ExitCode {
@@ -19,15 +19,8 @@ fn main() -> ExitCode {
             let executor = Arc::new(smol::Executor::new());
             let runtime = runtime::SmolRuntime::new(executor.clone());
             async_io::block_on(executor.run(async {
-                let signal = if stop.is_leader() {
-                    Some(
-                        runtime::shutdown_signal()
-                            .map_err(|e| DaemonError::Io("installing signal handlers", e))?,
-                    )
-                } else {
-                    None
-                };
-                daemon::run_worker(runtime, plan, stop.wait(signal)).await
+                let shutdown = stop.shutdown(runtime::shutdown_signal)?;
+                daemon::run_worker(runtime, plan, shutdown).await
             }))
         })
     })

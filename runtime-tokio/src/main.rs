@@ -18,15 +18,8 @@ fn main() -> ExitCode {
                 .build()
                 .map_err(|e| DaemonError::Io("starting the tokio runtime", e))?;
             tokio.block_on(async {
-                let signal = if stop.is_leader() {
-                    Some(
-                        runtime::shutdown_signal()
-                            .map_err(|e| DaemonError::Io("installing signal handlers", e))?,
-                    )
-                } else {
-                    None
-                };
-                daemon::run_worker(runtime::TokioRuntime::current(), plan, stop.wait(signal)).await
+                let shutdown = stop.shutdown(runtime::shutdown_signal)?;
+                daemon::run_worker(runtime::TokioRuntime::current(), plan, shutdown).await
             })
         })
     })

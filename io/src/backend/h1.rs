@@ -59,10 +59,6 @@ impl<R: Runtime> H1Stream<R> {
         }
     }
 
-    pub fn is_active(&self) -> bool {
-        !matches!(self.state, State::Ended)
-    }
-
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<BackendEvent<'_>> {
         let step = ready!(self.poll_step(cx));
         Poll::Ready(match step {

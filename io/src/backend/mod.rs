@@ -215,15 +215,6 @@ pub enum BackendStream<R: Runtime> {
 }
 
 impl<R: Runtime> BackendStream<R> {
-    pub fn is_active(&self) -> bool {
-        match self {
-            BackendStream::None => false,
-            BackendStream::Failed(_) => true,
-            BackendStream::H2(stream) => stream.is_active(),
-            BackendStream::H1(stream) => stream.is_active(),
-        }
-    }
-
     /// What the backend did next. Each `Ready` is one event; body bytes stay
     /// borrowed until [`BackendStream::consumed`].
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<BackendEvent<'_>> {
