@@ -103,7 +103,7 @@ pub struct Cli {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: u64,
 
-    /// Executor threads (1 = single-threaded; 0 = one per CPU).
+    /// Shared-nothing workers, one thread each (0 = one per two CPUs, at least one).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 
@@ -341,6 +341,8 @@ pub struct Config {
     pub receive_timeout: Duration,
     /// Pause after an accept error such as EMFILE, instead of spinning on it.
     pub accept_backoff: Duration,
+    /// How workers share the accepting (its `workers` is set per worker).
+    pub accept_balance: crate::balance::AcceptBalance,
     /// After the drain deadline, how long ended streams get to write their error
     /// event and close.
     pub forced_stop_grace: Duration,
@@ -398,6 +400,20 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// How many workers to start on a host with `cpus` CPUs: `--threads`, or for 0
+    /// one per two CPUs, at least one. Each worker has its own wake-ups (a sleep and
+    /// wake in `epoll_wait` is the largest fixed cost here), so a second worker on a
+    /// 2-CPU host shared with Apache and PHP costs more CPU per event and lengthens
+    /// the tail instead of adding capacity one worker lacks (see README, Workers).
+    pub fn workers(&self, cpus: usize) -> usize {
+        match self.threads {
+            0 => (cpus / 2).max(1),
+            n => n,
+        }
+    }
+}
 
 impl Cli {
     /// Validates the flags into a [`Config`].
@@ -490,6 +506,7 @@ impl Cli {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             receive_timeout: Duration::from_secs(self.receive_timeout),
             accept_backoff: Duration::from_millis(100),
+            accept_balance: crate::balance::AcceptBalance::default(),
             forced_stop_grace: Duration::from_secs(5),
             retry_after_secs: self.retry_after,
             backend,
@@ -581,6 +598,15 @@ mod tests {
         assert_eq!(config.stream.mock_delay, Duration::from_millis(50));
         assert_eq!(config.stream.keep_alive_interval, Duration::from_secs(15));
         assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn default_workers_are_one_per_two_cpus_and_at_least_one() {
+        let auto = cli(&[]).into_config().unwrap();
+        assert_eq!([1, 2, 3, 4, 16].map(|cpus| auto.workers(cpus)), [1, 1, 1, 2, 8]);
+        assert_eq!(auto.workers(0), 1, "an unknown CPU count still starts a worker");
+        let pinned = cli(&["--threads", "3"]).into_config().unwrap();
+        assert_eq!(pinned.workers(2), 3);
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`admission`]: whether a received handoff becomes a stream, and the complete
 //!   HTTP error response when it does not (400 bad handoff, 503 at capacity or
 //!   shutting down).
+//! - [`balance`]: whether a worker accepts the next handoff now or leaves it to a
+//!   less loaded worker for a moment.
 //! - [`redact`]: removing key-like text (API keys, bearer tokens) from anything
 //!   forwarded to a browser.
 //! - [`config`]: the one command-line and environment definition both daemons use.
@@ -38,6 +40,7 @@
 //! an error.
 
 pub mod admission;
+pub mod balance;
 pub mod config;
 pub mod handoff;
 pub mod http1;

@@ -36,6 +36,9 @@ pub struct Global {
     /// The socket path is removed once, by the first worker to stop.
     unlinked: AtomicBool,
     handoffs: AtomicU64,
+    /// Every worker's open client sockets: what a worker's own count is weighed
+    /// against when it decides whether to accept (two atomic adds per stream).
+    open_sockets: AtomicU64,
 }
 
 impl Global {
@@ -45,6 +48,7 @@ impl Global {
             draining: AtomicBool::new(false),
             unlinked: AtomicBool::new(false),
             handoffs: AtomicU64::new(0),
+            open_sockets: AtomicU64::new(0),
         })
     }
 }
@@ -71,6 +75,7 @@ impl<R: Runtime> Shared<R> {
     /// Counts a socket (or a pending receive) until the guard drops.
     pub fn hold_socket(self: &Arc<Self>) -> SocketHold<R> {
         self.open_sockets.fetch_add(1, Ordering::Relaxed);
+        self.global.open_sockets.fetch_add(1, Ordering::Relaxed);
         SocketHold(Arc::clone(self))
     }
 }
@@ -81,6 +86,7 @@ pub struct SocketHold<R: Runtime>(Arc<Shared<R>>);
 impl<R: Runtime> Drop for SocketHold<R> {
     fn drop(&mut self) {
         self.0.open_sockets.fetch_sub(1, Ordering::Relaxed);
+        self.0.global.open_sockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -145,6 +151,7 @@ impl Listening {
         pool.max_connections = pool.max_connections.div_ceil(count);
         pool.max_connecting = pool.max_connecting.div_ceil(count);
         pool.max_queued = pool.max_queued.div_ceil(count);
+        config.accept_balance.workers = count as u64;
         Ok(WorkerPlan { index, config, listener, global: Arc::clone(&self.global) })
     }
 
@@ -224,7 +231,7 @@ pub async fn run_worker<R: Runtime>(
         open_sockets: AtomicU64::new(0),
     });
 
-    let accepted = accept_until(&shared, &listener, config.accept_backoff, shutdown).await;
+    let accepted = accept_until(&shared, &listener, &config, shutdown).await;
     // No new module connection can reach us once the path is gone; what is
     // already in the backlog gets a 503 rather than a reset.
     if !shared.global.unlinked.swap(true, Ordering::AcqRel) {
@@ -280,12 +287,16 @@ fn answer_backlog<R: Runtime>(shared: &Arc<Shared<R>>, listener: &R::Fd) -> u64 
 async fn accept_until<R: Runtime>(
     shared: &Arc<Shared<R>>,
     listener: &R::Fd,
-    accept_backoff: Duration,
+    config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> u64 {
     let mut accepted_total = 0u64;
     let mut shutdown = std::pin::pin!(shutdown);
+    // After an accept error: no accepting until it passes.
     let mut backoff: Option<R::Timer> = None;
+    // Over its share, this worker leaves the next connection to the others until
+    // this passes, then accepts what is still queued (core's `balance`).
+    let mut deferred: Option<R::Timer> = None;
     loop {
         let accepted = std::future::poll_fn(|cx| {
             if shutdown.as_mut().poll(cx).is_ready() {
@@ -296,6 +307,28 @@ async fn accept_until<R: Runtime>(
                     return Poll::Pending;
                 }
                 backoff = None;
+            }
+            match &mut deferred {
+                Some(timer) => {
+                    if timer.poll_expired(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Taken at once if still queued, whatever the shares now.
+                    deferred = None;
+                }
+                None => {
+                    let own = shared.open_sockets.load(Ordering::Relaxed);
+                    let total = shared.global.open_sockets.load(Ordering::Relaxed);
+                    if let Some(wait) = config.accept_balance.defer_for(own, total) {
+                        let mut timer = shared.runtime.timer(shared.runtime.now() + wait);
+                        let pending = timer.poll_expired(cx).is_pending();
+                        deferred = Some(timer);
+                        if pending {
+                            return Poll::Pending;
+                        }
+                        deferred = None;
+                    }
+                }
             }
             listener.poll_read_with(cx, || listener::accept(listener.as_fd())).map(Some)
         })
@@ -308,7 +341,7 @@ async fn accept_until<R: Runtime>(
             }
             Some(Err(error)) if is_resource_exhaustion(&error) => {
                 tracing::warn!(%error, "accept failed; backing off");
-                backoff = Some(shared.runtime.timer(shared.runtime.now() + accept_backoff));
+                backoff = Some(shared.runtime.timer(shared.runtime.now() + config.accept_backoff));
             }
             Some(Err(error)) => tracing::debug!(%error, "accept failed"),
         }

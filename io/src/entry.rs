@@ -31,7 +31,7 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
     };
     init_logging(config.benchmark);
     let fd_limit = crate::sys::raise_fd_limit();
-    tracing::info!(binary, fd_limit, threads = config.threads, "starting");
+    tracing::info!(binary, fd_limit, workers = thread_count(&config), "starting");
     let benchmark = config.benchmark;
     match serve(config) {
         Ok(snapshot) => {
@@ -56,12 +56,9 @@ fn init_logging(benchmark: bool) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// The executor thread count: `--threads`, or one per CPU when 0.
+/// The worker count core chooses for this host (`--threads`, or from the CPUs).
 pub fn thread_count(config: &Config) -> usize {
-    match config.threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        n => n,
-    }
+    config.workers(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 /// How a worker learns it must stop. Worker 0 waits for the OS signal and
