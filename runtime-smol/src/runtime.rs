@@ -155,10 +155,16 @@ impl AsFd for SmolTcp {
 impl AsyncRead for SmolTcp {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let source = &self.0;
+        let wanted = buf.remaining();
         let read = ready!(source.poll_with(Dir::Read, cx, || {
             rustix::io::read(source, buf.initialize_unfilled()).map_err(io::Error::from)
         }))?;
         buf.advance(read);
+        // A short read drained the socket: wait for the next edge instead of
+        // paying a failed read to learn it (data since then brings a new edge).
+        if read > 0 && read < wanted {
+            source.clear_ready(Dir::Read);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -167,9 +173,14 @@ impl AsyncWrite for SmolTcp {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
         let source = &self.0;
         // NOSIGNAL: a backend that went away is an error, not a SIGPIPE.
-        source.poll_with(Dir::Write, cx, || {
+        let sent = ready!(source.poll_with(Dir::Write, cx, || {
             rustix::net::send(source, bytes, SendFlags::NOSIGNAL).map_err(io::Error::from)
-        })
+        }))?;
+        // A short write filled the send buffer: the next one waits for an edge.
+        if sent < bytes.len() {
+            source.clear_ready(Dir::Write);
+        }
+        Poll::Ready(Ok(sent))
     }
 
     fn poll_write_vectored(
@@ -178,7 +189,13 @@ impl AsyncWrite for SmolTcp {
         slices: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let source = &self.0;
-        source.poll_with(Dir::Write, cx, || rustix::io::writev(source, slices).map_err(io::Error::from))
+        let sent =
+            ready!(source
+                .poll_with(Dir::Write, cx, || rustix::io::writev(source, slices).map_err(io::Error::from)))?;
+        if sent < slices.iter().map(|slice| slice.len()).sum::<usize>() {
+            source.clear_ready(Dir::Write);
+        }
+        Poll::Ready(Ok(sent))
     }
 
     fn is_write_vectored(&self) -> bool {
