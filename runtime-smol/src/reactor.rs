@@ -262,7 +262,8 @@ impl Core {
 /// serving every [`Source`] and [`Timer`] made while it runs. One per thread at
 /// a time. The future is polled when its waker was woken; between polls the
 /// reactor waits for I/O and timers (without sleeping while the future has work:
-/// smol's executor yields after a bounded batch of tasks, which wakes it again).
+/// smol's executor runs at most 200 tasks per poll, then yields, which wakes it
+/// again, so I/O and timers are served between batches).
 pub fn block_on<T>(future: impl Future<Output = T>) -> io::Result<T> {
     let epoll_fd = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| context("creating an epoll", e))?;
     let notify_fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)

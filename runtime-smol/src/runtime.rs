@@ -189,6 +189,7 @@ impl AsyncWrite for SmolTcp {
         slices: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let source = &self.0;
+        // writev has no MSG_NOSIGNAL; Rust's runtime ignores SIGPIPE in the binary.
         let sent =
             ready!(source
                 .poll_with(Dir::Write, cx, || rustix::io::writev(source, slices).map_err(io::Error::from)))?;
