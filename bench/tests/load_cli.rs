@@ -29,7 +29,12 @@ fn json_report_matches_the_flags_and_the_outcome() {
         .expect("run handoff-load");
     let received = daemon.finish();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(handoff_bench::load::STREAMS_FAILED_EXIT)),
+        "one stream failed, so the exit says so; stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(
         output.stderr.is_empty(),
         "--quiet prints no progress: {}",

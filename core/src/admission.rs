@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(Refusal::Draining.to_string(), "shutting down");
         assert_eq!(
             Refusal::BadHandoff(HandoffError::Truncated).to_string(),
-            "bad handoff: handoff message was truncated"
+            "bad handoff: handoff message is larger than the 65536-byte limit"
         );
     }
 

@@ -104,7 +104,7 @@ pub struct Cli {
     pub max_connections: u64,
 
     /// Shared-nothing workers, one thread each (0 = one per two CPUs, at least one).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
 
     /// Seconds running streams may take to finish after SIGINT/SIGTERM.
@@ -402,11 +402,12 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// How many workers to start on a host with `cpus` CPUs: `--threads`, or for 0
-    /// one per two CPUs, at least one. Each worker has its own wake-ups (a sleep and
-    /// wake in `epoll_wait` is the largest fixed cost here), so a second worker on a
-    /// 2-CPU host shared with Apache and PHP costs more CPU per event and lengthens
-    /// the tail instead of adding capacity one worker lacks (see README, Workers).
+    /// How many workers to start on a host with `cpus` CPUs: `--threads` (default 1),
+    /// or for 0 one per two CPUs, at least one. Each worker has its own wake-ups (a
+    /// sleep and wake in `epoll_wait` is the largest fixed cost here), so a second
+    /// worker on a 2-CPU host shared with Apache and PHP costs more CPU per event and
+    /// lengthens the tail instead of adding capacity one worker lacks; and with more
+    /// than one worker a rare lost handoff is still open (see README, Workers).
     pub fn workers(&self, cpus: usize) -> usize {
         match self.threads {
             0 => (cpus / 2).max(1),
@@ -601,8 +602,10 @@ mod tests {
     }
 
     #[test]
-    fn default_workers_are_one_per_two_cpus_and_at_least_one() {
-        let auto = cli(&[]).into_config().unwrap();
+    fn one_worker_by_default_and_zero_means_one_per_two_cpus() {
+        let default = cli(&[]).into_config().unwrap();
+        assert_eq!([1, 2, 16].map(|cpus| default.workers(cpus)), [1, 1, 1]);
+        let auto = cli(&["--threads", "0"]).into_config().unwrap();
         assert_eq!([1, 2, 3, 4, 16].map(|cpus| auto.workers(cpus)), [1, 1, 1, 2, 8]);
         assert_eq!(auto.workers(0), 1, "an unknown CPU count still starts a worker");
         let pinned = cli(&["--threads", "3"]).into_config().unwrap();

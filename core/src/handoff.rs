@@ -89,7 +89,8 @@ pub struct HeaderRejection {
 pub enum HandoffError {
     /// The payload is larger than [`MAX_HANDOFF_BYTES`].
     TooLarge { len: usize },
-    /// The kernel cut the message (MSG_TRUNC): the runtime reports it with this.
+    /// The message was longer than [`MAX_HANDOFF_BYTES`], so the runtime received
+    /// only part of it (MSG_TRUNC, or a stream past the limit).
     Truncated,
     /// Not valid JSON; the message says where.
     NotJson(String),
@@ -105,7 +106,9 @@ impl std::fmt::Display for HandoffError {
             HandoffError::TooLarge { len } => {
                 write!(f, "handoff data is {len} bytes, over the {MAX_HANDOFF_BYTES}-byte limit")
             }
-            HandoffError::Truncated => write!(f, "handoff message was truncated"),
+            HandoffError::Truncated => {
+                write!(f, "handoff message is larger than the {MAX_HANDOFF_BYTES}-byte limit")
+            }
             HandoffError::NotJson(why) => write!(f, "handoff data is not valid JSON: {why}"),
             HandoffError::NotObject => write!(f, "handoff data is not a JSON object"),
             HandoffError::InvalidField { field, reason } => {

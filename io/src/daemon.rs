@@ -368,8 +368,13 @@ fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd) {
             let shared_for_task = shared.clone();
             shared.runtime.spawn(receive_later(shared_for_task, conn, partial));
         }
-        Err(error) => tracing::warn!(%error, "receiving a handoff failed"),
+        Err(error) => tracing::warn!(%error, peer_pid = peer_pid(&conn), "receiving a handoff failed"),
     }
+}
+
+/// The connecting process, for the log of a module connection that went wrong.
+fn peer_pid(conn: &impl AsFd) -> Option<i32> {
+    rustix::net::sockopt::socket_peercred(conn).ok().map(|cred| cred.pid.as_raw_nonzero().get())
 }
 
 async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut partial: Received) {
@@ -385,8 +390,13 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
     let timeout = shared.receive_timeout;
     match with_deadline(&shared.runtime, shared.runtime.now() + timeout, receive).await {
         Some(Ok(received)) => start_stream(&shared, received),
-        Some(Err(error)) => tracing::warn!(%error, "receiving a handoff failed"),
-        None => tracing::warn!("a handoff connection sent nothing for {timeout:?}; dropped"),
+        Some(Err(error)) => {
+            tracing::warn!(%error, peer_pid = peer_pid(&conn), "receiving a handoff failed (waited for it)")
+        }
+        None => tracing::warn!(
+            peer_pid = peer_pid(&conn),
+            "a handoff connection sent nothing for {timeout:?}; dropped"
+        ),
     }
 }
 

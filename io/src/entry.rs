@@ -18,7 +18,12 @@ use crate::daemon::{DaemonError, Listening, WorkerPlan};
 /// Parses the command line (exiting with clap's message and status 2 on bad
 /// flags), then runs `serve` with the validated configuration.
 pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot, DaemonError>) -> ExitCode {
-    let matches = Cli::command().name(binary).get_matches();
+    let about = format!(
+        "{binary}: takes the client sockets Apache's mod_socket_handoff hands over a Unix socket \
+         and streams LLM tokens to them as Server-Sent Events, from an OpenAI-compatible API \
+         or the built-in mock"
+    );
+    let matches = Cli::command().name(binary).about(about).get_matches();
     let config = match Cli::from_arg_matches(&matches)
         .map_err(|e| e.to_string())
         .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
@@ -49,11 +54,27 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the level (warn under `--benchmark`).
+/// Logs to stderr; `RUST_LOG` overrides the filter. Colour only on a terminal and
+/// never with `NO_COLOR` set, so files and pipes get plain text.
 fn init_logging(benchmark: bool) {
-    let default = if benchmark { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(benchmark)));
+    let colour =
+        std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Our crates at info (warn under `--benchmark`), every dependency at warn: h2's
+/// and rustls's debug output is per frame and record.
+fn default_filter(benchmark: bool) -> String {
+    let ours = if benchmark { "warn" } else { "info" };
+    ["handoff_core", "handoff_io", "handoff_tokio", "handoff_smol"]
+        .iter()
+        .fold(String::from("warn"), |filter, krate| format!("{filter},{krate}={ours}"))
 }
 
 /// The worker count core chooses for this host (`--threads`, or from the CPUs).

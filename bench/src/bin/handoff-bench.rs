@@ -111,7 +111,7 @@ struct CompareArgs {
     /// connection; 9000 keeps 10,000 streams inside a 20,000 fd budget).
     #[arg(long, default_value_t = 9_000)]
     http1_backend_connections: usize,
-    /// `--threads` for our daemons (default: theirs, one per two CPUs).
+    /// `--threads` for our daemons (default: theirs, one worker).
     #[arg(long)]
     daemon_threads: Option<usize>,
     /// mock-llm worker threads (default: one per CPU).

@@ -9,7 +9,14 @@ use clap::Parser;
 use handoff_bench::load::{self, ClientKind, HandoffSocketType, LoadConfig, DEFAULT_DATA};
 
 #[derive(Debug, Parser)]
-#[command(name = "handoff-load", version, about)]
+#[command(
+    name = "handoff-load",
+    version,
+    about,
+    after_help = "Exit status: 0 when every stream completed, 3 when the run finished but some \
+                  streams failed (the report says which and why), 1 when the run itself could \
+                  not be made, 2 for bad flags."
+)]
 struct Args {
     /// The daemon's Unix socket.
     #[arg(short, long, default_value = "/run/streaming-daemon.sock")]
@@ -89,5 +96,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    ExitCode::SUCCESS
+    if report.failed > 0 {
+        ExitCode::from(load::STREAMS_FAILED_EXIT)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

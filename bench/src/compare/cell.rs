@@ -308,7 +308,10 @@ async fn run_generator(
     match waited {
         None => return Err(format!("the load generator was still running after {bound:?}").into()),
         Some(Err(error)) => return Err(format!("waiting for the load generator: {error}").into()),
-        Some(Ok(status)) if !status.success() => {
+        // Failed streams are a result the report holds, not a broken run.
+        Some(Ok(status))
+            if !status.success() && status.code() != Some(i32::from(crate::load::STREAMS_FAILED_EXIT)) =>
+        {
             return Err(format!("the load generator failed ({status}){}", log_tail(&log)).into());
         }
         Some(Ok(_)) => {}

@@ -105,7 +105,7 @@ impl Endpoint {
 /// Per-daemon settings that are not the workload's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DaemonOptions {
-    /// `--threads` for our daemons (`None`: their default, one per two CPUs).
+    /// `--threads` for our daemons (`None`: their default, one worker).
     pub threads: Option<usize>,
     /// `--backend-connections` for our daemons under HTTP/1.1 (one stream each).
     pub http1_backend_connections: usize,

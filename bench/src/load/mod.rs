@@ -44,6 +44,10 @@ use progress::ProgressLine;
 use stream::{LiveCounters, StreamContext};
 use tally::Tally;
 
+/// handoff-load's exit status when the run finished but some streams failed: the
+/// report is complete, so callers that read it (compare) take it as a result.
+pub const STREAMS_FAILED_EXIT: u8 = 3;
+
 /// Slack after ramp + timeout before streams still running are cut off as timeouts.
 pub const RUN_MARGIN: Duration = Duration::from_secs(5);
 

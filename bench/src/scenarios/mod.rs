@@ -164,6 +164,7 @@ macro_rules! scenario_tests {
             lifecycle::stream_socket_type_handoff_works,
             lifecycle::socket_file_has_the_configured_mode,
             lifecycle::soft_fd_limit_is_raised_to_the_hard_limit,
+            lifecycle::logs_to_a_pipe_are_plain_text_at_info,
         );
     };
     (@each $binary:expr; $($module:ident :: $name:ident),* $(,)?) => {

@@ -169,3 +169,16 @@ pub async fn sigterm_answers_every_queued_handoff(cx: Context) {
     assert_eq!(daemon.summary_count("rejected (503)"), Some(refused), "503s counted: {summary:?}");
     assert_eq!(daemon.summary_count("completed"), Some(streamed), "{summary:?}");
 }
+
+/// Written to a pipe (as under systemd or a log file), the log is plain text: no
+/// colour codes, our own lines at info, and no dependency's debug output.
+pub async fn logs_to_a_pipe_are_plain_text_at_info(cx: Context) {
+    let mut daemon = mock_daemon(&cx, 5).start().await;
+    expect_mock_stream(&daemon, r#"{"prompt":"log me"}"#).await;
+    daemon.signal_terminate();
+    daemon.expect_clean_exit().await;
+    let log = daemon.stderr();
+    assert!(log.contains("listening"), "our info lines are logged by default: {log:?}");
+    assert!(!log.contains('\u{1b}'), "colour codes written to a pipe: {log:?}");
+    assert!(!log.contains("DEBUG") && !log.contains("TRACE"), "debug output by default: {log:?}");
+}
