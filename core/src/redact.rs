@@ -100,6 +100,8 @@ fn openai_key(text: &str, at: usize) -> Option<Secret> {
     let start = at + PREFIX.len();
     let rest = text.get(at..)?.strip_prefix(PREFIX)?;
     let mut chars = 0;
+    let mut before_any_dot = 0;
+    let mut dotted = false;
     let mut len = 0;
     let mut iter = rest.char_indices().peekable();
     while let Some((i, c)) = iter.next() {
@@ -109,10 +111,21 @@ fn openai_key(text: &str, at: usize) -> Option<Secret> {
         if !(is_base64url(c) || is_mask || inner_dot) {
             break;
         }
-        chars += 1;
+        // Dots join a mask to the key's visible part ("sk-...abcd"); they are not
+        // key length.
+        if inner_dot {
+            dotted = true;
+        } else {
+            chars += 1;
+            if !dotted {
+                before_any_dot += 1;
+            }
+        }
         len = i + c.len_utf8();
     }
-    let long_enough = chars >= MIN_ANYWHERE || (chars >= MIN_AT_WORD_START && starts_word(text, at));
+    // Mid-word ("task-…"), the characters before any dot must make the key: keys
+    // have no dots, and dotted prose after such a word would otherwise read as one.
+    let long_enough = before_any_dot >= MIN_ANYWHERE || (chars >= MIN_AT_WORD_START && starts_word(text, at));
     long_enough.then(|| Secret { replace: start..start + len, with: REDACTED })
 }
 
@@ -340,6 +353,17 @@ mod tests {
             "AIza",
             "\n",
         ])
+    }
+
+    #[test]
+    fn dotted_prose_after_a_word_with_sk_is_not_a_key() {
+        // Found by the prose proptest: inner dots used to count toward the
+        // 20-character length that makes a mid-word `sk-` a key.
+        for text in
+            ["a:ask-aa.aaaa-a.a..aaaaaaa", "a,ask-aaa.aaaaaaaa-aaaaaaaa", "see task-a.b.c.d.e.f.g.h.i.j.k"]
+        {
+            assert!(matches!(redact(text), Cow::Borrowed(same) if same == text), "{text:?}");
+        }
     }
 
     proptest! {
