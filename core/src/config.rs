@@ -343,6 +343,8 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// How workers share the accepting (its `workers` is set per worker).
     pub accept_balance: crate::balance::AcceptBalance,
+    /// How often accept loops stamp a heartbeat and when one counts as hung.
+    pub liveness: crate::liveness::Liveness,
     /// After the drain deadline, how long ended streams get to write their error
     /// event and close.
     pub forced_stop_grace: Duration,
@@ -508,6 +510,7 @@ impl Cli {
             receive_timeout: Duration::from_secs(self.receive_timeout),
             accept_backoff: Duration::from_millis(100),
             accept_balance: crate::balance::AcceptBalance::default(),
+            liveness: crate::liveness::Liveness::default(),
             forced_stop_grace: Duration::from_secs(5),
             retry_after_secs: self.retry_after,
             backend,

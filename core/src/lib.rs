@@ -46,6 +46,7 @@ pub mod handoff;
 pub mod http1;
 pub mod json;
 pub mod limits;
+pub mod liveness;
 pub mod mock;
 pub mod openai;
 pub mod pool;

@@ -7,13 +7,14 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use handoff_core::config::{Backend, Config, SocketType};
 use handoff_core::http1;
 use handoff_core::limits::{Limits, Snapshot};
+use handoff_core::liveness::Liveness;
 use handoff_core::mock;
 use handoff_core::pool::StreamId;
 use handoff_core::stream::close::Closing;
@@ -39,6 +40,11 @@ pub struct Global {
     /// Every worker's open client sockets: what a worker's own count is weighed
     /// against when it decides whether to accept (two atomic adds per stream).
     open_sockets: AtomicU64,
+    /// The clock heartbeats are stamped on (time since this).
+    started: Instant,
+    /// Each worker's heartbeat, registered once as it starts; read (under the
+    /// lock) only by whoever asks whether the daemon is alive, never per event.
+    beats: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl Global {
@@ -49,7 +55,46 @@ impl Global {
             unlinked: AtomicBool::new(false),
             handoffs: AtomicU64::new(0),
             open_sockets: AtomicU64::new(0),
+            started: Instant::now(),
+            beats: Mutex::new(Vec::new()),
         })
+    }
+
+    /// True once shutdown began (the health endpoint answers 503 then).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// A new worker's heartbeat, stamped now.
+    fn heartbeat(&self, now: Instant) -> Heartbeat {
+        let heartbeat = Heartbeat { started: self.started, stamp: Arc::new(AtomicU64::new(0)) };
+        heartbeat.beat(now);
+        if let Ok(mut beats) = self.beats.lock() {
+            beats.push(Arc::clone(&heartbeat.stamp));
+        }
+        heartbeat
+    }
+
+    /// Whether every worker's accept loop turned recently, as core's
+    /// [`Liveness`] judges it.
+    pub fn alive(&self, now: Instant, liveness: &Liveness) -> bool {
+        let Ok(beats) = self.beats.lock() else { return false };
+        let millis = |stamp: &Arc<AtomicU64>| Duration::from_millis(stamp.load(Ordering::Relaxed));
+        liveness.alive(now.saturating_duration_since(self.started), beats.iter().map(millis))
+    }
+}
+
+/// One worker's stamp: milliseconds since [`Global`]'s start when its accept
+/// loop last turned.
+struct Heartbeat {
+    started: Instant,
+    stamp: Arc<AtomicU64>,
+}
+
+impl Heartbeat {
+    fn beat(&self, now: Instant) {
+        let millis = now.saturating_duration_since(self.started).as_millis();
+        self.stamp.store(u64::try_from(millis).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -137,6 +182,12 @@ impl Listening {
             "listening"
         );
         Ok(Listening { config, listener, global })
+    }
+
+    /// What the workers share: admission, the drain flag and their heartbeats
+    /// (for whatever reports on the daemon from outside the workers).
+    pub fn global(&self) -> Arc<Global> {
+        Arc::clone(&self.global)
     }
 
     /// Worker `index` of `count`. Every worker accepts from the same socket
@@ -297,10 +348,19 @@ async fn accept_until<R: Runtime>(
     // Over its share, this worker leaves the next connection to the others until
     // this passes, then accepts what is still queued (core's `balance`).
     let mut deferred: Option<R::Timer> = None;
+    // Stamped at least every `beat_every`, idle or not: a loop that stops
+    // turning is what the health endpoint and the watchdog detect.
+    let heartbeat = shared.global.heartbeat(shared.runtime.now());
+    let mut next_beat = shared.runtime.timer(shared.runtime.now() + config.liveness.beat_every);
     loop {
         let accepted = std::future::poll_fn(|cx| {
             if shutdown.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
+            }
+            while next_beat.poll_expired(cx).is_ready() {
+                let now = shared.runtime.now();
+                heartbeat.beat(now);
+                next_beat = shared.runtime.timer(now + config.liveness.beat_every);
             }
             if let Some(timer) = &mut backoff {
                 if timer.poll_expired(cx).is_pending() {
@@ -502,5 +562,25 @@ async fn wait_for_streams<R: Runtime>(shared: &Arc<Shared<R>>, deadline: Instant
             return false;
         }
         crate::runtime::sleep_until(&shared.runtime, (now + CHECK_EVERY).min(deadline)).await;
+    }
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_stops_beating_makes_the_daemon_not_alive_until_it_beats_again() {
+        let global = Global::new(Limits::new(1));
+        let liveness = Liveness::default();
+        let start = global.started;
+        assert!(!global.alive(start, &liveness), "no worker yet");
+        let first = global.heartbeat(start);
+        let second = global.heartbeat(start);
+        assert!(global.alive(start + Duration::from_secs(5), &liveness));
+        first.beat(start + Duration::from_secs(5));
+        assert!(!global.alive(start + Duration::from_secs(6), &liveness), "the second is stale");
+        second.beat(start + Duration::from_secs(6));
+        assert!(global.alive(start + Duration::from_secs(6), &liveness));
     }
 }
