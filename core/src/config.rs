@@ -37,6 +37,14 @@ pub enum SocketType {
     Stream,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal, never with NO_COLOR).
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and every field.
+    Json,
+}
+
 /// Streaming daemon for mod_socket_handoff: takes client sockets handed off by
 /// Apache and streams LLM responses to them as Server-Sent Events.
 #[derive(Clone, Parser)]
@@ -49,6 +57,15 @@ pub struct Cli {
     /// Socket file permissions, octal.
     #[arg(short = 'm', long, default_value = "0660")]
     pub mode: String,
+
+    /// User that owns the socket file (name or numeric id; default: the daemon's).
+    #[arg(long, value_name = "USER")]
+    pub socket_owner: Option<String>,
+
+    /// Group of the socket file (name or numeric id), e.g. Apache's `www-data`, so
+    /// that with --mode 0660 Apache may connect and nobody else may.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
 
     /// Unix socket type the module speaks.
     #[arg(long, value_enum, default_value_t = SocketType::Seqpacket)]
@@ -170,6 +187,15 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub h2_stream_window: u64,
 
+    /// TOML file setting any of these flags by its long name (`max-connections =
+    /// 20000`); flags and environment variables override it.
+    #[arg(long, value_name = "FILE", env = "HANDOFF_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, env = "HANDOFF_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// HTTP/2 flow-control window of each backend connection, in bytes (at least
     /// --h2-stream-window, at most 2147483647). Default: streams per connection ×
     /// --h2-stream-window, so every stream can have its whole window in flight and
@@ -203,6 +229,8 @@ impl std::fmt::Debug for Cli {
         let Cli {
             socket,
             mode,
+            socket_owner,
+            socket_group,
             socket_type,
             delay,
             backend,
@@ -231,10 +259,14 @@ impl std::fmt::Debug for Cli {
             connect_timeout,
             h2_stream_window,
             h2_connection_window,
+            config,
+            log_format,
         } = self;
         f.debug_struct("Cli")
             .field("socket", socket)
             .field("mode", mode)
+            .field("socket_owner", socket_owner)
+            .field("socket_group", socket_group)
             .field("socket_type", socket_type)
             .field("delay", delay)
             .field("backend", backend)
@@ -263,6 +295,8 @@ impl std::fmt::Debug for Cli {
             .field("connect_timeout", connect_timeout)
             .field("h2_stream_window", h2_stream_window)
             .field("h2_connection_window", h2_connection_window)
+            .field("config", config)
+            .field("log_format", log_format)
             .finish()
     }
 }
@@ -332,7 +366,12 @@ pub enum Backend {
 pub struct Config {
     pub socket_path: PathBuf,
     pub socket_mode: u32,
+    /// `--socket-owner` / `--socket-group` as given (a name or a numeric id);
+    /// resolved when the socket is bound.
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
     pub socket_type: SocketType,
+    pub log_format: LogFormat,
     pub threads: usize,
     pub benchmark: bool,
     pub max_streams: u64,
@@ -402,6 +441,19 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// The flag whose value was refused, so a caller can say where it was set.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            ConfigError::BadMode(_) => "--mode",
+            ConfigError::BadUrl { .. } => "--openai-base",
+            ConfigError::ZeroValue(flag) | ConfigError::WindowOutOfRange { flag, .. } => flag,
+            ConfigError::ConnectionWindowBelowStreamWindow { .. } => "--h2-connection-window",
+            ConfigError::ClientBufferTooSmall(_) => "--client-buffer",
+        }
+    }
+}
 
 impl Config {
     /// How many workers to start on a host with `cpus` CPUs: `--threads` (default 1),
@@ -502,7 +554,10 @@ impl Cli {
         Ok(Config {
             socket_path: self.socket,
             socket_mode,
+            socket_owner: self.socket_owner,
+            socket_group: self.socket_group,
             socket_type: self.socket_type,
+            log_format: self.log_format,
             threads: self.threads,
             benchmark: self.benchmark,
             max_streams: self.max_connections,
@@ -890,6 +945,38 @@ mod tests {
         let mut no_key = cli;
         no_key.openai_api_key = None;
         assert!(format!("{no_key:?}").contains("openai_api_key: None"));
+    }
+
+    #[test]
+    fn log_format_and_socket_ownership_reach_the_config() {
+        let config = cli(&[]).into_config().unwrap();
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!((config.socket_owner, config.socket_group), (None, None));
+        let config = cli(&["--log-format", "json", "--socket-owner", "handoff", "--socket-group", "33"])
+            .into_config()
+            .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.socket_owner.as_deref(), Some("handoff"));
+        assert_eq!(config.socket_group.as_deref(), Some("33"));
+        assert!(Cli::try_parse_from(["handoff", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn each_config_error_names_the_flag_it_refuses() {
+        let refused = |args: &[&str]| cli(args).into_config().unwrap_err().flag();
+        assert_eq!(refused(&["--mode", "9"]), "--mode");
+        assert_eq!(refused(&["-b", "openai", "--openai-base", "ftp://x"]), "--openai-base");
+        assert_eq!(refused(&["--linger", "0"]), "--linger");
+        assert_eq!(refused(&["--h2-stream-window", "0"]), "--h2-stream-window");
+        assert_eq!(refused(&["--h2-connection-window", "1"]), "--h2-connection-window");
+        assert_eq!(refused(&["--client-buffer", "1"]), "--client-buffer");
+        // Every name given is a real flag, so a caller can look it up.
+        use clap::CommandFactory;
+        let command = Cli::command();
+        for flag in ["--mode", "--openai-base", "--h2-connection-window", "--client-buffer"] {
+            let long = flag.trim_start_matches('-');
+            assert!(command.get_arguments().any(|arg| arg.get_long() == Some(long)), "{flag}");
+        }
     }
 
     #[test]

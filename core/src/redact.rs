@@ -22,18 +22,52 @@
 //! - **Google API keys** (Gemini's OpenAI-compatible API): `AIza` starting a
 //!   word, followed by 30 or more base64url characters, becomes `[redacted]`.
 //!
+//! - **The daemon's own key:** once [`register_secret`] is given the configured
+//!   API key, that exact text becomes `[redacted]` whatever its shape (a
+//!   self-hosted backend's token need not look like any of the above).
+//!
 //! Every replacement is left unchanged by a second pass, so redacting twice
 //! costs nothing.
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// What a redacted secret is replaced with (the `sk-` or `Bearer ` before it kept).
 pub const REDACTED: &str = "[redacted]";
 
-/// `text` with every key-like substring replaced (see the module's rules);
-/// borrowed, without allocating, when there is none.
+/// Shorter secrets are not registered: a placeholder key such as `EMPTY` or
+/// `none` (self-hosted servers take any) protects nothing and is a common word.
+pub const MIN_REGISTERED_SECRET: usize = 8;
+
+/// The daemon's own secret, set once at start.
+static REGISTERED: OnceLock<Box<str>> = OnceLock::new();
+
+/// Makes [`redact`] replace `secret` (the configured API key) wherever it appears,
+/// from now on. Set once per process, at start; returns false when it was not
+/// registered (too short, or one is already set).
+pub fn register_secret(secret: &str) -> bool {
+    secret.len() >= MIN_REGISTERED_SECRET && REGISTERED.set(secret.into()).is_ok()
+}
+
+/// `text` with every key-like substring and the registered secret replaced
+/// (see the module's rules); borrowed, without allocating, when there is none.
 pub fn redact(text: &str) -> Cow<'_, str> {
+    redact_with(text, REGISTERED.get().map(|secret| &**secret))
+}
+
+/// [`redact`] with `known` as the registered secret.
+pub fn redact_with<'a>(text: &'a str, known: Option<&str>) -> Cow<'a, str> {
+    match known.filter(|secret| !secret.is_empty()) {
+        Some(secret) if memchr::memmem::find(text.as_bytes(), secret.as_bytes()).is_some() => {
+            Cow::Owned(redact_shapes(&text.replace(secret, REDACTED)).into_owned())
+        }
+        _ => redact_shapes(text),
+    }
+}
+
+/// `text` with every key-like substring replaced, borrowed when there is none.
+fn redact_shapes(text: &str) -> Cow<'_, str> {
     let Some(first) = next_secret(text, 0) else {
         return Cow::Borrowed(text);
     };
@@ -364,6 +398,29 @@ mod tests {
         {
             assert!(matches!(redact(text), Cow::Borrowed(same) if same == text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_known_secret_is_redacted_whatever_its_shape() {
+        const KEY: &str = "selfhosted-LeakCheck-7f3a9c2e1b5d4f60";
+        let text = format!("Incorrect API key provided: {KEY}. Key {KEY}!");
+        assert_eq!(redact_with(&text, Some(KEY)), "Incorrect API key provided: [redacted]. Key [redacted]!");
+        assert_eq!(redact_with(&text, None), text, "not key-shaped, so only knowing it catches it");
+        // Shapes are still redacted around it, and a second pass changes nothing.
+        let mixed = format!("{KEY} and sk-proj-abcdefghijklmnopqrstuvwx");
+        let once = redact_with(&mixed, Some(KEY)).into_owned();
+        assert_eq!(once, "[redacted] and sk-[redacted]");
+        assert_eq!(redact_with(&once, Some(KEY)), once);
+        assert!(matches!(redact_with("nothing here", Some(KEY)), Cow::Borrowed(_)));
+        assert!(matches!(redact_with("nothing here", Some("")), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn short_placeholder_keys_are_not_registered() {
+        // Only the length check is exercised: registering for real would change
+        // what every other test in this process sees.
+        assert!(!register_secret("EMPTY"));
+        assert!(!register_secret(""));
     }
 
     proptest! {

@@ -172,7 +172,7 @@ pub struct WorkerPlan {
 impl Listening {
     /// Binds the socket (a live daemon's is refused, a stale one replaced).
     pub fn bind(config: Config) -> Result<Listening, DaemonError> {
-        let listener = listener::bind(&config.socket_path, config.socket_type, config.socket_mode)
+        let listener = listener::bind(&config.socket_path, config.socket_type, listener::Access::of(&config))
             .map_err(DaemonError::Bind)?;
         let global = Global::new(Limits::new(config.max_streams));
         tracing::info!(

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use handoff_core::config::{Cli, Config};
+use handoff_core::config::{Backend, Cli, Config, LogFormat, OpenAiConfig};
 use handoff_core::limits::{self, Snapshot};
 use tracing_subscriber::EnvFilter;
 
@@ -23,10 +23,19 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
          and streams LLM tokens to them as Server-Sent Events, from an OpenAI-compatible API \
          or the built-in mock"
     );
-    let matches = Cli::command().name(binary).about(about).get_matches();
+    let command = Cli::command().name(binary).about(about);
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = command.clone().get_matches_from(&argv);
+    let (matches, file) = match crate::config_file::apply(&command, &argv, matches) {
+        Ok(merged) => merged,
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match Cli::from_arg_matches(&matches)
         .map_err(|e| e.to_string())
-        .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+        .and_then(|cli| cli.into_config().map_err(|e| crate::config_file::describe(file.as_ref(), &e)))
     {
         Ok(config) => config,
         Err(error) => {
@@ -34,7 +43,15 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
             return ExitCode::from(2);
         }
     };
-    init_logging(config.benchmark);
+    // From here on, upstream text that quotes our key has it redacted, whatever
+    // the key looks like.
+    if let Backend::OpenAi(OpenAiConfig { api_key: Some(key), .. }) = &config.backend {
+        handoff_core::redact::register_secret(key);
+    }
+    init_logging(config.benchmark, config.log_format);
+    if let Some(file) = &file {
+        tracing::info!(config = %file.path.display(), "read the config file");
+    }
     let fd_limit = crate::sys::raise_fd_limit();
     tracing::info!(binary, fd_limit, workers = thread_count(&config), "starting");
     let benchmark = config.benchmark;
@@ -54,18 +71,29 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the filter. Colour only on a terminal and
-/// never with `NO_COLOR` set, so files and pipes get plain text.
-fn init_logging(benchmark: bool) {
+/// Logs to stderr; `RUST_LOG` overrides the filter. Text has colour only on a
+/// terminal and never with `NO_COLOR` set, so files and pipes get plain text.
+/// JSON is one object per line with the event's fields at the top level
+/// (`timestamp`, `level`, `target`, `message`, then each field by its name), which
+/// journald, Loki and `jq` take as they are.
+fn init_logging(benchmark: bool, format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(benchmark)));
-    let colour =
-        std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).try_init()
+        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_ansi(false)
+            .try_init(),
+    };
 }
 
 /// Our crates at info (warn under `--benchmark`), every dependency at warn: h2's

@@ -10,8 +10,10 @@
 //! Behaviour decisions (status codes, `[DONE]` rules, cancel on disconnect, pool
 //! choice, limits) live in `handoff-core`; this crate moves bytes.
 
+pub mod accounts;
 pub mod backend;
 pub mod client;
+pub mod config_file;
 pub mod daemon;
 pub mod driver;
 pub mod entry;

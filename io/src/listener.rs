@@ -21,6 +21,12 @@ pub enum BindError {
     InUse(PathBuf),
     /// Something that is not a socket is at the path; it is left alone.
     NotASocket(PathBuf),
+    /// `--socket-owner` or `--socket-group` names no account.
+    Account {
+        /// The flag the name came from.
+        flag: &'static str,
+        error: crate::accounts::AccountError,
+    },
     Io {
         what: &'static str,
         path: PathBuf,
@@ -37,6 +43,7 @@ impl std::fmt::Display for BindError {
             BindError::NotASocket(path) => {
                 write!(f, "{}: exists and is not a socket; refusing to replace it", path.display())
             }
+            BindError::Account { flag, error } => write!(f, "{flag}: {error}"),
             BindError::Io { what, path, error } => write!(f, "{}: {what}: {error}", path.display()),
         }
     }
@@ -51,10 +58,39 @@ fn rustix_type(socket_type: SocketType) -> rustix::net::SocketType {
     }
 }
 
-/// Creates, binds and listens: non-blocking, close-on-exec, `mode` applied. A stale
+/// Who may connect: the socket file's mode, and its owner and group (names or
+/// numeric ids) when they are to be changed from the daemon's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access<'a> {
+    pub mode: u32,
+    pub owner: Option<&'a str>,
+    pub group: Option<&'a str>,
+}
+
+impl<'a> Access<'a> {
+    /// The socket access the configuration asks for.
+    pub fn of(config: &'a handoff_core::config::Config) -> Access<'a> {
+        Access {
+            mode: config.socket_mode,
+            owner: config.socket_owner.as_deref(),
+            group: config.socket_group.as_deref(),
+        }
+    }
+}
+
+/// Creates, binds and listens: non-blocking, close-on-exec, owner, group and mode
+/// applied before `listen`, so until the file is as configured every connect is
+/// refused (the module retries those) and nobody else ever gets in. A stale
 /// socket file (nobody accepting) is replaced; a live daemon's socket is not.
-pub fn bind(path: &Path, socket_type: SocketType, mode: u32) -> Result<OwnedFd, BindError> {
+/// Owner and group names are resolved first: an unknown one fails before any
+/// file is touched.
+pub fn bind(path: &Path, socket_type: SocketType, access: Access<'_>) -> Result<OwnedFd, BindError> {
     let io_error = |what, error: io::Error| BindError::Io { what, path: path.to_owned(), error };
+    let account = |flag, error| BindError::Account { flag, error };
+    let uid =
+        access.owner.map(crate::accounts::user_id).transpose().map_err(|e| account("--socket-owner", e))?;
+    let gid =
+        access.group.map(crate::accounts::group_id).transpose().map_err(|e| account("--socket-group", e))?;
     let address = SocketAddrUnix::new(path).map_err(|e| io_error("socket path", e.into()))?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => return Err(BindError::NotASocket(path.to_owned())),
@@ -75,8 +111,21 @@ pub fn bind(path: &Path, socket_type: SocketType, mode: u32) -> Result<OwnedFd, 
     )
     .map_err(|e| io_error("socket", e.into()))?;
     rustix::net::bind(&fd, &address).map_err(|e| io_error("bind", e.into()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| io_error("chmod", e))?;
+    // chown first: it may clear mode bits, and the mode is what is asked for.
+    let permitted = if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(|e| io_error("chown", e))
+    } else {
+        Ok(())
+    }
+    .and_then(|()| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))
+            .map_err(|e| io_error("chmod", e))
+    });
+    if let Err(error) = permitted {
+        // Not left behind with the wrong owner for the next start to trip over.
+        let _ = std::fs::remove_file(path);
+        return Err(error);
+    }
     // The kernel caps this at net.core.somaxconn; ask for a deep queue so bursts
     // wait in the kernel instead of being refused.
     rustix::net::listen(&fd, 65_535).map_err(|e| io_error("listen", e.into()))?;

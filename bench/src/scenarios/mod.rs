@@ -165,6 +165,11 @@ macro_rules! scenario_tests {
             lifecycle::socket_file_has_the_configured_mode,
             lifecycle::soft_fd_limit_is_raised_to_the_hard_limit,
             lifecycle::logs_to_a_pipe_are_plain_text_at_info,
+            operating::operating_json_log_lines_parse_with_level_message_and_fields,
+            operating::operating_config_file_sits_under_environment_and_flags,
+            operating::operating_config_file_mistakes_name_file_line_and_key,
+            operating::operating_socket_owner_and_group_are_applied_before_accepting,
+            operating::operating_api_key_never_reaches_a_log_line_or_an_error,
         );
     };
     (@each $binary:expr; $($module:ident :: $name:ident),* $(,)?) => {
@@ -192,6 +197,7 @@ mod tests {
             ("lifecycle", include_str!("list/lifecycle.rs")),
             ("limits", include_str!("list/limits.rs")),
             ("mock", include_str!("list/mock.rs")),
+            ("operating", include_str!("list/operating.rs")),
             ("pacing", include_str!("list/pacing.rs")),
             ("patterns", include_str!("list/patterns.rs")),
             ("request", include_str!("list/request.rs")),

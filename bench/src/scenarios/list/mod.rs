@@ -7,6 +7,7 @@ pub mod handoffs;
 pub mod lifecycle;
 pub mod limits;
 pub mod mock;
+pub mod operating;
 pub mod pacing;
 pub mod patterns;
 pub mod request;

@@ -1,0 +1,434 @@
+//! `--config FILE`: a TOML file that sets any flag by its long name
+//! (`max-connections = 20000`, `socket = "/run/handoff/handoff.sock"`; `_` may
+//! stand for `-`).
+//!
+//! Precedence is flags > environment > file > defaults. The command line is
+//! parsed once as usual; every file key whose flag came from neither the command
+//! line nor the environment is then appended as `--key=value` and the whole line
+//! parsed again, so clap's own parsers and the usual validation judge file values
+//! exactly as they judge flags. Each value is first checked on its own (with the
+//! environment ignored), so a bad one is reported with the file, line and key.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command};
+use handoff_core::config::ConfigError;
+use toml::Spanned;
+
+/// The flag that names the file; it cannot be set inside it.
+const CONFIG_ID: &str = "config";
+
+/// A file that could not be used: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub path: PathBuf,
+    /// 1-based; `None` when the whole file is at fault (unreadable).
+    pub line: Option<usize>,
+    /// The key as written in the file.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// One key of the file, checked against its flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Setting {
+    /// The key as written.
+    key: String,
+    /// The flag's clap id (the `Cli` field name).
+    id: String,
+    line: usize,
+    /// What it adds to the command line (nothing for `benchmark = false`).
+    args: Vec<OsString>,
+}
+
+/// The file values that were used, for naming their line when validation of the
+/// merged configuration refuses one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub path: PathBuf,
+    used: Vec<Setting>,
+}
+
+impl Applied {
+    /// The line and key of the file value behind `flag` (`--max-connections`),
+    /// when the file set it.
+    pub fn origin(&self, flag: &str) -> Option<(usize, &str)> {
+        let long = flag.strip_prefix("--")?;
+        self.used
+            .iter()
+            .find(|setting| setting.key.replace('_', "-") == long)
+            .map(|setting| (setting.line, setting.key.as_str()))
+    }
+
+    /// `error` as the operator should read it: with the file, line and key when
+    /// the refused value came from the file.
+    pub fn describe(&self, error: &ConfigError) -> String {
+        match self.origin(error.flag()) {
+            Some((line, key)) => format!("{}:{line}: key `{key}`: {error}", self.path.display()),
+            None => error.to_string(),
+        }
+    }
+}
+
+/// `error` with its origin in the file when there was one.
+pub fn describe(applied: Option<&Applied>, error: &ConfigError) -> String {
+    applied.map_or_else(|| error.to_string(), |applied| applied.describe(error))
+}
+
+/// When `matches` (parsed from `argv` by `command`) name a config file, reads it
+/// and returns the matches with its values merged under flags and environment.
+pub fn apply(
+    command: &Command,
+    argv: &[OsString],
+    matches: ArgMatches,
+) -> Result<(ArgMatches, Option<Applied>), FileError> {
+    let Some(path) = matches.get_one::<PathBuf>(CONFIG_ID).cloned() else {
+        return Ok((matches, None));
+    };
+    let text = std::fs::read_to_string(&path).map_err(|error| FileError {
+        path: path.clone(),
+        line: None,
+        key: None,
+        message: format!("reading the config file: {error}"),
+    })?;
+    let settings = parse(command, &text).map_err(|problem| problem.in_file(&path))?;
+    let (merged, used) =
+        merge(command, argv, &matches, settings).map_err(|problem| problem.in_file(&path))?;
+    Ok((merged, Some(Applied { path, used })))
+}
+
+/// A problem found in the text, before the file's path is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    line: Option<usize>,
+    key: Option<String>,
+    message: String,
+}
+
+impl Problem {
+    fn in_file(self, path: &Path) -> FileError {
+        FileError { path: path.to_owned(), line: self.line, key: self.key, message: self.message }
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&byte| byte == b'\n').count() + 1
+}
+
+/// Every key of `text`, each checked against its flag in `command`, in file order.
+fn parse(command: &Command, text: &str) -> Result<Vec<Setting>, Problem> {
+    let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
+        toml::from_str(text).map_err(|error| Problem {
+            line: error.span().map(|span| line_of(text, span.start)),
+            key: None,
+            message: format!("not valid TOML: {}", error.message().trim_end()),
+        })?;
+    let mut entries: Vec<_> = table.into_iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    // Values are checked without the environment, which must not fail them.
+    let checker = command.clone().mut_args(|arg| arg.env(None::<&'static str>));
+    let mut settings: Vec<Setting> = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let line = line_of(text, key.span().start);
+        let key = key.into_inner();
+        let problem = |message: String| Problem { line: Some(line), key: Some(key.clone()), message };
+        let long = key.replace('_', "-");
+        let Some(arg) = command.get_arguments().find(|arg| arg.get_long() == Some(long.as_str())) else {
+            return Err(problem("unknown key: it names no flag (see --help)".to_owned()));
+        };
+        let id = arg.get_id().as_str().to_owned();
+        if id == CONFIG_ID {
+            return Err(problem("cannot be set in the config file".to_owned()));
+        }
+        if let Some(earlier) = settings.iter().find(|setting| setting.id == id) {
+            return Err(problem(format!("set twice (also on line {} as `{}`)", earlier.line, earlier.key)));
+        }
+        let value_line = line_of(text, value.span().start);
+        let args = match (arg.get_action(), value.into_inner()) {
+            (ArgAction::SetTrue, toml::Value::Boolean(true)) => vec![OsString::from(format!("--{long}"))],
+            (ArgAction::SetTrue, toml::Value::Boolean(false)) => Vec::new(),
+            (ArgAction::SetTrue, _) => return Err(problem("expected true or false".to_owned())),
+            (_, toml::Value::String(text)) => vec![OsString::from(format!("--{long}={text}"))],
+            (_, toml::Value::Integer(number)) => vec![OsString::from(format!("--{long}={number}"))],
+            (_, toml::Value::Boolean(flag)) => vec![OsString::from(format!("--{long}={flag}"))],
+            (_, toml::Value::Float(number)) => vec![OsString::from(format!("--{long}={number}"))],
+            (_, other) => {
+                return Err(Problem {
+                    line: Some(value_line),
+                    key: Some(key.clone()),
+                    message: format!("expected a string, number or boolean, not {}", other.type_str()),
+                })
+            }
+        };
+        let mut argv = vec![OsString::from(command.get_name())];
+        argv.extend(args.iter().cloned());
+        if let Err(error) = checker.clone().try_get_matches_from(argv) {
+            return Err(problem(clap_message(&error)));
+        }
+        settings.push(Setting { key, id, line, args });
+    }
+    Ok(settings)
+}
+
+/// clap's message without its `error: ` prefix and usage hint.
+fn clap_message(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
+/// `argv` with the file's settings added for every flag the command line and
+/// environment left at its default, parsed again; and the settings used.
+fn merge(
+    command: &Command,
+    argv: &[OsString],
+    matches: &ArgMatches,
+    settings: Vec<Setting>,
+) -> Result<(ArgMatches, Vec<Setting>), Problem> {
+    let mut merged = argv.to_vec();
+    let mut used = Vec::new();
+    for setting in settings {
+        let overridden = matches!(
+            matches.value_source(&setting.id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !overridden {
+            merged.extend(setting.args.iter().cloned());
+            used.push(setting);
+        }
+    }
+    let matches = command.clone().try_get_matches_from(merged).map_err(|error| Problem {
+        line: None,
+        key: None,
+        message: clap_message(&error),
+    })?;
+    Ok((matches, used))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+    use handoff_core::config::{Cli, LogFormat};
+
+    fn command() -> Command {
+        Cli::command().name("handoff")
+    }
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("handoff").chain(args.iter().copied()).map(OsString::from).collect()
+    }
+
+    /// Parses `args` with the file `text` merged in (environment as this process has it).
+    fn merged(text: &str, args: &[&str]) -> Result<(Cli, Vec<Setting>), Problem> {
+        let command = command();
+        let argv = argv(args);
+        let matches = command.clone().try_get_matches_from(&argv).expect("flags parse");
+        let settings = parse(&command, text)?;
+        let (matches, used) = merge(&command, &argv, &matches, settings)?;
+        Ok((Cli::from_arg_matches(&matches).expect("merged flags parse"), used))
+    }
+
+    #[test]
+    fn every_kind_of_value_sets_its_flag() {
+        let text = "\
+# the socket
+socket = \"/run/handoff/handoff.sock\"
+max-connections = 20000
+openai_http2 = false
+benchmark = true
+log-format = \"json\"
+socket-group = \"www-data\"
+h2-connection-window = 1048576
+";
+        let (cli, used) = merged(text, &[]).unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/run/handoff/handoff.sock"));
+        assert_eq!(cli.max_connections, 20_000);
+        assert!(!cli.openai_http2);
+        assert!(cli.benchmark);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(cli.socket_group.as_deref(), Some("www-data"));
+        assert_eq!(cli.h2_connection_window, Some(1_048_576));
+        let lines: Vec<_> = used.iter().map(|setting| (setting.key.as_str(), setting.line)).collect();
+        assert_eq!(lines[0], ("socket", 2));
+        assert_eq!(lines[2], ("openai_http2", 4), "an underscore key keeps its spelling");
+        assert_eq!(used.len(), 7);
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let (cli, used) =
+            merged("max-connections = 20000\ndelay = 7\n", &["--max-connections", "5"]).unwrap();
+        assert_eq!(cli.max_connections, 5, "the flag wins");
+        assert_eq!(cli.delay, 7, "the file beats the default");
+        assert_eq!(used.len(), 1, "only the file value used is reported");
+        let (cli, _) = merged("benchmark = false\n", &["--benchmark"]).unwrap();
+        assert!(cli.benchmark, "a false in the file does not clear a flag");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_line_and_key() {
+        let error = merged("delay = 1\n\nmax-conections = 5\n", &[]).unwrap_err();
+        assert_eq!(error.line, Some(3));
+        assert_eq!(error.key.as_deref(), Some("max-conections"));
+        assert!(error.message.contains("unknown key"), "{error:?}");
+        let error = merged("config = \"/etc/other.toml\"\n", &[]).unwrap_err();
+        assert_eq!(error.line, Some(1));
+        assert!(error.message.contains("cannot be set"), "{error:?}");
+        for text in ["help = true\n", "version = true\n"] {
+            let error = merged(text, &[]).unwrap_err();
+            assert_eq!(error.line, Some(1), "{text}");
+            assert!(error.message.contains("unknown key"), "{text}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_line_and_key() {
+        let cases = [
+            ("delay = \"soon\"\n", 1, "delay", "soon"),
+            ("\n\nbackend = \"gpt\"\n", 3, "backend", "gpt"),
+            ("threads = -1\n", 1, "threads", "-1"),
+            ("benchmark = \"yes\"\n", 1, "benchmark", "true or false"),
+            ("socket-type = 3\n", 1, "socket-type", "3"),
+            ("delay = 1.5\n", 1, "delay", "1.5"),
+            ("openai-http2 = \"maybe\"\n", 1, "openai-http2", "maybe"),
+        ];
+        for (text, line, key, shown) in cases {
+            let error = merged(text, &[]).unwrap_err();
+            assert_eq!((error.line, error.key.as_deref()), (Some(line), Some(key)), "{text}");
+            assert!(error.message.contains(shown), "{text}: {error:?}");
+        }
+        let error = merged("a = 1\n[section]\nb = 2\n", &[]).unwrap_err();
+        assert_eq!((error.line, error.key.as_deref()), (Some(1), Some("a")), "keys are checked in order");
+        let error = merged("delay = 1\nsocket = [\"x\"]\n", &[]).unwrap_err();
+        assert_eq!((error.line, error.key.as_deref()), (Some(2), Some("socket")));
+        assert!(error.message.contains("array"), "{error:?}");
+    }
+
+    #[test]
+    fn a_table_a_duplicate_and_broken_toml_are_refused() {
+        let error = merged("delay = 1\n\n[server]\nsocket = \"x\"\n", &[]).unwrap_err();
+        assert_eq!((error.line, error.key.as_deref()), (Some(3), Some("server")), "{error:?}");
+        let error = merged("max-connections = 1\nmax_connections = 2\n", &[]).unwrap_err();
+        assert_eq!((error.line, error.key.as_deref()), (Some(2), Some("max_connections")));
+        assert!(error.message.contains("line 1"), "{error:?}");
+        let error = merged("delay = 1\nsocket = \"unterminated\n", &[]).unwrap_err();
+        assert_eq!(error.line, Some(2), "{error:?}");
+        assert!(error.message.starts_with("not valid TOML"), "{error:?}");
+    }
+
+    #[test]
+    fn a_refused_merged_value_names_its_line() {
+        let (cli, used) = merged("delay = 1\nkeep-alive = 0\n", &[]).unwrap();
+        let applied = Applied { path: PathBuf::from("/etc/handoff.toml"), used };
+        let error = cli.into_config().unwrap_err();
+        assert_eq!(
+            applied.describe(&error),
+            "/etc/handoff.toml:2: key `keep-alive`: --keep-alive must be greater than zero"
+        );
+        // Set by a flag, the file's line is not blamed.
+        let (cli, used) = merged("delay = 1\nkeep-alive = 5\n", &["--keep-alive", "0"]).unwrap();
+        let applied = Applied { path: PathBuf::from("/etc/handoff.toml"), used };
+        let error = cli.into_config().unwrap_err();
+        assert_eq!(applied.describe(&error), "--keep-alive must be greater than zero");
+        assert_eq!(describe(None, &error), "--keep-alive must be greater than zero");
+    }
+
+    #[test]
+    fn the_file_error_names_path_line_and_key() {
+        let error = Problem { line: Some(4), key: Some("delay".into()), message: "bad".into() }
+            .in_file(Path::new("/etc/h.toml"));
+        assert_eq!(error.to_string(), "/etc/h.toml:4: key `delay`: bad");
+        let error = Problem { line: None, key: None, message: "gone".into() }.in_file(Path::new("/x"));
+        assert_eq!(error.to_string(), "/x: gone");
+    }
+
+    /// The example in packaging/ shows every key, commented out at its default.
+    #[test]
+    fn the_packaged_example_names_every_flag_at_its_default() {
+        let example = include_str!("../../packaging/handoff.toml");
+        let uncommented: String = example
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.split_once(" = ").is_some_and(|(key, _)| !key.contains(' ')))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let command = command();
+        let settings = parse(&command, &uncommented).unwrap_or_else(|problem| panic!("{problem:?}"));
+        let mut missing = Vec::new();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == CONFIG_ID {
+                continue;
+            }
+            let Some(setting) = settings.iter().find(|setting| setting.id == id) else {
+                missing.push(id.to_owned());
+                continue;
+            };
+            let default = arg.get_default_values().first().and_then(|value| value.to_str());
+            if let (Some(default), ArgAction::Set) = (default, arg.get_action()) {
+                let long = arg.get_long().unwrap_or(id);
+                assert_eq!(
+                    setting.args,
+                    [OsString::from(format!("--{long}={default}"))],
+                    "{long}'s shown default"
+                );
+            }
+        }
+        assert!(missing.is_empty(), "keys missing from packaging/handoff.toml: {missing:?}");
+        assert!(!uncommented.contains("[redacted]"));
+    }
+
+    #[test]
+    fn apply_without_a_config_flag_changes_nothing() {
+        let command = command();
+        let argv = argv(&["--delay", "3"]);
+        let matches = command.clone().try_get_matches_from(&argv).unwrap();
+        let (matches, applied) = apply(&command, &argv, matches).unwrap();
+        assert!(applied.is_none());
+        assert_eq!(matches.get_one::<u64>("delay"), Some(&3));
+    }
+
+    #[test]
+    fn apply_reads_the_named_file_and_reports_an_unreadable_one() {
+        let dir = std::env::temp_dir().join(format!("handoff-config-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("handoff.toml");
+        std::fs::write(&path, "delay = 9\n").unwrap();
+        let command = command();
+        let run = |args: &[&str]| {
+            let argv = argv(args);
+            let matches = command.clone().try_get_matches_from(&argv).unwrap();
+            apply(&command, &argv, matches)
+        };
+        let path_text = path.to_str().unwrap();
+        let (matches, applied) = run(&["--config", path_text]).unwrap();
+        assert_eq!(matches.get_one::<u64>("delay"), Some(&9));
+        assert_eq!(applied.unwrap().origin("--delay"), Some((1, "delay")));
+        let missing = dir.join("missing.toml");
+        let error = run(&["--config", missing.to_str().unwrap()]).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(error.path, missing);
+        assert!(error.to_string().starts_with(&format!("{}: reading the config file", missing.display())));
+    }
+}
