@@ -165,6 +165,8 @@ macro_rules! scenario_tests {
             lifecycle::socket_file_has_the_configured_mode,
             lifecycle::soft_fd_limit_is_raised_to_the_hard_limit,
             lifecycle::logs_to_a_pipe_are_plain_text_at_info,
+            metrics::metrics_count_streams_refusals_and_latencies,
+            metrics::metrics_health_is_503_while_draining,
         );
     };
     (@each $binary:expr; $($module:ident :: $name:ident),* $(,)?) => {
@@ -191,6 +193,7 @@ mod tests {
             ("handoffs", include_str!("list/handoffs.rs")),
             ("lifecycle", include_str!("list/lifecycle.rs")),
             ("limits", include_str!("list/limits.rs")),
+            ("metrics", include_str!("list/metrics.rs")),
             ("mock", include_str!("list/mock.rs")),
             ("pacing", include_str!("list/pacing.rs")),
             ("patterns", include_str!("list/patterns.rs")),
