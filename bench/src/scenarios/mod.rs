@@ -167,6 +167,8 @@ macro_rules! scenario_tests {
             lifecycle::logs_to_a_pipe_are_plain_text_at_info,
             metrics::metrics_count_streams_refusals_and_latencies,
             metrics::metrics_health_is_503_while_draining,
+            metrics::metrics_count_backend_statuses_and_connections,
+            metrics::metrics_endpoint_bounds_connections_and_heads,
         );
     };
     (@each $binary:expr; $($module:ident :: $name:ident),* $(,)?) => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, timeout, Instant};
 
-use super::mock_daemon;
+use super::{mock_daemon, one_worker, openai_daemon, start_mock, Transport};
 use crate::scenarios::{content_events, Close, Context, Daemon};
 
 /// How long a scrape may take, and how long a count may take to show up.
@@ -42,6 +42,11 @@ async fn logged_address(daemon: &Daemon) -> String {
 
 /// One request; the status and the body.
 async fn get(endpoint: &Endpoint, request: &str) -> (u16, String) {
+    try_get(endpoint, request).await.unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// [`get`], with a failed exchange (connect, reset, timeout) as an error.
+async fn try_get(endpoint: &Endpoint, request: &str) -> Result<(u16, String), String> {
     let exchange = async {
         let mut response = Vec::new();
         match endpoint {
@@ -62,8 +67,10 @@ async fn get(endpoint: &Endpoint, request: &str) -> (u16, String) {
         Ok(Ok(response)) => {
             String::from_utf8(response).unwrap_or_else(|e| panic!("a non-UTF-8 response: {e}"))
         }
-        Ok(Err(error)) => panic!("{request:?} to {endpoint:?}: {error}"),
-        Err(_) => panic!("{request:?} to {endpoint:?}: no complete response within {PATIENCE:?}"),
+        Ok(Err(error)) => return Err(format!("{request:?} to {endpoint:?}: {error}")),
+        Err(_) => {
+            return Err(format!("{request:?} to {endpoint:?}: no complete response within {PATIENCE:?}"))
+        }
     };
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head in {response:?}"));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
@@ -71,14 +78,14 @@ async fn get(endpoint: &Endpoint, request: &str) -> (u16, String) {
     assert!(head.contains("\r\nConnection: close"), "every answer closes: {head:?}");
     if request.starts_with("HEAD ") {
         assert!(body.is_empty(), "no body for HEAD: {body:?}");
-        return (status, String::new());
+        return Ok((status, String::new()));
     }
     let length = head
         .lines()
         .find_map(|line| line.strip_prefix("Content-Length: "))
         .and_then(|n| n.trim().parse::<usize>().ok());
     assert_eq!(length, Some(body.len()), "Content-Length matches the body: {head:?}");
-    (status, body.to_owned())
+    Ok((status, body.to_owned()))
 }
 
 async fn get_path(endpoint: &Endpoint, path: &str) -> (u16, String) {
@@ -270,4 +277,93 @@ pub async fn metrics_health_is_503_while_draining(cx: Context) {
     assert_eq!(content_events(&response.expect_completed_stream()), 18, "{:?}", response.text());
     daemon.expect_clean_exit().await;
     assert!(std::fs::symlink_metadata(&path).is_err(), "the metrics socket is removed at exit");
+}
+
+pub async fn metrics_count_backend_statuses_and_connections(cx: Context) {
+    let mock = start_mock(Transport::H2c, 3, Duration::from_millis(2)).await;
+    // One worker: one backend pool, so its connection count is exact.
+    let command =
+        one_worker(openai_daemon(&cx, &mock, Transport::H2c)).args(["--metrics-addr", "127.0.0.1:0"]);
+    let daemon = command.start().await;
+    let endpoint = Endpoint::Tcp(logged_address(&daemon).await);
+    let ok = daemon.hand_off(r#"{"prompt":"fine","request_id":"req-ok"}"#).await.read_to_end().await;
+    ok.expect_completed_stream();
+    let limited = daemon
+        .hand_off(r#"{"prompt":"too many","request_id":"req-429","test_pattern":"status:429"}"#)
+        .await
+        .read_to_end()
+        .await;
+    limited.expect_failed_stream();
+
+    let samples = scrape_until(&endpoint, "both backend streams finished in the pool", |s| {
+        s.get(&handoffs("backend_error", "upstream_status")).copied() == Some(1.0)
+            && s.get("handoff_backend_streams_active").copied() == Some(0.0)
+    })
+    .await;
+    assert_eq!(sample(&samples, &handoffs("completed", "")), 1.0);
+    assert_eq!(sample(&samples, "handoff_backend_responses_total{status=\"200\"}"), 1.0);
+    assert_eq!(sample(&samples, "handoff_backend_responses_total{status=\"429\"}"), 1.0);
+    assert_eq!(
+        sample(&samples, "handoff_backend_connections_opened_total"),
+        1.0,
+        "one h2c connection shared"
+    );
+    assert_eq!(sample(&samples, "handoff_backend_connections_open"), 1.0, "kept open for the next stream");
+    assert_eq!(sample(&samples, "handoff_backend_retries_total"), 0.0);
+    assert_eq!(sample(&samples, "handoff_first_event_seconds_count"), 1.0, "the 429 wrote no content");
+
+    let line = stream_line(&daemon, "req-429").await;
+    assert_eq!(field(&line, "outcome"), Some("backend_error"), "{line}");
+    assert_eq!(field(&line, "error_type"), Some("upstream_status"), "{line}");
+    assert_eq!(field(&line, "backend_status"), Some("429"), "{line}");
+    assert_eq!(field(&stream_line(&daemon, "req-ok").await, "backend_status"), Some("200"));
+    daemon.terminate().await;
+}
+
+pub async fn metrics_endpoint_bounds_connections_and_heads(cx: Context) {
+    let daemon = mock_daemon(&cx, 1).args(["--metrics-addr", "127.0.0.1:0"]).start().await;
+    let addr = logged_address(&daemon).await;
+    let endpoint = Endpoint::Tcp(addr.clone());
+    // Eight connections that send nothing hold every slot (accepted in order)...
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let stream = tokio::net::TcpStream::connect(addr.as_str()).await;
+        idle.push(stream.unwrap_or_else(|e| panic!("connecting to {addr}: {e}")));
+    }
+    // ...so a ninth is closed unanswered.
+    let mut ninth =
+        tokio::net::TcpStream::connect(addr.as_str()).await.unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let _ = ninth.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    let mut answer = Vec::new();
+    match timeout(PATIENCE, ninth.read_to_end(&mut answer)).await {
+        Ok(Ok(_)) => {
+            assert!(answer.is_empty(), "over the limit, no answer: {:?}", String::from_utf8_lossy(&answer))
+        }
+        Ok(Err(error)) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}"),
+        Err(_) => panic!("the ninth connection was neither answered nor closed within {PATIENCE:?}"),
+    }
+    // The silent ones get 408 at the read timeout, and the endpoint serves again.
+    for mut stream in idle {
+        let mut response = Vec::new();
+        match timeout(PATIENCE, stream.read_to_end(&mut response)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => panic!("a silent connection: {error}"),
+            Err(_) => panic!("a silent connection was not timed out within {PATIENCE:?}"),
+        }
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+    }
+    // A slot frees once its client has closed too (the daemon waits for that
+    // briefly, so its answer is never cut off by a reset).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match try_get(&endpoint, "GET /healthz HTTP/1.1\r\n\r\n").await {
+            Ok((status, _)) => break assert_eq!(status, 200),
+            Err(failure) => assert!(Instant::now() < deadline, "no slot free again: {failure}"),
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    let oversized = format!("GET /metrics HTTP/1.1\r\nX-Padding: {}\r\n\r\n", "a".repeat(5000));
+    assert_eq!(get(&endpoint, &oversized).await.0, 431, "a head over 4 KiB");
+    daemon.terminate().await;
 }
