@@ -305,8 +305,9 @@ pub struct WorkerMetrics {
     duration: Histogram,
     bytes_sent: AtomicU64,
     events_sent: AtomicU64,
-    /// Backend response heads by status, 100..=599, then `other`.
-    backend_statuses: Box<[AtomicU64; STATUSES + 1]>,
+    /// Backend response heads by status, 100..=599, then `other` (inline, not
+    /// boxed: a heap block could share a cache line with another thread's data).
+    backend_statuses: [AtomicU64; STATUSES + 1],
     pool_open: AtomicU64,
     pool_connecting: AtomicU64,
     pool_queued: AtomicU64,
@@ -324,7 +325,7 @@ impl Default for WorkerMetrics {
             duration: Histogram::default(),
             bytes_sent: AtomicU64::new(0),
             events_sent: AtomicU64::new(0),
-            backend_statuses: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            backend_statuses: std::array::from_fn(|_| AtomicU64::new(0)),
             pool_open: AtomicU64::new(0),
             pool_connecting: AtomicU64::new(0),
             pool_queued: AtomicU64::new(0),
