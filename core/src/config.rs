@@ -206,6 +206,12 @@ pub struct Cli {
     /// connection of 100 stalled streams.
     #[arg(long, value_name = "BYTES")]
     pub h2_connection_window: Option<u64>,
+
+    /// Serve Prometheus metrics (GET /metrics) and a health check (GET /healthz)
+    /// on HOST:PORT, or on a Unix socket when the value is a path (has a `/`).
+    /// Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// Stands in for a secret in `Debug` output.
@@ -261,6 +267,7 @@ impl std::fmt::Debug for Cli {
             h2_connection_window,
             config,
             log_format,
+            metrics_addr,
         } = self;
         f.debug_struct("Cli")
             .field("socket", socket)
@@ -297,6 +304,7 @@ impl std::fmt::Debug for Cli {
             .field("h2_connection_window", h2_connection_window)
             .field("config", config)
             .field("log_format", log_format)
+            .field("metrics_addr", metrics_addr)
             .finish()
     }
 }
@@ -392,6 +400,8 @@ pub struct Config {
     pub backend: Backend,
     pub stream: StreamConfig,
     pub pool: PoolConfig,
+    /// The metrics endpoint (`--metrics-addr`), when on.
+    pub metrics: Option<crate::metrics::endpoint::MetricsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,6 +427,8 @@ pub enum ConfigError {
     },
     /// `--client-buffer` below [`MIN_CLIENT_BUFFER`].
     ClientBufferTooSmall(usize),
+    /// `--metrics-addr` is neither `HOST:PORT` nor a path.
+    BadMetricsAddr(String),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -436,6 +448,7 @@ impl std::fmt::Display for ConfigError {
             ConfigError::ClientBufferTooSmall(bytes) => {
                 write!(f, "--client-buffer {bytes} is below the minimum of {MIN_CLIENT_BUFFER} bytes")
             }
+            ConfigError::BadMetricsAddr(why) => write!(f, "--metrics-addr {why}"),
         }
     }
 }
@@ -451,6 +464,7 @@ impl ConfigError {
             ConfigError::ZeroValue(flag) | ConfigError::WindowOutOfRange { flag, .. } => flag,
             ConfigError::ConnectionWindowBelowStreamWindow { .. } => "--h2-connection-window",
             ConfigError::ClientBufferTooSmall(_) => "--client-buffer",
+            ConfigError::BadMetricsAddr(_) => "--metrics-addr",
         }
     }
 }
@@ -498,6 +512,14 @@ impl Cli {
         if self.client_buffer < MIN_CLIENT_BUFFER {
             return Err(ConfigError::ClientBufferTooSmall(self.client_buffer));
         }
+        let metrics = self
+            .metrics_addr
+            .as_deref()
+            .map(|addr| {
+                crate::metrics::endpoint::MetricsAddr::parse(addr).map_err(ConfigError::BadMetricsAddr)
+            })
+            .transpose()?
+            .map(|addr| crate::metrics::endpoint::MetricsConfig { addr, limits: Default::default() });
         let h2_stream_window = h2_window("--h2-stream-window", self.h2_stream_window)?;
         let h2_connection_window = self
             .h2_connection_window
@@ -571,6 +593,7 @@ impl Cli {
             backend,
             stream,
             pool,
+            metrics,
         })
     }
 }

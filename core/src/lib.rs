@@ -22,6 +22,8 @@
 //!   less loaded worker for a moment.
 //! - [`redact`]: removing key-like text (API keys, bearer tokens) from anything
 //!   forwarded to a browser.
+//! - [`metrics`]: per-worker counters and histograms, the outcome labels, the
+//!   per-stream summary, and the metrics endpoint's HTTP/1.1.
 //! - [`config`]: the one command-line and environment definition both daemons use.
 //!
 //! # The contract of every machine
@@ -47,6 +49,7 @@ pub mod http1;
 pub mod json;
 pub mod limits;
 pub mod liveness;
+pub mod metrics;
 pub mod mock;
 pub mod openai;
 pub mod pool;

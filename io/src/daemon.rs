@@ -15,6 +15,7 @@ use handoff_core::config::{Backend, Config, SocketType};
 use handoff_core::http1;
 use handoff_core::limits::{Limits, Snapshot};
 use handoff_core::liveness::Liveness;
+use handoff_core::metrics::{Metrics, Rejection, WorkerMetrics};
 use handoff_core::mock;
 use handoff_core::pool::StreamId;
 use handoff_core::stream::close::Closing;
@@ -45,6 +46,8 @@ pub struct Global {
     /// Each worker's heartbeat, registered once as it starts; read (under the
     /// lock) only by whoever asks whether the daemon is alive, never per event.
     beats: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Every worker's counters, summed only when scraped.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Global {
@@ -57,6 +60,7 @@ impl Global {
             open_sockets: AtomicU64::new(0),
             started: Instant::now(),
             beats: Mutex::new(Vec::new()),
+            metrics: Metrics::new(),
         })
     }
 
@@ -105,6 +109,10 @@ pub struct Shared<R: Runtime> {
     pub limits: Arc<Limits>,
     pub stream_config: StreamConfig,
     pub stop: StopSignal,
+    /// This worker's counters (only it writes them).
+    pub metrics: Arc<WorkerMetrics>,
+    /// One info line per finished stream (not under `--benchmark`).
+    pub(crate) log_streams: bool,
     global: Arc<Global>,
     socket_type: SocketType,
     receive_timeout: Duration,
@@ -138,9 +146,12 @@ impl<R: Runtime> Drop for SocketHold<R> {
 impl<R: Runtime> Shared<R> {
     /// What the mock backend's streams need (tests drive stream tasks with it).
     pub fn for_mock(runtime: R, limits: Arc<Limits>, stream_config: StreamConfig) -> Arc<Shared<R>> {
+        let global = Global::new(Arc::clone(&limits));
         Arc::new(Shared {
             runtime,
-            global: Global::new(Arc::clone(&limits)),
+            metrics: global.metrics.register(),
+            log_streams: true,
+            global,
             limits,
             stream_config,
             stop: StopSignal::default(),
@@ -167,6 +178,14 @@ pub struct WorkerPlan {
     config: Config,
     listener: OwnedFd,
     global: Arc<Global>,
+    role: Role,
+}
+
+/// What a plan's thread serves: handoffs, or the metrics endpoint (on
+/// `listener`, its own socket).
+enum Role {
+    Handoffs,
+    Metrics(crate::metrics::Serving),
 }
 
 impl Listening {
@@ -190,6 +209,17 @@ impl Listening {
         Arc::clone(&self.global)
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The metrics endpoint's plan: its thread serves `listener` (see
+    /// [`crate::metrics::plan`]).
+    pub(crate) fn metrics_plan(&self, listener: OwnedFd, serving: crate::metrics::Serving) -> WorkerPlan {
+        let (config, global) = (self.config.clone(), Arc::clone(&self.global));
+        WorkerPlan { index: usize::MAX, config, listener, global, role: Role::Metrics(serving) }
+    }
+
     /// Worker `index` of `count`. Every worker accepts from the same socket
     /// through its own descriptor; the backend pool's limits are divided among
     /// workers (each owns its connections), rounded up so each has at least one.
@@ -203,7 +233,7 @@ impl Listening {
         pool.max_connecting = pool.max_connecting.div_ceil(count);
         pool.max_queued = pool.max_queued.div_ceil(count);
         config.accept_balance.workers = count as u64;
-        Ok(WorkerPlan { index, config, listener, global: Arc::clone(&self.global) })
+        Ok(WorkerPlan { index, config, listener, global: Arc::clone(&self.global), role: Role::Handoffs })
     }
 
     /// After every worker returned: the counters, or the first error (the
@@ -261,19 +291,26 @@ pub async fn run_worker<R: Runtime>(
     plan: WorkerPlan,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let WorkerPlan { index, config, listener, global } = plan;
+    let WorkerPlan { index, config, listener, global, role } = plan;
+    if let Role::Metrics(serving) = role {
+        return crate::metrics::serve(runtime, listener, global, config, serving, shutdown).await;
+    }
     let listener = runtime.register(listener).map_err(|e| DaemonError::Io("registering the listener", e))?;
+    let metrics = global.metrics.register();
     let backend = match &config.backend {
         Backend::Mock => None,
-        Backend::OpenAi(openai) => {
-            Some(OpenAiBackend::start(&runtime, openai, config.pool.clone()).map_err(DaemonError::Backend)?)
-        }
+        Backend::OpenAi(openai) => Some(
+            OpenAiBackend::start_counted(&runtime, openai, config.pool.clone(), Arc::clone(&metrics))
+                .map_err(DaemonError::Backend)?,
+        ),
     };
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
         limits: Arc::clone(&global.limits),
         stream_config: config.stream.clone(),
         stop: StopSignal::default(),
+        metrics,
+        log_streams: !config.benchmark,
         global,
         socket_type: config.socket_type,
         receive_timeout: config.receive_timeout,
@@ -428,7 +465,10 @@ fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd) {
             let shared_for_task = shared.clone();
             shared.runtime.spawn(receive_later(shared_for_task, conn, partial));
         }
-        Err(error) => tracing::warn!(%error, peer_pid = peer_pid(&conn), "receiving a handoff failed"),
+        Err(error) => {
+            shared.metrics.record_rejected(Rejection::PeerRefused);
+            tracing::warn!(%error, peer_pid = peer_pid(&conn), "receiving a handoff failed")
+        }
     }
 }
 
@@ -448,7 +488,11 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
         conn.poll_read_with(cx, || listener::receive(conn.as_fd(), socket_type, &mut partial))
     });
     let timeout = shared.receive_timeout;
-    match with_deadline(&shared.runtime, shared.runtime.now() + timeout, receive).await {
+    let received = with_deadline(&shared.runtime, shared.runtime.now() + timeout, receive).await;
+    if !matches!(received, Some(Ok(_))) {
+        shared.metrics.record_rejected(Rejection::PeerRefused);
+    }
+    match received {
         Some(Ok(received)) => start_stream(&shared, received),
         Some(Err(error)) => {
             tracing::warn!(%error, peer_pid = peer_pid(&conn), "receiving a handoff failed (waited for it)")
@@ -463,6 +507,7 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
 /// Turns a received handoff into a running stream, or answers it with an error.
 fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     if received.control_truncated {
+        shared.metrics.record_rejected(Rejection::PeerRefused);
         tracing::warn!(fds = received.fds_received, "handoff control data was truncated; closed every fd");
         return;
     }
@@ -470,6 +515,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
         tracing::warn!(extra = received.fds_received - 1, "handoff carried extra fds; closed them");
     }
     let Some(client) = received.client else {
+        shared.metrics.record_rejected(Rejection::PeerRefused);
         tracing::warn!(bytes = received.data.len(), "handoff message carried no fd; dropped");
         return;
     };
@@ -488,6 +534,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     let (handoff, admission) = match admission::admit(&shared.limits, draining, decoded) {
         Ok(admitted) => admitted,
         Err(refusal) => {
+            shared.metrics.record_rejected(Rejection::of(&refusal));
             tracing::info!(%refusal, "handoff refused");
             return respond(shared, client, refusal.response(shared.retry_after_secs));
         }
@@ -500,6 +547,8 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
         Err(error) => return tracing::warn!(%error, "registering a client fd failed; closed"),
     };
     let id = shared.global.handoffs.fetch_add(1, Ordering::Relaxed) + 1;
+    let identity =
+        shared.log_streams.then(|| Box::new(crate::metrics::Identity::new(&handoff, fd.0.as_fd())));
     let head = http1::client_head(&handoff.response_headers);
     let (source, backend) = match &shared.backend {
         None => {
@@ -511,7 +560,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     drop(handoff);
     let machine = Stream::new(shared.runtime.now(), &shared.stream_config, head, source);
     let task: driver::StreamTask<R> =
-        driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission);
+        driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission).with_identity(identity);
     shared.runtime.spawn(task);
 }
 

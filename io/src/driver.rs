@@ -21,12 +21,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use handoff_core::limits::Admission;
+use handoff_core::metrics::StreamSummary;
 use handoff_core::stream::close::{CloseInput, CloseOutput, Closing};
 use handoff_core::stream::{Input, Outcome, Output, Stream};
 
 use crate::backend::{BackendEvent, BackendStream};
 use crate::client::{ClientIo, ClientSocket, FdClient, Wrote};
 use crate::daemon::{Shared, SocketHold};
+use crate::metrics::Identity;
 use crate::runtime::{Runtime, Timer};
 
 /// Work done per poll before yielding to other tasks.
@@ -47,6 +49,11 @@ pub struct StreamTask<R: Runtime, C: ClientIo = FdClient<<R as Runtime>::Fd>> {
     closing: Option<Closing>,
     shutdown_sent: bool,
     stop_registered: bool,
+    /// Who the stream is for (boxed: one pointer per stream), for its log line.
+    identity: Option<Box<Identity>>,
+    /// Built when the outcome is decided; logged once the socket has closed
+    /// (with the bytes the client took). `None` when streams are not logged.
+    summary: Option<Box<StreamSummary>>,
     /// The daemon waits for this socket's close at shutdown.
     _hold: SocketHold<R>,
 }
@@ -74,6 +81,8 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             closing: None,
             shutdown_sent: false,
             stop_registered: false,
+            identity: None,
+            summary: None,
             _hold: hold,
         };
         // The head is the machine's first output: write it now, before the task
@@ -83,6 +92,12 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
         task.wrote(wrote);
         task.drain_outputs();
         task
+    }
+
+    /// Who the stream is for, named in its log line.
+    pub fn with_identity(mut self, identity: Option<Box<Identity>>) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// True once the outcome is decided (counted, slot released).
@@ -137,7 +152,10 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             Poll::Ready(event) => event,
         };
         let input = match event {
-            BackendEvent::Head(status) => Input::BackendHead { status },
+            BackendEvent::Head(status) => {
+                self.shared.metrics.record_backend_status(status);
+                Input::BackendHead { status }
+            }
             BackendEvent::Data(data) => Input::BackendData(data),
             BackendEvent::End => Input::BackendEnd,
             BackendEvent::Failed(failure) => {
@@ -203,10 +221,15 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             self.shared.stop.unregister(self.id);
         }
         self.shared.limits.record_outcome(&outcome);
-        log_outcome(self.id, &outcome, self.client.bytes_sent());
+        let now = self.shared.runtime.now();
+        let summary = self.machine.summary(now, &outcome);
+        self.shared.metrics.record_stream(&summary);
+        if self.shared.log_streams {
+            self.summary = Some(Box::new(summary));
+        }
         self.admission = None;
         self.armed = None;
-        self.closing = Some(Closing::after(self.shared.runtime.now(), &self.shared.stream_config, &outcome));
+        self.closing = Some(Closing::after(now, &self.shared.stream_config, &outcome));
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -222,7 +245,13 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             &mut self.armed,
         );
         if closed.is_ready() {
-            self.shared.limits.add_bytes_sent(self.client.bytes_sent());
+            let bytes = self.client.bytes_sent();
+            self.shared.limits.add_bytes_sent(bytes);
+            self.shared.metrics.record_bytes_sent(bytes);
+            if let Some(mut summary) = self.summary.take() {
+                summary.bytes = bytes;
+                crate::metrics::log_stream(self.id, &summary, self.identity.as_deref());
+            }
         }
         closed
     }
@@ -296,13 +325,4 @@ pub fn close_socket<R: Runtime, C: ClientIo>(
     }
     cx.waker().wake_by_ref();
     Poll::Pending
-}
-
-fn log_outcome(id: u64, outcome: &Outcome, bytes: u64) {
-    match outcome {
-        Outcome::Completed => tracing::debug!(stream = id, bytes, "stream completed"),
-        Outcome::ClientGone => tracing::debug!(stream = id, bytes, "client went away"),
-        Outcome::ClientStalled => tracing::info!(stream = id, bytes, "client stalled; stream ended"),
-        Outcome::Failed(reason) => tracing::info!(stream = id, bytes, ?reason, "stream failed"),
-    }
 }

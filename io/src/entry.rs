@@ -175,7 +175,26 @@ where
     let mut followers = Vec::new();
     let mut handles = Vec::new();
     let mut first_error = None;
-    for index in 1..threads {
+    // The metrics endpoint: a thread and runtime of its own (the worker function
+    // runs its plan), told to stop only once every worker has drained.
+    let mut metrics = None;
+    match crate::metrics::plan(binary, &listening, threads) {
+        Ok(None) => {}
+        Ok(Some(plan)) => {
+            let (sender, receiver) = oneshot::channel::<()>();
+            let stop = Stop { receiver: Some(receiver), followers: Vec::new() };
+            let worker = Arc::clone(&worker);
+            match std::thread::Builder::new()
+                .name(format!("{binary}-metrics"))
+                .spawn(move || worker(plan, stop))
+            {
+                Ok(handle) => metrics = Some((sender, handle)),
+                Err(error) => first_error = Some(DaemonError::Io("starting the metrics thread", error)),
+            }
+        }
+        Err(error) => first_error = Some(error),
+    }
+    for index in (1..threads).take_while(|_| first_error.is_none()) {
         let plan = match listening.worker(index, threads) {
             Ok(plan) => plan,
             Err(error) => {
@@ -209,6 +228,14 @@ where
             Ok(Err(error)) if first_error.is_none() => first_error = Some(error),
             Ok(_) => {}
             Err(_) => tracing::error!("a worker thread panicked"),
+        }
+    }
+    if let Some((sender, handle)) = metrics {
+        drop(sender);
+        match handle.join() {
+            Ok(Err(error)) => tracing::warn!(%error, "the metrics endpoint failed"),
+            Ok(Ok(())) => {}
+            Err(_) => tracing::error!("the metrics thread panicked"),
         }
     }
     let result = match (leader, first_error) {

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod driver;
 pub mod entry;
 pub mod listener;
+pub mod metrics;
 pub mod runtime;
 pub mod stop;
 pub mod sys;

@@ -170,6 +170,10 @@ macro_rules! scenario_tests {
             operating::operating_config_file_mistakes_name_file_line_and_key,
             operating::operating_socket_owner_and_group_are_applied_before_accepting,
             operating::operating_api_key_never_reaches_a_log_line_or_an_error,
+            metrics::metrics_count_streams_refusals_and_latencies,
+            metrics::metrics_health_is_503_while_draining,
+            metrics::metrics_count_backend_statuses_and_connections,
+            metrics::metrics_endpoint_bounds_connections_and_heads,
         );
     };
     (@each $binary:expr; $($module:ident :: $name:ident),* $(,)?) => {
@@ -196,6 +200,7 @@ mod tests {
             ("handoffs", include_str!("list/handoffs.rs")),
             ("lifecycle", include_str!("list/lifecycle.rs")),
             ("limits", include_str!("list/limits.rs")),
+            ("metrics", include_str!("list/metrics.rs")),
             ("mock", include_str!("list/mock.rs")),
             ("operating", include_str!("list/operating.rs")),
             ("pacing", include_str!("list/pacing.rs")),

@@ -234,6 +234,8 @@ pub struct PoolStats {
     pub active_streams: usize,
     /// Connections opened since start.
     pub opened_total: u64,
+    /// Rejected requests queued to be sent again, since start.
+    pub retries_total: u64,
 }
 
 #[derive(Debug)]
@@ -261,6 +263,7 @@ pub struct Pool {
     /// Streams assigned to a connection.
     active: usize,
     opened_total: u64,
+    retries_total: u64,
 }
 
 #[derive(Debug)]
@@ -333,6 +336,7 @@ impl Pool {
             serving: 0,
             active: 0,
             opened_total: 0,
+            retries_total: 0,
         }
     }
 
@@ -394,6 +398,7 @@ impl Pool {
             queued: self.waiting(),
             active_streams: self.active,
             opened_total: self.opened_total,
+            retries_total: self.retries_total,
         }
     }
 
@@ -477,6 +482,7 @@ impl Pool {
             self.fail(stream, FailureKind::Unavailable, "the backend refused the stream twice".to_owned());
         } else {
             let ticket = self.take_ticket();
+            self.retries_total += 1;
             self.retries.push_back(Entry { stream, ticket, extra: conn });
             self.streams.insert(stream, StreamSlot::Queued { ticket, retried: true });
         }

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::metrics::{HandoffOutcome, StreamSummary};
 use crate::mock;
 use crate::openai::{self, ChunkEvent};
 use crate::sse::{self, SseDecoder, SseLimits};
@@ -272,6 +273,20 @@ pub struct Stream {
     settings: Settings,
     deadlines: Deadlines,
     end: End,
+    progress: Progress,
+}
+
+/// What the stream's summary reports (see [`Stream::summary`]).
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// When the client first took bytes (NEVER: not yet).
+    first_taken: Millis,
+    /// When the first content event was written (NEVER: none).
+    first_event: Millis,
+    /// Content events written.
+    events: u32,
+    /// The backend's response status (0: none).
+    backend_status: u16,
 }
 
 /// The config values the stream still needs after `new`, compactly.
@@ -387,6 +402,7 @@ impl Stream {
             settings,
             deadlines,
             end: End::Running,
+            progress: Progress { first_taken: NEVER, first_event: NEVER, events: 0, backend_status: 0 },
         };
         stream.deadlines.wake = stream.earliest_deadline();
         stream
@@ -398,13 +414,24 @@ impl Stream {
         }
         let elapsed = self.millis_floor(now);
         let activity = self.millis_ceil(now);
+        let events_before = self.progress.events;
         let mut out = BytesMut::new();
         match input {
-            Input::BackendHead { status } => self.handle_backend_head(activity, status, &mut out),
+            Input::BackendHead { status } => {
+                if self.feed.is_backend_running() {
+                    self.progress.backend_status = status;
+                }
+                self.handle_backend_head(activity, status, &mut out)
+            }
             Input::BackendData(data) => self.handle_backend_data(activity, data, &mut out),
             Input::BackendEnd => self.handle_backend_end(&mut out),
             Input::BackendFailed(failure) => self.handle_backend_failed(&failure, &mut out),
-            Input::ClientTook(taken) => self.handle_client_took(activity, taken),
+            Input::ClientTook(taken) => {
+                if taken > 0 && self.progress.first_taken == NEVER {
+                    self.progress.first_taken = activity;
+                }
+                self.handle_client_took(activity, taken)
+            }
             Input::ClientGone => {
                 // The client cannot read anything any more, queued bytes included.
                 self.write = Bytes::new();
@@ -418,8 +445,29 @@ impl Stream {
             Input::Timeout => {}
         }
         self.handle_deadlines(elapsed, &mut out);
+        if events_before == 0 && self.progress.events > 0 {
+            self.progress.first_event = activity;
+        }
         self.queue_write(activity, out);
         self.deadlines.wake = self.earliest_deadline();
+    }
+
+    /// The stream's summary once `outcome` is decided (at `now`): its duration,
+    /// when the client took its first bytes and when the first content event
+    /// was written (each from the stream's start), events written and the
+    /// backend's status. `bytes` is left at 0 for the caller, which knows what
+    /// its socket took.
+    pub fn summary(&self, now: Instant, outcome: &Outcome) -> StreamSummary {
+        let at = |millis: Millis| (millis != NEVER).then(|| Duration::from_millis(u64::from(millis)));
+        StreamSummary {
+            outcome: HandoffOutcome::of_stream(outcome),
+            duration: now.saturating_duration_since(self.start),
+            ttfb: at(self.progress.first_taken),
+            first_event: at(self.progress.first_event),
+            events: self.progress.events,
+            backend_status: (self.progress.backend_status != 0).then_some(self.progress.backend_status),
+            bytes: 0,
+        }
     }
 
     pub fn poll_output(&mut self) -> Output {
@@ -551,7 +599,7 @@ impl Stream {
             }
             Feed::Events { decoder, finish_seen } => {
                 self.deadlines.backend = idle_deadline;
-                match forward_events(decoder, finish_seen, data, out) {
+                match forward_events(decoder, finish_seen, &mut self.progress.events, data, out) {
                     Verdict::Continue => {}
                     Verdict::Completed => self.end_with(Outcome::Completed, false),
                     Verdict::Failed(reason) => self.fail(reason),
@@ -647,6 +695,7 @@ impl Stream {
             while !script.is_finished() && mock_due(self.settings.mock_delay, script.events_written()) <= now
             {
                 script.write_next(out);
+                self.progress.events = self.progress.events.saturating_add(1);
             }
             if script.is_finished() {
                 out.put_slice(sse::DONE);
@@ -751,6 +800,7 @@ impl Stream {
 fn forward_events(
     decoder: &mut SseDecoder,
     finish_seen: &mut bool,
+    events: &mut u32,
     data: &[u8],
     out: &mut BytesMut,
 ) -> Verdict {
@@ -777,6 +827,7 @@ fn forward_events(
             Ok(ChunkEvent::Delta { content, finish_reason }) => {
                 if let Some(content) = content.filter(|content| !content.is_empty()) {
                     sse::encode_content(out, &content);
+                    *events = events.saturating_add(1);
                 }
                 *finish_seen |= finish_reason.is_some();
             }

@@ -14,6 +14,7 @@ use futures_channel::oneshot;
 use handoff_core::config::OpenAiConfig;
 use handoff_core::handoff::Handoff;
 use handoff_core::http1::{self, BackendRequest};
+use handoff_core::metrics::WorkerMetrics;
 use handoff_core::openai;
 use handoff_core::pool::{Pool, PoolConfig, StreamId};
 use handoff_core::stream::{BackendFailure, FailureKind};
@@ -129,8 +130,19 @@ impl std::fmt::Display for BackendSetupError {
 impl std::error::Error for BackendSetupError {}
 
 impl<R: Runtime> OpenAiBackend<R> {
-    /// Builds the TLS config and starts the pool's task.
+    /// Builds the TLS config and starts the pool's task (its counters kept apart).
     pub fn start(runtime: &R, config: &OpenAiConfig, pool: PoolConfig) -> Result<Self, BackendSetupError> {
+        Self::start_counted(runtime, config, pool, std::sync::Arc::default())
+    }
+
+    /// [`OpenAiBackend::start`], the pool reporting to the worker's `metrics`
+    /// after every pool event.
+    pub fn start_counted(
+        runtime: &R,
+        config: &OpenAiConfig,
+        pool: PoolConfig,
+        metrics: std::sync::Arc<WorkerMetrics>,
+    ) -> Result<Self, BackendSetupError> {
         let base = &config.base;
         let tls = if base.tls {
             let alpn: &[&[u8]] = if config.http2 { &[b"h2"] } else { &[b"http/1.1"] };
@@ -174,7 +186,7 @@ impl<R: Runtime> OpenAiBackend<R> {
             connect_timeout: pool.connect_timeout,
             h1_drain: h1::DrainBounds { timeout: pool.h1_drain_timeout, max_bytes: pool.h1_drain_max_bytes },
         };
-        let sender = pool::start(runtime, Pool::new(pool), connector);
+        let sender = pool::start(runtime, Pool::new(pool), connector, metrics);
         Ok(OpenAiBackend { pool: sender, target: std::sync::Arc::new(target), http2: config.http2 })
     }
 

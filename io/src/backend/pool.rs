@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use handoff_core::metrics::WorkerMetrics;
 use handoff_core::pool::Rejection;
 
 use bytes::Bytes;
@@ -91,7 +92,12 @@ pub struct Connector {
     pub h1_drain: h1::DrainBounds,
 }
 
-pub fn start<R: Runtime>(runtime: &R, pool: Pool, connector: Connector) -> PoolSender<R> {
+pub fn start<R: Runtime>(
+    runtime: &R,
+    pool: Pool,
+    connector: Connector,
+    metrics: std::sync::Arc<WorkerMetrics>,
+) -> PoolSender<R> {
     let (tx, rx) = mpsc::unbounded();
     let owner = PoolOwner {
         runtime: runtime.clone(),
@@ -102,6 +108,7 @@ pub fn start<R: Runtime>(runtime: &R, pool: Pool, connector: Connector) -> PoolS
         opening: HashMap::new(),
         h2: HashMap::new(),
         h1_idle: HashMap::new(),
+        metrics,
     };
     runtime.spawn(owner.run(rx));
     tx
@@ -118,6 +125,8 @@ struct PoolOwner<R: Runtime> {
     opening: HashMap<ConnId, oneshot::Sender<()>>,
     h2: HashMap<ConnId, h2::client::SendRequest<Bytes>>,
     h1_idle: HashMap<ConnId, BackendIo<R::Tcp>>,
+    /// The worker's counters: the pool's gauges are copied in after each event.
+    metrics: std::sync::Arc<WorkerMetrics>,
 }
 
 impl<R: Runtime> PoolOwner<R> {
@@ -142,6 +151,7 @@ impl<R: Runtime> PoolOwner<R> {
                 None => self.pool.handle_timeout(now),
             }
             self.carry_out_commands();
+            self.metrics.record_pool(&self.pool.stats());
             let deadline = self.pool.poll_timeout().unwrap_or_else(&far);
             if deadline != armed {
                 armed = deadline;

@@ -6,6 +6,7 @@ pub mod flow;
 pub mod handoffs;
 pub mod lifecycle;
 pub mod limits;
+pub mod metrics;
 pub mod mock;
 pub mod operating;
 pub mod pacing;
