@@ -10,12 +10,14 @@
 //! Behaviour decisions (status codes, `[DONE]` rules, cancel on disconnect, pool
 //! choice, limits) live in `handoff-core`; this crate moves bytes.
 
+pub mod activation;
 pub mod backend;
 pub mod client;
 pub mod daemon;
 pub mod driver;
 pub mod entry;
 pub mod listener;
+pub mod notify;
 pub mod runtime;
 pub mod stop;
 pub mod sys;

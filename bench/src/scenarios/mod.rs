@@ -60,6 +60,11 @@ impl Context {
         )
     }
 
+    /// The binary under test.
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
     pub fn scratch(&self) -> &Scratch {
         &self.scratch
     }
@@ -165,6 +170,11 @@ macro_rules! scenario_tests {
             lifecycle::socket_file_has_the_configured_mode,
             lifecycle::soft_fd_limit_is_raised_to_the_hard_limit,
             lifecycle::logs_to_a_pipe_are_plain_text_at_info,
+            activation::restart_on_an_inherited_socket_loses_no_handoff,
+            activation::sigterm_on_an_inherited_socket_leaves_the_queue_to_the_next_daemon,
+            activation::notify_socket_gets_ready_watchdog_and_stopping,
+            activation::bad_activation_fds_are_refused,
+            activation::activation_variables_for_another_process_are_ignored,
         );
     };
     (@each $binary:expr; $($module:ident :: $name:ident),* $(,)?) => {
@@ -185,6 +195,7 @@ mod tests {
     fn every_scenario_is_listed() {
         let this_file = include_str!("mod.rs");
         let modules = [
+            ("activation", include_str!("list/activation.rs")),
             ("backend", include_str!("list/backend.rs")),
             ("cancel", include_str!("list/cancel.rs")),
             ("flow", include_str!("list/flow.rs")),
