@@ -111,7 +111,9 @@ pub fn passed_fds(
 pub fn take_listener(socket_type: SocketType) -> Result<Option<(OwnedFd, Option<String>)>, ActivationError> {
     let read = |name: &str| std::env::var(name).ok();
     let count = passed_fds(read("LISTEN_PID").as_deref(), read("LISTEN_FDS").as_deref(), std::process::id());
-    for name in VARIABLES {
+    // Only when set: changing the environment races C code reading it
+    // (getaddrinfo, say) in tests that run daemons in their own threads.
+    for name in VARIABLES.into_iter().filter(|name| std::env::var_os(name).is_some()) {
         std::env::remove_var(name);
     }
     match count? {

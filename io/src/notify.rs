@@ -39,8 +39,11 @@ impl Notifier {
             read("WATCHDOG_PID").as_deref(),
             std::process::id(),
         );
+        // Only when set (see `activation::take_listener`).
         for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
-            std::env::remove_var(name);
+            if std::env::var_os(name).is_some() {
+                std::env::remove_var(name);
+            }
         }
         let target = target.filter(|target| !target.is_empty())?;
         match Notifier::new(&target, watchdog_every) {
