@@ -191,6 +191,10 @@ impl Listening {
             match crate::activation::take_listener(config.socket_type).map_err(DaemonError::Activation)? {
                 Some((listener, path)) => {
                     config.socket_origin = SocketOrigin::Inherited;
+                    // The path systemd bound is the one clients use; logs name it.
+                    if let Some(path) = &path {
+                        config.socket_path = path.into();
+                    }
                     tracing::info!(
                         inherited = path.as_deref().unwrap_or("(unnamed)"),
                         "socket activated: listening on fd 3"
