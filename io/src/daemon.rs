@@ -1,7 +1,8 @@
 //! The daemon: the accept loop, turning handoffs into streams (or 400/503
 //! answers), and the drain on shutdown: the socket path goes first, every
 //! handoff already queued is answered 503, then running streams finish until
-//! the drain deadline.
+//! the drain deadline. A socket inherited from the service manager keeps its
+//! path and its queue for the next daemon (core's `SocketOrigin`).
 
 use std::future::Future;
 use std::io;
