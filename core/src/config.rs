@@ -369,6 +369,42 @@ pub enum Backend {
     OpenAi(OpenAiConfig),
 }
 
+/// Where the listening socket came from. A daemon that bound it owns it; an
+/// inherited one (systemd's socket activation, or a supervisor handing the same
+/// fd to the next daemon) outlives this process, and whoever runs next accepts
+/// what is queued on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketOrigin {
+    /// Bound from `--socket` by this process.
+    #[default]
+    Bound,
+    /// Taken from the service manager (`LISTEN_FDS`), never bound or unlinked here.
+    Inherited,
+}
+
+impl SocketOrigin {
+    /// Whether stopping removes the socket file. An inherited socket is not ours
+    /// to remove: the next daemon (or systemd) keeps accepting on it.
+    pub fn unlinks_on_stop(self) -> bool {
+        self == SocketOrigin::Bound
+    }
+
+    /// Whether stopping accepts the queued handoffs to answer them 503. Nobody
+    /// else will take a bound socket's queue; an inherited socket's queue is
+    /// left to the next daemon, which serves it.
+    pub fn answers_backlog_on_stop(self) -> bool {
+        self == SocketOrigin::Bound
+    }
+
+    /// Whether a handoff accepted before shutdown but received after it is
+    /// refused 503 as draining. On an inherited socket it is served: no other
+    /// daemon can take a connection this one already accepted, and refusing it
+    /// would lose it in a restart that must lose nothing.
+    pub fn refuses_late_handoffs(self) -> bool {
+        self == SocketOrigin::Bound
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -380,6 +416,9 @@ pub struct Config {
     pub socket_group: Option<String>,
     pub socket_type: SocketType,
     pub log_format: LogFormat,
+    /// Whether the daemon bound the socket or inherited it (socket activation):
+    /// what stopping does with it follows from this.
+    pub socket_origin: SocketOrigin,
     pub threads: usize,
     pub benchmark: bool,
     pub max_streams: u64,
@@ -580,6 +619,7 @@ impl Cli {
             socket_group: self.socket_group,
             socket_type: self.socket_type,
             log_format: self.log_format,
+            socket_origin: SocketOrigin::Bound,
             threads: self.threads,
             benchmark: self.benchmark,
             max_streams: self.max_connections,
@@ -1007,5 +1047,17 @@ mod tests {
         let config = cli(&["-b", "openai", "--openai-api-key", ""]).into_config().unwrap();
         let Backend::OpenAi(openai) = config.backend else { panic!("openai backend expected") };
         assert_eq!(openai.api_key, None);
+    }
+
+    #[test]
+    fn flags_mean_a_bound_socket_and_only_a_bound_socket_is_cleaned_up_on_stop() {
+        let config = cli(&[]).into_config().unwrap();
+        assert_eq!(config.socket_origin, SocketOrigin::Bound);
+        let bound = SocketOrigin::Bound;
+        assert!(bound.unlinks_on_stop() && bound.answers_backlog_on_stop() && bound.refuses_late_handoffs());
+        let inherited = SocketOrigin::Inherited;
+        assert!(!inherited.unlinks_on_stop(), "the next daemon accepts on the same path");
+        assert!(!inherited.answers_backlog_on_stop(), "the queue is the next daemon's");
+        assert!(!inherited.refuses_late_handoffs(), "an accepted handoff has nowhere else to go");
     }
 }

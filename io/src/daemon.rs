@@ -1,7 +1,8 @@
 //! The daemon: the accept loop, turning handoffs into streams (or 400/503
 //! answers), and the drain on shutdown: the socket path goes first, every
 //! handoff already queued is answered 503, then running streams finish until
-//! the drain deadline.
+//! the drain deadline. A socket inherited from the service manager keeps its
+//! path and its queue for the next daemon (core's `SocketOrigin`).
 
 use std::future::Future;
 use std::io;
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use handoff_core::config::{Backend, Config, SocketType};
+use handoff_core::config::{Backend, Config, SocketOrigin, SocketType};
 use handoff_core::http1;
 use handoff_core::limits::{Limits, Snapshot};
 use handoff_core::liveness::Liveness;
@@ -22,9 +23,11 @@ use handoff_core::stream::close::Closing;
 use handoff_core::stream::{Source, Stream, StreamConfig};
 use handoff_core::{admission, handoff};
 
+use crate::activation::ActivationError;
 use crate::backend::{BackendSetupError, BackendStream, OpenAiBackend};
 use crate::client::{ClientIo, ClientSocket, FdClient};
 use crate::listener::{self, BindError, Received};
+use crate::notify::{self, Notifier};
 use crate::runtime::{with_deadline, ReadyFd, Runtime, Timer};
 use crate::stop::StopSignal;
 use crate::{driver, sys};
@@ -79,6 +82,12 @@ impl Global {
         heartbeat
     }
 
+    /// How many workers' accept loops have started (each registers its heartbeat
+    /// as it begins to accept).
+    pub fn accepting_workers(&self) -> usize {
+        self.beats.lock().map(|beats| beats.len()).unwrap_or(0)
+    }
+
     /// Whether every worker's accept loop turned recently, as core's
     /// [`Liveness`] judges it.
     pub fn alive(&self, now: Instant, liveness: &Liveness) -> bool {
@@ -115,6 +124,7 @@ pub struct Shared<R: Runtime> {
     pub(crate) log_streams: bool,
     global: Arc<Global>,
     socket_type: SocketType,
+    socket_origin: SocketOrigin,
     receive_timeout: Duration,
     retry_after_secs: u32,
     backend: Option<OpenAiBackend<R>>,
@@ -156,6 +166,7 @@ impl<R: Runtime> Shared<R> {
             stream_config,
             stop: StopSignal::default(),
             socket_type: SocketType::Seqpacket,
+            socket_origin: SocketOrigin::Bound,
             receive_timeout: Duration::from_secs(5),
             retry_after_secs: 1,
             backend: None,
@@ -169,6 +180,8 @@ pub struct Listening {
     config: Config,
     listener: OwnedFd,
     global: Arc<Global>,
+    /// The service manager's socket, when there is one (worker 0 talks to it).
+    notifier: Option<Arc<Notifier>>,
 }
 
 /// One worker's part: its own registration of the listening socket and its
@@ -179,6 +192,7 @@ pub struct WorkerPlan {
     listener: OwnedFd,
     global: Arc<Global>,
     role: Role,
+    notifier: Option<Arc<Notifier>>,
 }
 
 /// What a plan's thread serves: handoffs, or the metrics endpoint (on
@@ -189,10 +203,28 @@ enum Role {
 }
 
 impl Listening {
-    /// Binds the socket (a live daemon's is refused, a stale one replaced).
-    pub fn bind(config: Config) -> Result<Listening, DaemonError> {
-        let listener = listener::bind(&config.socket_path, config.socket_type, listener::Access::of(&config))
-            .map_err(DaemonError::Bind)?;
+    /// Takes the socket from the service manager when socket-activated, or
+    /// binds it (a live daemon's is refused, a stale one replaced).
+    pub fn bind(mut config: Config) -> Result<Listening, DaemonError> {
+        let notifier = Notifier::from_env();
+        let listener = match crate::activation::take_listener(config.socket_type)
+            .map_err(DaemonError::Activation)?
+        {
+            Some((listener, path)) => {
+                config.socket_origin = SocketOrigin::Inherited;
+                // The path systemd bound is the one clients use; logs name it.
+                if let Some(path) = &path {
+                    config.socket_path = path.into();
+                }
+                tracing::info!(
+                    inherited = path.as_deref().unwrap_or("(unnamed)"),
+                    "socket activated: listening on fd 3"
+                );
+                listener
+            }
+            None => listener::bind(&config.socket_path, config.socket_type, listener::Access::of(&config))
+                .map_err(DaemonError::Bind)?,
+        };
         let global = Global::new(Limits::new(config.max_streams));
         tracing::info!(
             socket = %config.socket_path.display(),
@@ -200,7 +232,7 @@ impl Listening {
             max_streams = config.max_streams,
             "listening"
         );
-        Ok(Listening { config, listener, global })
+        Ok(Listening { config, listener, global, notifier })
     }
 
     /// What the workers share: admission, the drain flag and their heartbeats
@@ -217,7 +249,14 @@ impl Listening {
     /// [`crate::metrics::plan`]).
     pub(crate) fn metrics_plan(&self, listener: OwnedFd, serving: crate::metrics::Serving) -> WorkerPlan {
         let (config, global) = (self.config.clone(), Arc::clone(&self.global));
-        WorkerPlan { index: usize::MAX, config, listener, global, role: Role::Metrics(serving) }
+        WorkerPlan {
+            index: usize::MAX,
+            config,
+            listener,
+            global,
+            role: Role::Metrics(serving),
+            notifier: None,
+        }
     }
 
     /// Worker `index` of `count`. Every worker accepts from the same socket
@@ -233,7 +272,15 @@ impl Listening {
         pool.max_connecting = pool.max_connecting.div_ceil(count);
         pool.max_queued = pool.max_queued.div_ceil(count);
         config.accept_balance.workers = count as u64;
-        Ok(WorkerPlan { index, config, listener, global: Arc::clone(&self.global), role: Role::Handoffs })
+        let notifier = if index == 0 { self.notifier.clone() } else { None };
+        Ok(WorkerPlan {
+            index,
+            config,
+            listener,
+            global: Arc::clone(&self.global),
+            role: Role::Handoffs,
+            notifier,
+        })
     }
 
     /// After every worker returned: the counters, or the first error (the
@@ -242,7 +289,9 @@ impl Listening {
         match result {
             Ok(()) => Ok(self.global.limits.snapshot()),
             Err(error) => {
-                if !self.global.unlinked.swap(true, Ordering::AcqRel) {
+                if self.config.socket_origin.unlinks_on_stop()
+                    && !self.global.unlinked.swap(true, Ordering::AcqRel)
+                {
                     listener::remove_socket_file(&self.config.socket_path);
                 }
                 Err(error)
@@ -254,6 +303,7 @@ impl Listening {
 #[derive(Debug)]
 pub enum DaemonError {
     Bind(BindError),
+    Activation(ActivationError),
     Backend(BackendSetupError),
     Io(&'static str, io::Error),
 }
@@ -262,6 +312,7 @@ impl std::fmt::Display for DaemonError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DaemonError::Bind(error) => write!(f, "{error}"),
+            DaemonError::Activation(error) => write!(f, "{error}"),
             DaemonError::Backend(error) => write!(f, "{error}"),
             DaemonError::Io(what, error) => write!(f, "{what}: {error}"),
         }
@@ -291,7 +342,7 @@ pub async fn run_worker<R: Runtime>(
     plan: WorkerPlan,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let WorkerPlan { index, config, listener, global, role } = plan;
+    let WorkerPlan { index, config, listener, global, role, notifier } = plan;
     if let Role::Metrics(serving) = role {
         return crate::metrics::serve(runtime, listener, global, config, serving, shutdown).await;
     }
@@ -313,20 +364,36 @@ pub async fn run_worker<R: Runtime>(
         log_streams: !config.benchmark,
         global,
         socket_type: config.socket_type,
+        socket_origin: config.socket_origin,
         receive_timeout: config.receive_timeout,
         retry_after_secs: config.retry_after_secs,
         backend,
         open_sockets: AtomicU64::new(0),
     });
 
+    if let Some(notifier) = &notifier {
+        let workers = config.accept_balance.workers as usize;
+        runtime.spawn(notify::serve(
+            runtime.clone(),
+            Arc::clone(notifier),
+            Arc::clone(&shared.global),
+            workers,
+            config.liveness,
+        ));
+    }
     let accepted = accept_until(&shared, &listener, &config, shutdown).await;
-    // No new module connection can reach us once the path is gone; what is
-    // already in the backlog gets a 503 rather than a reset.
-    if !shared.global.unlinked.swap(true, Ordering::AcqRel) {
+    if let Some(notifier) = &notifier {
+        notifier.stopping();
+    }
+    // A bound socket: no new module connection can reach us once the path is
+    // gone, and what is already in the backlog gets a 503 rather than a reset.
+    // An inherited one stays, queue and all, for the next daemon.
+    let origin = config.socket_origin;
+    if origin.unlinks_on_stop() && !shared.global.unlinked.swap(true, Ordering::AcqRel) {
         listener::remove_socket_file(&config.socket_path);
     }
     shared.global.draining.store(true, Ordering::Release);
-    let answered = answer_backlog(&shared, &listener);
+    let answered = if origin.answers_backlog_on_stop() { answer_backlog(&shared, &listener) } else { 0 };
     drop(listener);
     tracing::info!(
         worker = index,
@@ -530,7 +597,8 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     } else {
         handoff::decode(&received.data)
     };
-    let draining = shared.global.draining.load(Ordering::Acquire);
+    let draining =
+        shared.global.draining.load(Ordering::Acquire) && shared.socket_origin.refuses_late_handoffs();
     let (handoff, admission) = match admission::admit(&shared.limits, draining, decoded) {
         Ok(admitted) => admitted,
         Err(refusal) => {

@@ -11,6 +11,7 @@
 //! choice, limits) live in `handoff-core`; this crate moves bytes.
 
 pub mod accounts;
+pub mod activation;
 pub mod backend;
 pub mod client;
 pub mod config_file;
@@ -19,6 +20,7 @@ pub mod driver;
 pub mod entry;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod runtime;
 pub mod stop;
 pub mod sys;

@@ -60,6 +60,11 @@ impl Context {
         )
     }
 
+    /// The binary under test.
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
     pub fn scratch(&self) -> &Scratch {
         &self.scratch
     }
@@ -174,6 +179,11 @@ macro_rules! scenario_tests {
             metrics::metrics_health_is_503_while_draining,
             metrics::metrics_count_backend_statuses_and_connections,
             metrics::metrics_endpoint_bounds_connections_and_heads,
+            activation::restart_on_an_inherited_socket_loses_no_handoff,
+            activation::sigterm_on_an_inherited_socket_leaves_the_queue_to_the_next_daemon,
+            activation::notify_socket_gets_ready_watchdog_and_stopping,
+            activation::bad_activation_fds_are_refused,
+            activation::activation_variables_for_another_process_are_ignored,
         );
     };
     (@each $binary:expr; $($module:ident :: $name:ident),* $(,)?) => {
@@ -194,6 +204,7 @@ mod tests {
     fn every_scenario_is_listed() {
         let this_file = include_str!("mod.rs");
         let modules = [
+            ("activation", include_str!("list/activation.rs")),
             ("backend", include_str!("list/backend.rs")),
             ("cancel", include_str!("list/cancel.rs")),
             ("flow", include_str!("list/flow.rs")),
