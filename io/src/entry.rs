@@ -52,6 +52,9 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
     if let Some(file) = &file {
         tracing::info!(config = %file.path.display(), "read the config file");
     }
+    if let Err(error) = crate::early_signal::install() {
+        tracing::warn!(%error, "recording early stop signals failed; a SIGTERM before the workers start kills the daemon");
+    }
     let fd_limit = crate::sys::raise_fd_limit();
     tracing::info!(binary, fd_limit, workers = thread_count(&config), "starting");
     let benchmark = config.benchmark;
@@ -130,7 +133,17 @@ impl Stop {
         install: impl FnOnce() -> std::io::Result<F>,
     ) -> Result<impl Future<Output = ()>, DaemonError> {
         let signal = if self.is_leader() {
-            Some(install().map_err(|e| DaemonError::Io("installing signal handlers", e))?)
+            let signal = install().map_err(|e| DaemonError::Io("installing signal handlers", e))?;
+            // Checked after the runtime's handlers exist: a signal from here on
+            // reaches them, and one before was recorded by `early_signal`.
+            let early = crate::early_signal::requested();
+            Some(async move {
+                if early {
+                    tracing::info!("stop signal received while starting");
+                } else {
+                    signal.await
+                }
+            })
         } else {
             None
         };
@@ -243,4 +256,22 @@ where
         (Ok(()), None) => Ok(()),
     };
     listening.finish(result)
+}
+
+#[cfg(test)]
+mod early_stop_tests {
+    use super::*;
+    use std::task::{Context, Poll, Waker};
+
+    #[test]
+    fn a_stop_signal_before_the_runtime_handlers_stops_the_leader_at_once() {
+        let leader = Stop { receiver: None, followers: Vec::new() };
+        crate::early_signal::mark_requested();
+        // The runtime's own signal future never fires here: only the early
+        // record can end the wait.
+        let shutdown = leader.shutdown(|| Ok(std::future::pending::<()>()));
+        let mut shutdown = std::pin::pin!(shutdown.expect("the install closure succeeds"));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(shutdown.as_mut().poll(&mut cx), Poll::Ready(()));
+    }
 }

@@ -17,6 +17,7 @@ pub mod client;
 pub mod config_file;
 pub mod daemon;
 pub mod driver;
+pub mod early_signal;
 pub mod entry;
 pub mod listener;
 pub mod metrics;

@@ -170,6 +170,7 @@ macro_rules! scenario_tests {
             lifecycle::socket_file_has_the_configured_mode,
             lifecycle::soft_fd_limit_is_raised_to_the_hard_limit,
             lifecycle::logs_to_a_pipe_are_plain_text_at_info,
+            lifecycle::sigterm_at_once_after_start_is_a_clean_stop,
             operating::operating_json_log_lines_parse_with_level_message_and_fields,
             operating::operating_config_file_sits_under_environment_and_flags,
             operating::operating_config_file_mistakes_name_file_line_and_key,

@@ -182,3 +182,21 @@ pub async fn logs_to_a_pipe_are_plain_text_at_info(cx: Context) {
     assert!(!log.contains('\u{1b}'), "colour codes written to a pipe: {log:?}");
     assert!(!log.contains("DEBUG") && !log.contains("TRACE"), "debug output by default: {log:?}");
 }
+
+/// The socket is bound before the workers' runtimes exist; a SIGTERM sent the
+/// moment the socket file appears (as a supervisor stopping a daemon it just
+/// started would) must still be a clean stop, never death by the default action.
+pub async fn sigterm_at_once_after_start_is_a_clean_stop(cx: Context) {
+    for round in 0..10 {
+        let socket = cx.scratch().path(&format!("early-{round}.sock"));
+        let mut daemon = mock_daemon(&cx, 1).socket(&socket).spawn();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // A tight poll: the window this checks is a millisecond or two long.
+        while std::fs::symlink_metadata(&socket).is_err() {
+            assert!(std::time::Instant::now() < deadline, "round {round}: no socket file within 10 s");
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        daemon.signal_terminate();
+        daemon.expect_clean_exit().await;
+    }
+}
