@@ -34,6 +34,7 @@ expect -rw-r--r-- etc/handoff/handoff.toml
 
 [ "$(dpkg-deb -I "$deb" conffiles)" = /etc/handoff/handoff.toml ] || fail "handoff.toml is not the one conffile"
 dpkg-deb -I "$deb" postinst | grep -q 'adduser --system' || fail "postinst does not create the system user"
+dpkg-deb -I "$deb" postinst | grep -q 'chmod 0640 /etc/handoff/handoff.toml' || fail "postinst leaves the config (and its key) world-readable"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -612,7 +612,11 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     }
     let fd = match shared.runtime.register(client) {
         Ok(fd) => FdClient(fd),
-        Err(error) => return tracing::warn!(%error, "registering a client fd failed; closed"),
+        Err(error) => {
+            // Not a socket the runtime can poll (a regular file, say): no usable client.
+            shared.metrics.record_rejected(Rejection::PeerRefused);
+            return tracing::warn!(%error, "registering a client fd failed; closed");
+        }
     };
     let id = shared.global.handoffs.fetch_add(1, Ordering::Relaxed) + 1;
     let identity =

@@ -26,7 +26,14 @@ pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
 
+/// Sets the record as a signal would; tests that set it must `clear_request`
+/// after, since the record is process-wide.
 #[cfg(test)]
 pub(crate) fn mark_requested() {
     REQUESTED.store(true, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+pub(crate) fn clear_request() {
+    REQUESTED.store(false, Ordering::SeqCst);
 }

@@ -270,6 +270,7 @@ mod early_stop_tests {
         // The runtime's own signal future never fires here: only the early
         // record can end the wait.
         let shutdown = leader.shutdown(|| Ok(std::future::pending::<()>()));
+        crate::early_signal::clear_request();
         let mut shutdown = std::pin::pin!(shutdown.expect("the install closure succeeds"));
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(shutdown.as_mut().poll(&mut cx), Poll::Ready(()));

@@ -110,14 +110,33 @@ pub fn bind(path: &Path, socket_type: SocketType, access: Access<'_>) -> Result<
         None,
     )
     .map_err(|e| io_error("socket", e.into()))?;
-    rustix::net::bind(&fd, &address).map_err(|e| io_error("bind", e.into()))?;
-    // chown first: it may clear mode bits, and the mode is what is asked for.
+    // The file is created with the mode asked for (the umask is set for the
+    // bind, while only this thread runs), so nothing changes it by path later,
+    // where a swapped-in symlink would redirect a chmod.
+    let creation_mask = rustix::fs::Mode::from_bits_truncate(!access.mode & 0o777);
+    let previous_mask = rustix::process::umask(creation_mask);
+    let bound = rustix::net::bind(&fd, &address);
+    rustix::process::umask(previous_mask);
+    bound.map_err(|e| io_error("bind", e.into()))?;
+    // Owner and group by path, never through a symlink.
     let permitted = if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::chown(path, uid, gid).map_err(|e| io_error("chown", e))
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            path,
+            uid.map(rustix::fs::Uid::from_raw),
+            gid.map(rustix::fs::Gid::from_raw),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_error("chown", e.into()))
     } else {
         Ok(())
     }
     .and_then(|()| {
+        // Bits the umask cannot give (setuid, setgid, sticky) mean nothing on a
+        // socket; a mode with them is still honoured as asked.
+        if access.mode & !0o777 == 0 {
+            return Ok(());
+        }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))
             .map_err(|e| io_error("chmod", e))
     });
