@@ -513,8 +513,7 @@ impl Config {
     /// or for 0 one per two CPUs, at least one. Each worker has its own wake-ups (a
     /// sleep and wake in `epoll_wait` is the largest fixed cost here), so a second
     /// worker on a 2-CPU host shared with Apache and PHP costs more CPU per event and
-    /// lengthens the tail instead of adding capacity one worker lacks; and with more
-    /// than one worker a rare lost handoff is still open (see README, Workers).
+    /// lengthens the tail instead of adding capacity one worker lacks (README, Workers).
     pub fn workers(&self, cpus: usize) -> usize {
         match self.threads {
             0 => (cpus / 2).max(1),
