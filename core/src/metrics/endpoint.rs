@@ -54,6 +54,10 @@ pub struct EndpointLimits {
     pub read_timeout: Duration,
     /// How long the response may take to be written.
     pub write_timeout: Duration,
+    /// After the response, how long the client gets to close first (closing on
+    /// its unread bytes would reset the response's tail); short, so an idle
+    /// client holds a connection slot no longer than it must.
+    pub close_linger: Duration,
 }
 
 impl Default for EndpointLimits {
@@ -63,6 +67,7 @@ impl Default for EndpointLimits {
             max_request_head: 4096,
             read_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(2),
+            close_linger: Duration::from_millis(100),
         }
     }
 }

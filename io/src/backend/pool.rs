@@ -311,6 +311,15 @@ impl<R: Runtime> PoolOwner<R> {
         }
         self.h2.clear();
         self.h1_idle.clear();
+        // The gauges read zero through the rest of the drain; the totals stay.
+        let totals = self.pool.stats();
+        self.metrics.record_pool(&handoff_core::pool::PoolStats {
+            open: 0,
+            connecting: 0,
+            queued: 0,
+            active_streams: 0,
+            ..totals
+        });
     }
 }
 

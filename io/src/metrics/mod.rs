@@ -284,6 +284,6 @@ async fn answer<R: Runtime>(runtime: &R, state: &State, conn: OwnedFd) -> io::Re
             })
         })
     });
-    let _ = with_deadline(runtime, runtime.now() + limits.read_timeout, eof).await;
+    let _ = with_deadline(runtime, runtime.now() + limits.close_linger, eof).await;
     Ok(())
 }
