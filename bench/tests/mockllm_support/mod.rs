@@ -10,7 +10,8 @@ use handoff_bench::mockllm::{MockLlm, MockLlmConfig};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::{client::TlsStream, rustls, TlsConnector};
 
 /// Bound for every wait in these tests (a hang fails instead of blocking CI).
@@ -347,7 +348,7 @@ pub async fn tls_connect(
     alpn: &[&[u8]],
 ) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM parses")).expect("CA accepted as a root");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -51,7 +52,7 @@ fn root_store(extra_ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
     if let Some(path) = extra_ca {
         let pem = std::fs::read(path).map_err(|e| TlsError(format!("reading {}: {e}", path.display())))?;
         let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| TlsError(format!("parsing {}: {e}", path.display())))?;
             roots.add(cert).map_err(|e| TlsError(format!("adding a CA from {}: {e}", path.display())))?;
             added += 1;
@@ -105,5 +106,40 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("handoff-tls-{}-{name}.pem", std::process::id()));
+        std::fs::write(&path, contents).expect("write the test CA file");
+        path
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_an_error_naming_the_file() {
+        let path = ca_file("empty", b"not a certificate\n");
+        let error = root_store(Some(&path)).err().map(|e| e.0).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        assert!(error.contains("no PEM certificate found"), "{error}");
+        assert!(error.contains(&path.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn a_corrupt_certificate_section_is_an_error_not_skipped() {
+        let path = ca_file("corrupt", b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+        let error = root_store(Some(&path)).err().map(|e| e.0).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        assert!(error.starts_with(&format!("parsing {}", path.display())), "{error}");
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_an_error_naming_it() {
+        let path = std::path::Path::new("/nonexistent/handoff-ca.pem");
+        let error = root_store(Some(path)).err().map(|e| e.0).unwrap_or_default();
+        assert!(error.starts_with("reading /nonexistent/handoff-ca.pem"), "{error}");
     }
 }
