@@ -1,12 +1,9 @@
-//! The one command-line and environment definition both daemons use, and its
-//! validation into a [`Config`]. `handoff-tokio` and `handoff-smol` parse the same
-//! [`Cli`], so their flags cannot drift apart.
+//! The daemon's settings ([`Settings`], plain values with their defaults) and their
+//! validation into a [`Config`]. The command line that fills [`Settings`] lives with
+//! the binaries (handoff-io's `cli`), so this crate parses no arguments.
 
 use std::path::PathBuf;
 use std::time::Duration;
-
-use clap::builder::BoolishValueParser;
-use clap::{Parser, ValueEnum};
 
 use crate::pool::PoolConfig;
 use crate::stream::StreamConfig;
@@ -21,7 +18,7 @@ pub const MAX_H2_WINDOW: u32 = (1 << 31) - 1;
 /// and the stream would stop reading its backend after every chunk.
 pub const MIN_CLIENT_BUFFER: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     /// The built-in 18-event script; needs nothing else running.
     Mock,
@@ -29,7 +26,7 @@ pub enum BackendKind {
     Openai,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketType {
     /// One message per connection (mod_socket_handoff's current protocol).
     Seqpacket,
@@ -37,7 +34,7 @@ pub enum SocketType {
     Stream,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines (coloured only on a terminal, never with NO_COLOR).
     Text,
@@ -45,173 +42,244 @@ pub enum LogFormat {
     Json,
 }
 
-/// Streaming daemon for mod_socket_handoff: takes client sockets handed off by
-/// Apache and streams LLM responses to them as Server-Sent Events.
-#[derive(Clone, Parser)]
-#[command(version, about, long_about = None)]
-pub struct Cli {
+/// The names an enum setting is spelled with on the command line and in the
+/// config file, and the parse back from them.
+macro_rules! named_values {
+    ($type:ident, $what:literal, $($variant:ident = $name:literal: $meaning:literal),+ $(,)?) => {
+        impl $type {
+            /// Every accepted spelling, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            /// Each spelling with what it means, for help texts.
+            pub const CHOICES: &'static [(&'static str, &'static str)] = &[$(($name, $meaning)),+];
+
+            /// How the value is spelled.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($type::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = UnknownName;
+
+            fn from_str(value: &str) -> Result<Self, UnknownName> {
+                match value {
+                    $($name => Ok($type::$variant),)+
+                    _ => Err(UnknownName { what: $what, value: value.to_owned(), expected: $type::NAMES }),
+                }
+            }
+        }
+    };
+}
+
+named_values!(BackendKind, "backend",
+    Mock = "mock": "The built-in 18-event script; needs nothing else running",
+    Openai = "openai": "An OpenAI-compatible chat completions API",
+);
+named_values!(SocketType, "socket type",
+    Seqpacket = "seqpacket": "One message per connection (mod_socket_handoff's current protocol)",
+    Stream = "stream": "Byte stream, for module versions older than the switch to SOCK_SEQPACKET",
+);
+named_values!(LogFormat, "log format",
+    Text = "text": "Human-readable lines (coloured only on a terminal, never with NO_COLOR)",
+    Json = "json": "One JSON object per line: timestamp, level, target, message and every field",
+);
+
+/// An enum setting spelled with a name it does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    what: &'static str,
+    value: String,
+    expected: &'static [&'static str],
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown {} {:?} (expected one of: {})", self.what, self.value, self.expected.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+/// The defaults of [`Settings`], one place for the flags' defaults and for
+/// embedders that build [`Settings`] themselves.
+pub mod defaults {
+    /// `--socket`.
+    pub const SOCKET: &str = "/run/streaming-daemon.sock";
+    /// `--mode`.
+    pub const MODE: &str = "0660";
+    /// `--delay`, milliseconds.
+    pub const MOCK_DELAY_MS: u64 = 50;
+    /// `--openai-base`.
+    pub const OPENAI_BASE: &str = "https://api.openai.com/v1";
+    /// `--openai-model`.
+    pub const OPENAI_MODEL: &str = "gpt-4o-mini";
+    /// `--openai-http2`.
+    pub const OPENAI_HTTP2: bool = true;
+    /// `--h2-streams-per-connection`.
+    pub const H2_STREAMS_PER_CONNECTION: u32 = 100;
+    /// `--backend-connections`.
+    pub const BACKEND_CONNECTIONS: usize = 1024;
+    /// `--max-connections`.
+    pub const MAX_CONNECTIONS: u64 = 50_000;
+    /// `--threads`.
+    pub const THREADS: usize = 1;
+    /// `--drain-timeout`, seconds.
+    pub const DRAIN_TIMEOUT_SECS: u64 = 30;
+    /// `--keep-alive`, seconds.
+    pub const KEEP_ALIVE_SECS: u64 = 15;
+    /// `--first-byte-timeout`, seconds.
+    pub const FIRST_BYTE_TIMEOUT_SECS: u64 = 60;
+    /// `--idle-timeout`, seconds.
+    pub const IDLE_TIMEOUT_SECS: u64 = 120;
+    /// `--total-timeout`, seconds.
+    pub const TOTAL_TIMEOUT_SECS: u64 = 1800;
+    /// `--write-timeout`, seconds.
+    pub const WRITE_TIMEOUT_SECS: u64 = 30;
+    /// `--client-buffer`, bytes.
+    pub const CLIENT_BUFFER: usize = 64 * 1024;
+    /// `--client-send-buffer`, bytes.
+    pub const CLIENT_SEND_BUFFER: usize = 64 * 1024;
+    /// `--linger`, seconds.
+    pub const LINGER_SECS: u64 = 2;
+    /// `--receive-timeout`, seconds.
+    pub const RECEIVE_TIMEOUT_SECS: u64 = 5;
+    /// `--retry-after`, seconds.
+    pub const RETRY_AFTER_SECS: u32 = 1;
+    /// `--connect-timeout`, seconds.
+    pub const CONNECT_TIMEOUT_SECS: u64 = 10;
+    /// `--h2-stream-window`, bytes.
+    pub const H2_STREAM_WINDOW: u64 = 64 * 1024;
+}
+
+/// The daemon's settings as an operator gives them (flags, environment, config
+/// file), before validation. Every field is public and [`Default`] holds the
+/// documented defaults, so an embedder fills in what it needs and calls
+/// [`Settings::validate`]; the daemons' command line maps onto it one flag to one
+/// field (the field names are the long flags with `_` for `-`).
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
     /// Unix socket path the Apache module connects to.
-    #[arg(short = 's', long, default_value = "/run/streaming-daemon.sock")]
     pub socket: PathBuf,
-
-    /// Socket file permissions, octal.
-    #[arg(short = 'm', long, default_value = "0660")]
+    /// Socket file permissions, octal (`0660`, `660` or `0o660`).
     pub mode: String,
-
-    /// User that owns the socket file (name or numeric id; default: the daemon's).
-    #[arg(long, value_name = "USER")]
+    /// User that owns the socket file (name or numeric id; `None`: the daemon's).
     pub socket_owner: Option<String>,
-
-    /// Group of the socket file (name or numeric id), e.g. Apache's `www-data`, so
-    /// that with --mode 0660 Apache may connect and nobody else may.
-    #[arg(long, value_name = "GROUP")]
+    /// Group of the socket file (name or numeric id).
     pub socket_group: Option<String>,
-
     /// Unix socket type the module speaks.
-    #[arg(long, value_enum, default_value_t = SocketType::Seqpacket)]
     pub socket_type: SocketType,
-
     /// Delay between mock backend events, in milliseconds.
-    #[arg(short = 'd', long, default_value_t = 50)]
     pub delay: u64,
-
     /// Where responses come from.
-    #[arg(short = 'b', long, value_enum, default_value_t = BackendKind::Mock)]
     pub backend: BackendKind,
-
-    /// Backend base URL (http:// for h2c or plain HTTP/1.1, https:// for TLS).
-    #[arg(long, env = "OPENAI_API_BASE", default_value = "https://api.openai.com/v1")]
+    /// Backend base URL (`http://` for h2c or HTTP/1.1, `https://` for TLS).
     pub openai_base: String,
-
-    /// Bearer token for the backend.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    /// Bearer token for the backend (empty counts as none).
     pub openai_api_key: Option<String>,
-
     /// Model used when the handoff names none.
-    #[arg(long, env = "OPENAI_MODEL", default_value = "gpt-4o-mini")]
     pub openai_model: String,
-
     /// Speak HTTP/2 to the backend (false: HTTP/1.1 with keep-alive).
-    #[arg(long, env = "OPENAI_HTTP2_ENABLED", default_value = "true", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub openai_http2: bool,
-
     /// Skip TLS certificate verification (testing only).
-    #[arg(long, env = "OPENAI_INSECURE_SSL", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub openai_insecure_ssl: bool,
-
     /// PEM file with one more CA certificate to trust for the backend.
-    #[arg(long)]
     pub openai_ca: Option<PathBuf>,
-
-    /// Streams per HTTP/2 connection (clamped 10-1000; the server's
-    /// SETTINGS_MAX_CONCURRENT_STREAMS may lower it).
-    #[arg(long, env = "OPENAI_H2_STREAMS_PER_HANDLE", default_value_t = 100)]
+    /// Streams per HTTP/2 connection (clamped to [`STREAMS_PER_CONNECTION_RANGE`]).
     pub h2_streams_per_connection: u32,
-
     /// Most backend connections open at once.
-    #[arg(long, default_value_t = 1024)]
     pub backend_connections: usize,
-
     /// Quiet; print a summary on exit.
-    #[arg(long)]
     pub benchmark: bool,
-
     /// Concurrent streams before new handoffs get 503.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: u64,
-
-    /// Shared-nothing workers, one thread each (0 = one per two CPUs, at least one).
-    #[arg(long, default_value_t = 1)]
+    /// Shared-nothing workers (0: one per two CPUs, at least one).
     pub threads: usize,
-
     /// Seconds running streams may take to finish after SIGINT/SIGTERM.
-    #[arg(long, default_value_t = 30)]
     pub drain_timeout: u64,
-
     /// Seconds of silence before a `: keep-alive` comment is sent.
-    #[arg(long, default_value_t = 15)]
     pub keep_alive: u64,
-
     /// Seconds the backend may take to send its first byte.
-    #[arg(long, default_value_t = 60)]
     pub first_byte_timeout: u64,
-
     /// Seconds the backend may stay silent mid-stream.
-    #[arg(long, default_value_t = 120)]
     pub idle_timeout: u64,
-
     /// Seconds a stream may last in all.
-    #[arg(long, default_value_t = 1800)]
     pub total_timeout: u64,
-
-    /// Seconds a client may take no bytes while bytes wait for it; then its own
-    /// stream ends (counted as client stalled) and its upstream is cancelled. Also
-    /// bounds the last flush.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    /// Seconds a client may take no bytes while bytes wait for it.
     pub write_timeout: u64,
-
-    /// Bytes of client output one stream may hold unwritten before it stops reading
-    /// its backend (at least 1024), so a slow reader fills only its own buffers.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    /// Bytes of client output one stream may hold unwritten (at least
+    /// [`MIN_CLIENT_BUFFER`]).
     pub client_buffer: usize,
-
-    /// SO_SNDBUF of each client socket, in bytes (0: leave the kernel's
-    /// autotuning, which lets a client that reads nothing hold up to tcp_wmem's
-    /// maximum, 4 MiB by default, before a write blocks). Bounded, a stalled
-    /// client is noticed promptly and pins little kernel memory; token streams
-    /// need far less than it allows per round trip.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    /// SO_SNDBUF of each client socket, in bytes (0: the kernel's autotuning).
     pub client_send_buffer: usize,
-
-    /// Seconds a finished response's socket drains what the client still sends
-    /// before it is closed (so unread bytes cannot turn the close into a reset).
-    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    /// Seconds a finished response's socket drains what the client still sends.
     pub linger: u64,
-
     /// Seconds an accepted module connection may take to deliver its handoff.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub receive_timeout: u64,
-
-    /// Seconds a 503 (at capacity, or shutting down) tells the client to wait,
-    /// sent as Retry-After.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    /// Seconds a 503 tells the client to wait (Retry-After).
     pub retry_after: u32,
-
-    /// Seconds opening one backend connection (TCP, TLS, HTTP/2 preface) may take.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    /// Seconds opening one backend connection may take.
     pub connect_timeout: u64,
-
-    /// HTTP/2 flow-control window of each backend stream, in bytes (1 to
-    /// 2147483647): the most one stream has in flight, so the most a stalled
-    /// client pins in its connection.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    /// HTTP/2 flow-control window of each backend stream, in bytes.
     pub h2_stream_window: u64,
-
-    /// TOML file setting any of these flags by its long name (`max-connections =
-    /// 20000`); flags and environment variables override it.
-    #[arg(long, value_name = "FILE", env = "HANDOFF_CONFIG")]
-    pub config: Option<PathBuf>,
-
     /// Log line format on stderr.
-    #[arg(long, value_enum, env = "HANDOFF_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-
-    /// HTTP/2 flow-control window of each backend connection, in bytes (at least
-    /// --h2-stream-window, at most 2147483647). Default: streams per connection ×
-    /// --h2-stream-window, so every stream can have its whole window in flight and
-    /// none waits on a neighbour's unread bytes; smaller values save memory but let
-    /// stalled streams slow the others. Memory cost: at worst each stalled stream
-    /// pins one stream window in its connection plus --client-buffer of unwritten
-    /// client bytes: with the defaults 128 KiB per stalled stream, 12.5 MiB for a
-    /// connection of 100 stalled streams.
-    #[arg(long, value_name = "BYTES")]
+    /// HTTP/2 flow-control window of each backend connection, in bytes (`None`:
+    /// streams per connection × the stream window).
     pub h2_connection_window: Option<u64>,
-
-    /// Serve Prometheus metrics (GET /metrics) and a health check (GET /healthz)
-    /// on HOST:PORT, or on a Unix socket when the value is a path (has a `/`).
-    /// Off unless given.
-    #[arg(long, value_name = "ADDR")]
+    /// Metrics endpoint address: `HOST:PORT`, or a Unix socket path (has a `/`).
     pub metrics_addr: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        use defaults::*;
+        Settings {
+            socket: PathBuf::from(SOCKET),
+            mode: MODE.to_owned(),
+            socket_owner: None,
+            socket_group: None,
+            socket_type: SocketType::Seqpacket,
+            delay: MOCK_DELAY_MS,
+            backend: BackendKind::Mock,
+            openai_base: OPENAI_BASE.to_owned(),
+            openai_api_key: None,
+            openai_model: OPENAI_MODEL.to_owned(),
+            openai_http2: OPENAI_HTTP2,
+            openai_insecure_ssl: false,
+            openai_ca: None,
+            h2_streams_per_connection: H2_STREAMS_PER_CONNECTION,
+            backend_connections: BACKEND_CONNECTIONS,
+            benchmark: false,
+            max_connections: MAX_CONNECTIONS,
+            threads: THREADS,
+            drain_timeout: DRAIN_TIMEOUT_SECS,
+            keep_alive: KEEP_ALIVE_SECS,
+            first_byte_timeout: FIRST_BYTE_TIMEOUT_SECS,
+            idle_timeout: IDLE_TIMEOUT_SECS,
+            total_timeout: TOTAL_TIMEOUT_SECS,
+            write_timeout: WRITE_TIMEOUT_SECS,
+            client_buffer: CLIENT_BUFFER,
+            client_send_buffer: CLIENT_SEND_BUFFER,
+            linger: LINGER_SECS,
+            receive_timeout: RECEIVE_TIMEOUT_SECS,
+            retry_after: RETRY_AFTER_SECS,
+            connect_timeout: CONNECT_TIMEOUT_SECS,
+            h2_stream_window: H2_STREAM_WINDOW,
+            log_format: LogFormat::Text,
+            h2_connection_window: None,
+            metrics_addr: None,
+        }
+    }
 }
 
 /// Stands in for a secret in `Debug` output.
@@ -230,9 +298,9 @@ fn redacted_key(key: &Option<String>) -> Option<Redacted> {
 
 // Written out rather than derived so the API key never reaches a log. The
 // destructuring makes a new field a compile error here until it is listed.
-impl std::fmt::Debug for Cli {
+impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Cli {
+        let Settings {
             socket,
             mode,
             socket_owner,
@@ -265,11 +333,10 @@ impl std::fmt::Debug for Cli {
             connect_timeout,
             h2_stream_window,
             h2_connection_window,
-            config,
             log_format,
             metrics_addr,
         } = self;
-        f.debug_struct("Cli")
+        f.debug_struct("Settings")
             .field("socket", socket)
             .field("mode", mode)
             .field("socket_owner", socket_owner)
@@ -302,7 +369,6 @@ impl std::fmt::Debug for Cli {
             .field("connect_timeout", connect_timeout)
             .field("h2_stream_window", h2_stream_window)
             .field("h2_connection_window", h2_connection_window)
-            .field("config", config)
             .field("log_format", log_format)
             .field("metrics_addr", metrics_addr)
             .finish()
@@ -522,9 +588,10 @@ impl Config {
     }
 }
 
-impl Cli {
-    /// Validates the flags into a [`Config`].
-    pub fn into_config(self) -> Result<Config, ConfigError> {
+impl Settings {
+    /// Validates the settings into a [`Config`]; the error names the flag whose
+    /// value is refused.
+    pub fn validate(self) -> Result<Config, ConfigError> {
         let socket_mode = parse_mode(&self.mode)?;
         for (value, flag) in [
             (self.keep_alive, "--keep-alive"),
@@ -699,364 +766,4 @@ pub fn parse_base_url(url: &str) -> Result<BaseUrl, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cli(args: &[&str]) -> Cli {
-        let mut argv = vec!["handoff"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).expect("flags parse")
-    }
-
-    #[test]
-    fn defaults_match_the_design() {
-        let config = cli(&[]).into_config().unwrap();
-        assert_eq!(config.socket_path, PathBuf::from("/run/streaming-daemon.sock"));
-        assert_eq!(config.socket_mode, 0o660);
-        assert_eq!(config.socket_type, SocketType::Seqpacket);
-        assert_eq!(config.max_streams, 50_000);
-        assert_eq!(config.backend, Backend::Mock);
-        assert_eq!(config.stream.mock_delay, Duration::from_millis(50));
-        assert_eq!(config.stream.keep_alive_interval, Duration::from_secs(15));
-        assert_eq!(config.drain_timeout, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn one_worker_by_default_and_zero_means_one_per_two_cpus() {
-        let default = cli(&[]).into_config().unwrap();
-        assert_eq!([1, 2, 16].map(|cpus| default.workers(cpus)), [1, 1, 1]);
-        let auto = cli(&["--threads", "0"]).into_config().unwrap();
-        assert_eq!([1, 2, 3, 4, 16].map(|cpus| auto.workers(cpus)), [1, 1, 1, 2, 8]);
-        assert_eq!(auto.workers(0), 1, "an unknown CPU count still starts a worker");
-        let pinned = cli(&["--threads", "3"]).into_config().unwrap();
-        assert_eq!(pinned.workers(2), 3);
-    }
-
-    #[test]
-    fn short_flags_work() {
-        let config =
-            cli(&["-s", "/tmp/x.sock", "-m", "600", "-d", "705", "-b", "mock"]).into_config().unwrap();
-        assert_eq!(config.socket_path, PathBuf::from("/tmp/x.sock"));
-        assert_eq!(config.socket_mode, 0o600);
-        assert_eq!(config.stream.mock_delay, Duration::from_millis(705));
-    }
-
-    #[test]
-    fn mode_must_be_octal() {
-        assert_eq!(parse_mode("0660").unwrap(), 0o660);
-        assert_eq!(parse_mode("0o755").unwrap(), 0o755);
-        assert!(matches!(parse_mode("0980"), Err(ConfigError::BadMode(_))));
-        assert!(matches!(parse_mode("rw"), Err(ConfigError::BadMode(_))));
-        assert!(matches!(parse_mode(""), Err(ConfigError::BadMode(_))));
-        assert!(matches!(parse_mode("77777"), Err(ConfigError::BadMode(_))));
-        assert!(cli(&["--mode", "9"]).into_config().is_err());
-    }
-
-    #[test]
-    fn streams_per_connection_are_clamped() {
-        let per_conn = |n: &str| {
-            cli(&["-b", "openai", "--h2-streams-per-connection", n])
-                .into_config()
-                .unwrap()
-                .pool
-                .max_streams_per_connection
-        };
-        assert_eq!(per_conn("1"), 10);
-        assert_eq!(per_conn("250"), 250);
-        assert_eq!(per_conn("5000"), 1000);
-    }
-
-    #[test]
-    fn http1_backend_carries_one_stream_per_connection() {
-        let config = cli(&["-b", "openai", "--openai-http2", "false"]).into_config().unwrap();
-        assert_eq!(config.pool.max_streams_per_connection, 1);
-        let Backend::OpenAi(openai) = config.backend else { panic!("openai backend expected") };
-        assert!(!openai.http2);
-    }
-
-    #[test]
-    fn base_url_scheme_host_port_and_path() {
-        let url = parse_base_url("https://api.openai.com/v1/").unwrap();
-        assert_eq!(url, BaseUrl { tls: true, host: "api.openai.com".into(), port: 443, path: "/v1".into() });
-        assert_eq!(url.authority(), "api.openai.com");
-        assert_eq!(url.completions_path(), "/v1/chat/completions");
-
-        let url = parse_base_url("http://127.0.0.1:8080").unwrap();
-        assert_eq!((url.tls, url.port, url.path.as_str()), (false, 8080, ""));
-        assert_eq!(url.authority(), "127.0.0.1:8080");
-        assert_eq!(url.completions_path(), "/chat/completions");
-
-        let url = parse_base_url("https://[::1]:8443/api").unwrap();
-        assert_eq!(url.host, "::1");
-        assert_eq!(url.authority(), "[::1]:8443");
-    }
-
-    #[test]
-    fn base_url_rejects_what_we_cannot_serve() {
-        for url in [
-            "ftp://x",
-            "api.openai.com",
-            "https://",
-            "https://:443",
-            "https://h:notaport",
-            "https://h:0",
-            "https://u:p@h",
-            "https://h/v1?x=1",
-            "https://[::1",
-        ] {
-            assert!(parse_base_url(url).is_err(), "{url} should be rejected");
-        }
-    }
-
-    #[test]
-    fn zero_timeouts_are_rejected() {
-        assert_eq!(cli(&["--keep-alive", "0"]).into_config(), Err(ConfigError::ZeroValue("--keep-alive")));
-        assert_eq!(
-            cli(&["--max-connections", "0"]).into_config(),
-            Err(ConfigError::ZeroValue("--max-connections"))
-        );
-    }
-
-    #[test]
-    fn the_flag_definitions_are_consistent() {
-        use clap::CommandFactory;
-        let mut command = Cli::command();
-        command.clone().debug_assert();
-        let help = command.render_long_help().to_string();
-        for flag in [
-            "--write-timeout",
-            "--client-buffer",
-            "--linger",
-            "--receive-timeout",
-            "--retry-after",
-            "--connect-timeout",
-            "--h2-stream-window",
-            "--h2-connection-window",
-        ] {
-            assert!(help.contains(flag), "{flag} missing from --help");
-        }
-    }
-
-    #[test]
-    fn flow_control_and_timeout_defaults() {
-        let config = cli(&[]).into_config().unwrap();
-        assert_eq!(config.stream.write_timeout, Duration::from_secs(30));
-        assert_eq!(config.stream.client_buffer, 64 * 1024);
-        assert_eq!(config.stream.linger, Duration::from_secs(2));
-        assert_eq!(config.receive_timeout, Duration::from_secs(5));
-        assert_eq!(config.retry_after_secs, 1);
-        assert_eq!(config.pool.connect_timeout, Duration::from_secs(10));
-        assert_eq!(config.pool.h2_stream_window, 65_536);
-        // The mock backend carries one stream per "connection".
-        assert_eq!(config.pool.h2_connection_window, 65_536);
-
-        let config = cli(&["-b", "openai"]).into_config().unwrap();
-        assert_eq!(config.pool.max_streams_per_connection, 100);
-        assert_eq!(config.pool.h2_connection_window, 100 * 65_536);
-        // The flags' defaults are the machines' own defaults.
-        assert_eq!(config.stream, StreamConfig::default());
-        assert_eq!(config.pool, PoolConfig::default());
-    }
-
-    #[test]
-    fn each_new_flag_sets_its_field() {
-        let config = cli(&[
-            "-b",
-            "openai",
-            "--write-timeout",
-            "7",
-            "--client-buffer",
-            "4096",
-            "--linger",
-            "3",
-            "--receive-timeout",
-            "9",
-            "--retry-after",
-            "4",
-            "--connect-timeout",
-            "11",
-            "--h2-stream-window",
-            "131072",
-            "--h2-connection-window",
-            "1048576",
-        ])
-        .into_config()
-        .unwrap();
-        assert_eq!(config.stream.write_timeout, Duration::from_secs(7));
-        assert_eq!(config.stream.client_buffer, 4096);
-        assert_eq!(config.stream.linger, Duration::from_secs(3));
-        assert_eq!(config.receive_timeout, Duration::from_secs(9));
-        assert_eq!(config.retry_after_secs, 4);
-        assert_eq!(config.pool.connect_timeout, Duration::from_secs(11));
-        assert_eq!(config.pool.h2_stream_window, 131_072);
-        assert_eq!(config.pool.h2_connection_window, 1_048_576);
-    }
-
-    #[test]
-    fn the_default_connection_window_follows_streams_and_stream_window() {
-        let window = |args: &[&str]| {
-            let mut argv = vec!["-b", "openai"];
-            argv.extend_from_slice(args);
-            cli(&argv).into_config().unwrap().pool.h2_connection_window
-        };
-        assert_eq!(
-            window(&["--h2-streams-per-connection", "200", "--h2-stream-window", "131072"]),
-            200 * 131_072
-        );
-        // Clamped streams count, not the number given.
-        assert_eq!(window(&["--h2-streams-per-connection", "1", "--h2-stream-window", "1000"]), 10 * 1000);
-        // Capped at HTTP/2's largest window, which still holds one stream window.
-        assert_eq!(window(&["--h2-stream-window", "2147483647"]), MAX_H2_WINDOW);
-        // Over HTTP/1.1 there is one stream per connection.
-        let config = cli(&["-b", "openai", "--openai-http2", "false", "--h2-stream-window", "5000"])
-            .into_config()
-            .unwrap();
-        assert_eq!(config.pool.h2_connection_window, 5000);
-    }
-
-    #[test]
-    fn every_zero_timeout_is_rejected_by_name() {
-        for flag in [
-            "--write-timeout",
-            "--linger",
-            "--receive-timeout",
-            "--connect-timeout",
-            "--retry-after",
-            "--first-byte-timeout",
-            "--idle-timeout",
-            "--total-timeout",
-        ] {
-            let error = cli(&[flag, "0"]).into_config().unwrap_err();
-            assert_eq!(error, ConfigError::ZeroValue(flag));
-            assert_eq!(error.to_string(), format!("{flag} must be greater than zero"));
-        }
-    }
-
-    #[test]
-    fn windows_must_be_within_http2_range() {
-        for flag in ["--h2-stream-window", "--h2-connection-window"] {
-            for value in [0u64, 1 << 31, u64::from(u32::MAX) + 1] {
-                let text = value.to_string();
-                let error = cli(&[flag, &text]).into_config().unwrap_err();
-                assert_eq!(error, ConfigError::WindowOutOfRange { flag, value });
-                let message = error.to_string();
-                assert!(message.starts_with(&format!("{flag} {value} ")), "{message}");
-                assert!(message.contains("1..=2147483647"), "{message}");
-            }
-        }
-        let config =
-            cli(&["--h2-stream-window", "1", "--h2-connection-window", "2147483647"]).into_config().unwrap();
-        assert_eq!((config.pool.h2_stream_window, config.pool.h2_connection_window), (1, MAX_H2_WINDOW));
-    }
-
-    #[test]
-    fn the_connection_window_holds_at_least_one_stream_window() {
-        let error = cli(&["--h2-stream-window", "100000", "--h2-connection-window", "99999"])
-            .into_config()
-            .unwrap_err();
-        assert_eq!(
-            error,
-            ConfigError::ConnectionWindowBelowStreamWindow { connection: 99_999, stream: 100_000 }
-        );
-        let message = error.to_string();
-        assert!(
-            message.contains("--h2-connection-window 99999") && message.contains("--h2-stream-window 100000")
-        );
-        // Equal is enough; below the default stream window is checked too.
-        let config =
-            cli(&["--h2-stream-window", "100000", "--h2-connection-window", "100000"]).into_config().unwrap();
-        assert_eq!(config.pool.h2_connection_window, 100_000);
-        assert!(matches!(
-            cli(&["--h2-connection-window", "65535"]).into_config(),
-            Err(ConfigError::ConnectionWindowBelowStreamWindow { connection: 65_535, stream: 65_536 })
-        ));
-    }
-
-    #[test]
-    fn the_client_buffer_has_a_floor() {
-        let error = cli(&["--client-buffer", "1023"]).into_config().unwrap_err();
-        assert_eq!(error, ConfigError::ClientBufferTooSmall(1023));
-        assert!(error.to_string().starts_with("--client-buffer 1023 "));
-        assert_eq!(cli(&["--client-buffer", "0"]).into_config(), Err(ConfigError::ClientBufferTooSmall(0)));
-        let config = cli(&["--client-buffer", "1024"]).into_config().unwrap();
-        assert_eq!(config.stream.client_buffer, MIN_CLIENT_BUFFER);
-    }
-
-    #[test]
-    fn debug_never_shows_the_api_key() {
-        const KEY: &str = "sk-proj-Zx9TESTKEYabcdefghijklmnopqrstuvwxyz0123456789";
-        let cli = cli(&["-b", "openai", "--openai-api-key", KEY]);
-        let config = cli.clone().into_config().unwrap();
-        let Backend::OpenAi(openai) = &config.backend else { panic!("openai backend expected") };
-        assert_eq!(openai.api_key.as_deref(), Some(KEY), "the key itself is kept");
-        let printed = [
-            format!("{cli:?}"),
-            format!("{cli:#?}"),
-            format!("{openai:?}"),
-            format!("{:?}", config.backend),
-            format!("{config:?}"),
-            format!("{config:#?}"),
-        ];
-        for text in &printed {
-            assert!(!text.contains(KEY), "key printed: {text}");
-            assert!(!text.contains("Zx9TESTKEY"), "part of the key printed: {text}");
-            assert!(text.contains("<redacted>"), "no sign of a key in {text}");
-        }
-        assert!(printed[0].contains("openai_api_key: Some(<redacted>)"));
-        // Without a key, Debug says so.
-        let mut no_key = cli;
-        no_key.openai_api_key = None;
-        assert!(format!("{no_key:?}").contains("openai_api_key: None"));
-    }
-
-    #[test]
-    fn log_format_and_socket_ownership_reach_the_config() {
-        let config = cli(&[]).into_config().unwrap();
-        assert_eq!(config.log_format, LogFormat::Text);
-        assert_eq!((config.socket_owner, config.socket_group), (None, None));
-        let config = cli(&["--log-format", "json", "--socket-owner", "handoff", "--socket-group", "33"])
-            .into_config()
-            .unwrap();
-        assert_eq!(config.log_format, LogFormat::Json);
-        assert_eq!(config.socket_owner.as_deref(), Some("handoff"));
-        assert_eq!(config.socket_group.as_deref(), Some("33"));
-        assert!(Cli::try_parse_from(["handoff", "--log-format", "xml"]).is_err());
-    }
-
-    #[test]
-    fn each_config_error_names_the_flag_it_refuses() {
-        let refused = |args: &[&str]| cli(args).into_config().unwrap_err().flag();
-        assert_eq!(refused(&["--mode", "9"]), "--mode");
-        assert_eq!(refused(&["-b", "openai", "--openai-base", "ftp://x"]), "--openai-base");
-        assert_eq!(refused(&["--linger", "0"]), "--linger");
-        assert_eq!(refused(&["--h2-stream-window", "0"]), "--h2-stream-window");
-        assert_eq!(refused(&["--h2-connection-window", "1"]), "--h2-connection-window");
-        assert_eq!(refused(&["--client-buffer", "1"]), "--client-buffer");
-        // Every name given is a real flag, so a caller can look it up.
-        use clap::CommandFactory;
-        let command = Cli::command();
-        for flag in ["--mode", "--openai-base", "--h2-connection-window", "--client-buffer"] {
-            let long = flag.trim_start_matches('-');
-            assert!(command.get_arguments().any(|arg| arg.get_long() == Some(long)), "{flag}");
-        }
-    }
-
-    #[test]
-    fn empty_api_key_counts_as_none() {
-        let config = cli(&["-b", "openai", "--openai-api-key", ""]).into_config().unwrap();
-        let Backend::OpenAi(openai) = config.backend else { panic!("openai backend expected") };
-        assert_eq!(openai.api_key, None);
-    }
-
-    #[test]
-    fn flags_mean_a_bound_socket_and_only_a_bound_socket_is_cleaned_up_on_stop() {
-        let config = cli(&[]).into_config().unwrap();
-        assert_eq!(config.socket_origin, SocketOrigin::Bound);
-        let bound = SocketOrigin::Bound;
-        assert!(bound.unlinks_on_stop() && bound.answers_backlog_on_stop() && bound.refuses_late_handoffs());
-        let inherited = SocketOrigin::Inherited;
-        assert!(!inherited.unlinks_on_stop(), "the next daemon accepts on the same path");
-        assert!(!inherited.answers_backlog_on_stop(), "the queue is the next daemon's");
-        assert!(!inherited.refuses_late_handoffs(), "an accepted handoff has nowhere else to go");
-    }
-}
+mod tests;

@@ -228,8 +228,9 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Cli;
     use clap::{CommandFactory, FromArgMatches};
-    use handoff_core::config::{Cli, LogFormat};
+    use handoff_core::config::LogFormat;
 
     fn command() -> Command {
         Cli::command().name("handoff")

@@ -3,8 +3,9 @@
 
 use std::process::ExitCode;
 
+use crate::cli::Cli;
 use clap::{CommandFactory, FromArgMatches};
-use handoff_core::config::{Backend, Cli, Config, LogFormat, OpenAiConfig};
+use handoff_core::config::{Backend, Config, LogFormat, OpenAiConfig};
 use handoff_core::limits::{self, Snapshot};
 use tracing_subscriber::EnvFilter;
 

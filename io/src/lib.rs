@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod activation;
 pub mod backend;
+pub mod cli;
 pub mod client;
 pub mod config_file;
 pub mod daemon;

@@ -9,7 +9,7 @@ use handoff_bench::load::handoff::{self, ConnectPolicy};
 use handoff_bench::load::HandoffSocketType;
 use handoff_bench::mockllm::{MockLlm, MockLlmConfig};
 use handoff_bench::scenarios::Clients;
-use handoff_core::config::Cli;
+use handoff_io::cli::Cli;
 use handoff_io::daemon;
 use handoff_tokio::runtime::TokioRuntime;
 

@@ -70,7 +70,7 @@ impl fmt::Display for BackendKind {
 #[serde(rename_all = "snake_case")]
 pub enum DaemonCommand {
     /// One of this workspace's daemons (`handoff-tokio`, `handoff-smol`): every flag of
-    /// `handoff_core::config::Cli` is known to work.
+    /// `handoff_io::cli::Cli` is known to work.
     Builtin { binary: PathBuf },
     /// Another implementation of the same contract: a command line with `{socket}` in
     /// it, run as `sh -c 'exec COMMAND'` (see [`super::launch`]).

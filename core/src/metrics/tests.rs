@@ -312,14 +312,14 @@ fn metrics_addresses_are_tcp_or_a_path() {
 }
 
 #[test]
-fn the_flag_turns_the_endpoint_on() {
-    use clap::Parser;
-    let off = crate::config::Cli::parse_from(["d"]).into_config().unwrap();
+fn the_setting_turns_the_endpoint_on() {
+    use crate::config::Settings;
+    let off = Settings::default().validate().unwrap();
     assert_eq!(off.metrics, None);
-    let on = crate::config::Cli::parse_from(["d", "--metrics-addr", "127.0.0.1:0"]).into_config().unwrap();
-    let metrics = on.metrics.expect("on");
+    let on = Settings { metrics_addr: Some("127.0.0.1:0".into()), ..Settings::default() };
+    let metrics = on.validate().unwrap().metrics.expect("on");
     assert_eq!(metrics.addr, MetricsAddr::Tcp { host: "127.0.0.1".into(), port: 0 });
     assert_eq!(metrics.limits, EndpointLimits::default());
-    let bad = crate::config::Cli::parse_from(["d", "--metrics-addr", "nope"]).into_config();
-    assert!(matches!(bad, Err(crate::config::ConfigError::BadMetricsAddr(_))));
+    let bad = Settings { metrics_addr: Some("nope".into()), ..Settings::default() };
+    assert!(matches!(bad.validate(), Err(crate::config::ConfigError::BadMetricsAddr(_))));
 }
