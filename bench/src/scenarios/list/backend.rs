@@ -25,6 +25,7 @@ pub async fn unreachable_backend_gets_error_event(cx: Context) {
     let (events, error) = response.expect_failed_stream();
     assert_eq!(content(&events), "");
     assert!(!error.message.is_empty(), "the error says the backend is unreachable: {:?}", response.text());
+    assert_eq!(error.error_type, "backend_unavailable", "{:?}", response.text());
     daemon.terminate().await;
 }
 
@@ -39,7 +40,8 @@ pub async fn tls_is_verified_unless_insecure(cx: Context) {
         .start()
         .await;
     let response = verifying.hand_off(r#"{"prompt":"untrusted"}"#).await.read_to_end().await;
-    response.expect_failed_stream();
+    let (_, error) = response.expect_failed_stream();
+    assert_eq!(error.error_type, "backend_unavailable", "an unverifiable certificate: {:?}", response.text());
     assert_eq!(mock.recorder().requests(), 0, "no request went over an unverified connection");
     verifying.terminate().await;
 

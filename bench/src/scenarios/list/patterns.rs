@@ -21,8 +21,6 @@ enum Expect {
     FailedWithType(&'static str),
     /// The script's content, then one error event carrying this backend message.
     FailedWithMessage(&'static str),
-    /// The content sent before the cut, then an error event of any type.
-    Failed,
 }
 
 const CASES: &[(Option<&str>, Expect)] = &[
@@ -37,7 +35,7 @@ const CASES: &[(Option<&str>, Expect)] = &[
     (Some("stall:300"), Expect::Completed),
     (Some("slow:15"), Expect::Completed),
     (Some("error-event"), Expect::FailedWithMessage("mock-llm error event (X-Test-Pattern: error-event)")),
-    (Some("reset:3"), Expect::Failed),
+    (Some("reset:3"), Expect::FailedWithType("upstream_reset")),
 ];
 
 pub async fn patterns_over_http1(cx: Context) {
@@ -93,7 +91,6 @@ async fn check_pattern(daemon: &Daemon, pattern: Option<&'static str>, expect: E
             assert_eq!(error.message, message, "the backend's message in {:?}", response.text());
             events
         }
-        Expect::Failed => response.expect_failed_stream().0,
     };
     for event in &events {
         assert!(
