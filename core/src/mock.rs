@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use bytes::BytesMut;
 
+use crate::handoff::Handoff;
 use crate::sse;
 
 /// Content events per mock stream.
@@ -72,6 +73,12 @@ impl Script {
         text.push_str("You asked: ");
         text.push_str(prompt);
         Script { connection, greeting_and_echo: text.into_boxed_str(), echo_start, next: 0 }
+    }
+
+    /// The script for a decoded handoff: it greets the handoff's user (anonymous
+    /// without one) and echoes the text of its last user message.
+    pub fn for_handoff(connection: u64, handoff: &Handoff) -> Script {
+        Script::new(connection, handoff.user_id.as_deref().unwrap_or(""), &handoff.last_user_text())
     }
 
     /// Appends the next event (`data: {"content":..,"index":N}\n\n`) to `out` and
@@ -222,6 +229,21 @@ mod tests {
         let events_empty = events(&mut Script::new(1, "", ""));
         assert_eq!(events_empty[1].0, "Hello user anonymous!");
         assert_eq!(events_empty[2].0, "You asked: ");
+    }
+
+    #[test]
+    fn a_handoff_script_greets_its_user_or_anonymous_and_echoes_its_last_user_message() {
+        let decoded = |data: &str| crate::handoff::decode(data.as_bytes()).expect("a valid handoff");
+        let named = decoded(
+            r#"{"user_id":7,"messages":[{"role":"user","content":"first"},{"role":"assistant","content":"a"},{"role":"user","content":"caf\u00e9"}]}"#,
+        );
+        let events_named = events(&mut Script::for_handoff(5, &named));
+        assert_eq!(events_named[0].0, "Connection #5 established.");
+        assert_eq!(events_named[1].0, "Hello user 7!");
+        assert_eq!(events_named[2].0, "You asked: café");
+        let events_anonymous = events(&mut Script::for_handoff(6, &decoded(r#"{"prompt":"hi"}"#)));
+        assert_eq!(events_anonymous[1].0, "Hello user anonymous!");
+        assert_eq!(events_anonymous[2].0, "You asked: hi");
     }
 
     #[test]

@@ -623,10 +623,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
         shared.log_streams.then(|| Box::new(crate::metrics::Identity::new(&handoff, fd.0.as_fd())));
     let head = http1::client_head(&handoff.response_headers);
     let (source, backend) = match &shared.backend {
-        None => {
-            let user = handoff.user_id.as_deref().unwrap_or("anonymous");
-            (Source::Mock(mock::Script::new(id, user, &handoff.last_user_text())), BackendStream::None)
-        }
+        None => (Source::Mock(mock::Script::for_handoff(id, &handoff)), BackendStream::None),
         Some(backend) => (Source::Backend, backend.open_stream(StreamId(id), &handoff)),
     };
     drop(handoff);
