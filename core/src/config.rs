@@ -212,6 +212,19 @@ pub struct Cli {
     /// Off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+
+    /// A user that may hand off (name or numeric id; repeat for more). With
+    /// this or --allow-gid set, every module connection's SO_PEERCRED is checked
+    /// and any other peer is closed before its message is read. Unset: anyone
+    /// who can open the socket.
+    #[arg(long, value_name = "USER", action = clap::ArgAction::Append)]
+    pub allow_uid: Vec<String>,
+
+    /// A group whose members may hand off: the connecting process's effective
+    /// (primary) group, as SO_PEERCRED reports it (name or numeric id; repeat
+    /// for more).
+    #[arg(long, value_name = "GROUP", action = clap::ArgAction::Append)]
+    pub allow_gid: Vec<String>,
 }
 
 /// Stands in for a secret in `Debug` output.
@@ -268,6 +281,8 @@ impl std::fmt::Debug for Cli {
             config,
             log_format,
             metrics_addr,
+            allow_uid,
+            allow_gid,
         } = self;
         f.debug_struct("Cli")
             .field("socket", socket)
@@ -305,6 +320,8 @@ impl std::fmt::Debug for Cli {
             .field("config", config)
             .field("log_format", log_format)
             .field("metrics_addr", metrics_addr)
+            .field("allow_uid", allow_uid)
+            .field("allow_gid", allow_gid)
             .finish()
     }
 }
@@ -441,6 +458,12 @@ pub struct Config {
     pub pool: PoolConfig,
     /// The metrics endpoint (`--metrics-addr`), when on.
     pub metrics: Option<crate::metrics::endpoint::MetricsConfig>,
+    /// `--allow-uid` / `--allow-gid` as given (names or numeric ids), resolved
+    /// into a [`crate::guard::PeerPolicy`] at start.
+    pub allow_uids: Vec<String>,
+    pub allow_gids: Vec<String>,
+    /// The fd reserve and the rate of guard log lines.
+    pub fd_guard: crate::guard::FdGuard,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -633,6 +656,9 @@ impl Cli {
             stream,
             pool,
             metrics,
+            allow_uids: self.allow_uid,
+            allow_gids: self.allow_gid,
+            fd_guard: crate::guard::FdGuard::default(),
         })
     }
 }
@@ -890,6 +916,16 @@ mod tests {
         assert_eq!(config.pool.connect_timeout, Duration::from_secs(11));
         assert_eq!(config.pool.h2_stream_window, 131_072);
         assert_eq!(config.pool.h2_connection_window, 1_048_576);
+    }
+
+    #[test]
+    fn allow_uid_and_gid_repeat_and_default_to_anyone() {
+        let config =
+            cli(&["--allow-uid", "www-data", "--allow-uid", "0", "--allow-gid", "33"]).into_config().unwrap();
+        assert_eq!(config.allow_uids, ["www-data", "0"]);
+        assert_eq!(config.allow_gids, ["33"]);
+        let config = cli(&[]).into_config().unwrap();
+        assert!(config.allow_uids.is_empty() && config.allow_gids.is_empty());
     }
 
     #[test]
