@@ -187,6 +187,10 @@ pub struct FdGuard {
     /// second free fd (two syscalls), so a handoff is never accepted into a
     /// table with no room for its client.
     pub watch_for: Duration,
+    /// With no free fd and the reserve spent, a handoff is left queued (its
+    /// fd stays in flight) and tried again after this, until the receive
+    /// timeout: received then, it would be lost.
+    pub room_wait: Duration,
     /// At most one log line per this interval for fd shortages and refused
     /// peers (with the count held back).
     pub log_interval: Duration,
@@ -201,6 +205,7 @@ impl Default for FdGuard {
         FdGuard {
             reserve_fds: 2,
             watch_for: Duration::from_secs(10),
+            room_wait: Duration::from_millis(20),
             log_interval: Duration::from_secs(1),
             base_fds: 64,
         }

@@ -58,6 +58,21 @@ pub struct Global {
     /// Until when (milliseconds since `started`) every accept checks for room
     /// for the client fd: set whenever any worker meets a full fd table.
     watch_fds_until: AtomicU64,
+    /// While watching, one worker at a time takes fds for handoffs (accept,
+    /// the room check, the receive, the reserve): otherwise a slot one worker
+    /// found free is taken by another before its receive, and a client fd is
+    /// lost. A flag tried, never waited on: a worker that finds it taken tries
+    /// again after a moment.
+    fd_turn: AtomicBool,
+}
+
+/// Holds [`Global`]'s fd turn until dropped.
+struct FdTurn<'a>(&'a AtomicBool);
+
+impl Drop for FdTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl Global {
@@ -73,7 +88,22 @@ impl Global {
             metrics: Metrics::new(),
             kinds_logged: OncePerKind::default(),
             watch_fds_until: AtomicU64::new(0),
+            fd_turn: AtomicBool::new(false),
         })
+    }
+
+    /// The fd turn when no other worker holds it.
+    fn fd_turn(&self) -> Option<FdTurn<'_>> {
+        (!self.fd_turn.swap(true, Ordering::Acquire)).then(|| FdTurn(&self.fd_turn))
+    }
+
+    /// While watching, the fd turn (`Err` when another worker has it); outside
+    /// a shortage, no turn is needed.
+    fn fd_turn_if_watching(&self, now: Instant) -> Result<Option<FdTurn<'_>>, ()> {
+        if !self.watching_fds(now) {
+            return Ok(None);
+        }
+        self.fd_turn().map(Some).ok_or(())
     }
 
     /// Time since the daemon started: what rate limits and watches count in.
@@ -159,6 +189,8 @@ pub struct Shared<R: Runtime> {
     /// One line a second, at most, for fd shortages and for refused peers.
     fd_log: LogLimit,
     peer_log: LogLimit,
+    /// This worker's fds to release when the fd table is full.
+    reserve: Reserve,
     /// Client sockets still open (streams closing after their outcome, error
     /// responses being written) and handoffs still being received: the worker
     /// exits only once these are done, so no answer is cut off.
@@ -205,6 +237,7 @@ impl<R: Runtime> Shared<R> {
             fd_guard: FdGuard::default(),
             fd_log: LogLimit::new(FdGuard::default().log_interval),
             peer_log: LogLimit::new(FdGuard::default().log_interval),
+            reserve: Reserve::open(0),
             open_sockets: AtomicU64::new(0),
         })
     }
@@ -427,11 +460,12 @@ pub async fn run_worker<R: Runtime>(
         fd_guard: config.fd_guard,
         fd_log: LogLimit::new(config.fd_guard.log_interval),
         peer_log: LogLimit::new(config.fd_guard.log_interval),
+        reserve: Reserve::open(config.fd_guard.reserve_fds),
         open_sockets: AtomicU64::new(0),
     });
-    let mut reserve = Reserve::open(config.fd_guard.reserve_fds);
-    if !reserve.refill() {
-        tracing::warn!(held = reserve.held(), "opening the fd reserve failed; retried before each accept");
+    if !shared.reserve.refill() {
+        let held = shared.reserve.held();
+        tracing::warn!(held, "opening the fd reserve failed; retried before each accept");
     }
 
     if let Some(notifier) = &notifier {
@@ -444,7 +478,7 @@ pub async fn run_worker<R: Runtime>(
             config.liveness,
         ));
     }
-    let accepted = accept_until(&shared, &listener, &config, &mut reserve, shutdown).await;
+    let accepted = accept_until(&shared, &listener, &config, shutdown).await;
     if let Some(notifier) = &notifier {
         notifier.stopping();
     }
@@ -456,8 +490,7 @@ pub async fn run_worker<R: Runtime>(
         listener::remove_socket_file(&config.socket_path);
     }
     shared.global.draining.store(true, Ordering::Release);
-    let answered =
-        if origin.answers_backlog_on_stop() { answer_backlog(&shared, &listener, &mut reserve) } else { 0 };
+    let answered = if origin.answers_backlog_on_stop() { answer_backlog(&shared, &listener) } else { 0 };
     drop(listener);
     tracing::info!(
         worker = index,
@@ -485,13 +518,13 @@ pub async fn run_worker<R: Runtime>(
 
 /// Accepts every connection still queued on the listener, without waiting,
 /// and answers each handoff 503 (draining). Returns how many were accepted.
-fn answer_backlog<R: Runtime>(shared: &Arc<Shared<R>>, listener: &R::Fd, reserve: &mut Reserve) -> u64 {
+fn answer_backlog<R: Runtime>(shared: &Arc<Shared<R>>, listener: &R::Fd) -> u64 {
     let mut accepted = 0;
     loop {
         match listener::accept(listener.as_fd()) {
             Ok(conn) => {
                 accepted += 1;
-                accept_handoff(shared, conn, reserve, false);
+                accept_handoff(shared, conn, false);
             }
             Err(error) if sys::would_block(&error) => return accepted,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -507,13 +540,14 @@ async fn accept_until<R: Runtime>(
     shared: &Arc<Shared<R>>,
     listener: &R::Fd,
     config: &Config,
-    reserve: &mut Reserve,
     shutdown: impl Future<Output = ()>,
 ) -> u64 {
     let mut accepted_total = 0u64;
     let mut shutdown = std::pin::pin!(shutdown);
     // After an accept error: no accepting until it passes.
     let mut backoff: Option<R::Timer> = None;
+    // Held from an accept to the end of its handling, while fds are watched.
+    let mut turn: Option<FdTurn<'_>> = None;
     // Over its share, this worker leaves the next connection to the others until
     // this passes, then accepts what is still queued (core's `balance`).
     let mut deferred: Option<R::Timer> = None;
@@ -561,15 +595,34 @@ async fn accept_until<R: Runtime>(
             }
             // A reserve spent on an earlier shortage is made whole before the
             // next accept (no syscall while it is).
-            restore_reserve(shared, reserve);
-            listener.poll_read_with(cx, || listener::accept(listener.as_fd())).map(Some)
+            let now = shared.runtime.now();
+            match shared.global.fd_turn_if_watching(now) {
+                Ok(taken) => turn = taken,
+                Err(()) => {
+                    // Another worker is taking fds: look again in a moment.
+                    let mut timer = shared.runtime.timer(now + shared.fd_guard.room_wait);
+                    let pending = timer.poll_expired(cx).is_pending();
+                    backoff = Some(timer);
+                    if pending {
+                        return Poll::Pending;
+                    }
+                    backoff = None;
+                }
+            }
+            restore_reserve(shared);
+            let accepted = listener.poll_read_with(cx, || listener::accept(listener.as_fd()));
+            if accepted.is_pending() {
+                turn = None;
+            }
+            accepted.map(Some)
         })
         .await;
         let error = match accepted {
             None => return accepted_total,
             Some(Ok(conn)) => {
                 accepted_total += 1;
-                accept_handoff(shared, conn, reserve, false);
+                accept_handoff(shared, conn, false);
+                turn = None;
                 continue;
             }
             Some(Err(error)) => error,
@@ -580,23 +633,30 @@ async fn accept_until<R: Runtime>(
             shared.metrics.record_fd_event(FdEvent::AcceptFailed);
             shared.global.saw_fd_shortage(now, shared.fd_guard.watch_for);
         }
-        let step = match decide::after_accept_error(kind, reserve.held(), config.accept_backoff) {
-            AcceptStep::UseReserve => match accept_with_reserve(shared, listener, reserve) {
-                Ok(()) => {
-                    accepted_total += 1;
-                    continue;
+        let step = match decide::after_accept_error(kind, shared.reserve.held(), config.accept_backoff) {
+            AcceptStep::UseReserve => {
+                // Taken here if not already: this handling allocates fds.
+                let held = turn.take().or_else(|| shared.global.fd_turn());
+                let taken = accept_with_reserve(shared, listener);
+                drop(held);
+                match taken {
+                    Ok(()) => {
+                        accepted_total += 1;
+                        continue;
+                    }
+                    Err(()) => decide::after_reserve_accept_failed(config.accept_backoff),
                 }
-                Err(()) => decide::after_reserve_accept_failed(config.accept_backoff),
-            },
+            }
             step => step,
         };
+        turn = None;
         match step {
             AcceptStep::Pause(pause) => {
                 if kind == decide::AcceptError::OutOfFds {
                     shared.metrics.record_fd_event(FdEvent::Paused);
                 }
                 if let Some(held_back) = shared.fd_log.check(shared.global.since_start(now)) {
-                    tracing::warn!(%error, reserve = reserve.held(), held_back, "accept failed; pausing accepts for {pause:?}");
+                    tracing::warn!(%error, reserve = shared.reserve.held(), held_back, "accept failed; pausing accepts for {pause:?}");
                 }
                 backoff = Some(shared.runtime.timer(now + pause));
             }
@@ -609,28 +669,24 @@ async fn accept_until<R: Runtime>(
 /// client is answered 503 rather than left to time out in the queue. `Err`
 /// when even that accept failed (or found nothing queued after all: the
 /// failure was not ours to fix).
-fn accept_with_reserve<R: Runtime>(
-    shared: &Arc<Shared<R>>,
-    listener: &R::Fd,
-    reserve: &mut Reserve,
-) -> Result<(), ()> {
-    reserve.release();
+fn accept_with_reserve<R: Runtime>(shared: &Arc<Shared<R>>, listener: &R::Fd) -> Result<(), ()> {
+    shared.reserve.release();
     shared.metrics.record_fd_event(FdEvent::ReserveUsed);
     let accepted = listener::accept(listener.as_fd());
     let result = match accepted {
         Ok(conn) => {
-            accept_handoff(shared, conn, reserve, true);
+            accept_handoff(shared, conn, true);
             Ok(())
         }
         Err(_) => Err(()),
     };
-    restore_reserve(shared, reserve);
+    restore_reserve(shared);
     result
 }
 
 /// Re-opens what is missing of the reserve; counted when it cannot be.
-fn restore_reserve<R: Runtime>(shared: &Arc<Shared<R>>, reserve: &mut Reserve) {
-    if reserve.held() < shared.fd_guard.reserve_fds && !reserve.refill() {
+fn restore_reserve<R: Runtime>(shared: &Arc<Shared<R>>) {
+    if !shared.reserve.refill() {
         shared.metrics.record_fd_event(FdEvent::ReserveNotRestored);
     }
 }
@@ -641,20 +697,18 @@ fn restore_reserve<R: Runtime>(shared: &Arc<Shared<R>>, reserve: &mut Reserve) {
 /// connection. `released`: the reserve was closed to accept this one, so its
 /// client is answered 503; after a shortage a handoff with no room left for
 /// its client fd releases the reserve too.
-fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd, reserve: &mut Reserve, released: bool) {
+fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd, released: bool) {
     if !peer_allowed(shared, &conn) {
         return;
     }
-    let mut released = released;
-    if !released && shared.global.watching_fds(shared.runtime.now()) && !guard::has_free_fd(conn.as_fd()) {
-        shared.metrics.record_fd_event(FdEvent::NoRoomForClient);
-        if reserve.release() > 0 {
-            shared.metrics.record_fd_event(FdEvent::ReserveUsed);
-            released = true;
-        }
-    }
+    let room = if released { Room::Released } else { make_room(shared, &conn) };
+    let released = room == Room::Released;
     let mut partial = Received::default();
-    let received = listener::receive(conn.as_fd(), shared.socket_type, &mut partial);
+    let received = match room {
+        // Left queued: the task below waits for room.
+        Room::None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+        Room::Free | Room::Released => listener::receive(conn.as_fd(), shared.socket_type, &mut partial),
+    };
     match received {
         Ok(received) if released => answer_from_reserve(shared, received),
         Ok(received) => start_stream(shared, received),
@@ -664,7 +718,7 @@ fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd, reserve: &
             let shared_for_task = shared.clone();
             shared.runtime.spawn(receive_later(shared_for_task, conn, partial));
             if released {
-                restore_reserve(shared, reserve);
+                restore_reserve(shared);
             }
             return;
         }
@@ -676,8 +730,45 @@ fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd, reserve: &
     if released {
         // The connection is closed first: its fd is one the reserve needs.
         drop(conn);
-        restore_reserve(shared, reserve);
+        restore_reserve(shared);
     }
+}
+
+/// Whether the client fd a module connection carries will find a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// A slot is free (or no shortage was seen lately: not checked).
+    Free,
+    /// The reserve was released to make one: the client is answered 503.
+    Released,
+    /// No slot and no reserve: receiving now would lose the fd.
+    None,
+}
+
+/// The error a receive is held back with while there is no [`Room`].
+#[derive(Debug)]
+struct NoRoom;
+
+impl std::fmt::Display for NoRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no free fd for the client socket")
+    }
+}
+
+impl std::error::Error for NoRoom {}
+
+/// After a shortage, checks that the client fd `conn` carries will find a
+/// free slot; when none is left, releases the reserve so it does.
+fn make_room<R: Runtime>(shared: &Arc<Shared<R>>, conn: &impl AsFd) -> Room {
+    if !shared.global.watching_fds(shared.runtime.now()) || guard::has_free_fd(conn.as_fd()) {
+        return Room::Free;
+    }
+    shared.metrics.record_fd_event(FdEvent::NoRoomForClient);
+    if shared.reserve.release() == 0 {
+        return Room::None;
+    }
+    shared.metrics.record_fd_event(FdEvent::ReserveUsed);
+    Room::Released
 }
 
 /// Whether the connecting process may hand off (`--allow-uid` / `--allow-gid`,
@@ -717,15 +808,57 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
         Err(error) => return tracing::warn!(%error, "registering a handoff connection failed"),
     };
     let socket_type = shared.socket_type;
-    let receive = std::future::poll_fn(|cx| {
-        conn.poll_read_with(cx, || listener::receive(conn.as_fd(), socket_type, &mut partial))
-    });
     let timeout = shared.receive_timeout;
-    let received = with_deadline(&shared.runtime, shared.runtime.now() + timeout, receive).await;
+    let deadline = shared.runtime.now() + timeout;
+    // Room for the client fd is checked just before each receive: the table
+    // may have filled while this waited. With no room and no reserve the
+    // message is left queued (its fd stays in flight, not lost) and tried
+    // again after a pause, until the receive deadline.
+    let mut released = false;
+    let mut waited_for_room = false;
+    let received = loop {
+        let receive = std::future::poll_fn(|cx| {
+            conn.poll_read_with(cx, || {
+                // Another worker taking fds now counts as no room: tried again.
+                let Ok(_turn) = shared.global.fd_turn_if_watching(shared.runtime.now()) else {
+                    return Err(io::Error::other(NoRoom));
+                };
+                match make_room(&shared, &conn) {
+                    Room::None => Err(io::Error::other(NoRoom)),
+                    room => {
+                        released = released || room == Room::Released;
+                        listener::receive(conn.as_fd(), socket_type, &mut partial)
+                    }
+                }
+            })
+        });
+        match with_deadline(&shared.runtime, deadline, receive).await {
+            Some(Err(error)) if error.get_ref().is_some_and(|inner| inner.is::<NoRoom>()) => {
+                waited_for_room = true;
+                let now = shared.runtime.now();
+                if now >= deadline {
+                    break None;
+                }
+                crate::runtime::sleep_until(&shared.runtime, (now + shared.fd_guard.room_wait).min(deadline))
+                    .await;
+                restore_reserve(&shared);
+            }
+            received => break received,
+        }
+    };
+    if received.is_none() && waited_for_room {
+        // The client fd never found a slot: dropped with the connection.
+        shared.metrics.record_rejected(Rejection::FdDropped);
+        return tracing::warn!(
+            peer_pid = peer_pid(&conn),
+            "out of file descriptors for {timeout:?}: a queued handoff was dropped unanswered"
+        );
+    }
     if !matches!(received, Some(Ok(_))) {
         shared.metrics.record_rejected(Rejection::PeerRefused);
     }
     match received {
+        Some(Ok(received)) if released => answer_from_reserve(&shared, received),
         Some(Ok(received)) => start_stream(&shared, received),
         Some(Err(error)) => {
             tracing::warn!(%error, peer_pid = peer_pid(&conn), "receiving a handoff failed (waited for it)")
@@ -734,6 +867,11 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
             peer_pid = peer_pid(&conn),
             "a handoff connection sent nothing for {timeout:?}; dropped"
         ),
+    }
+    if released {
+        // The connection is closed first: its fd is one the reserve needs.
+        drop(conn);
+        restore_reserve(&shared);
     }
 }
 

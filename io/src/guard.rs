@@ -4,6 +4,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use handoff_core::config::Config;
 use handoff_core::guard::{AcceptError, FdKind, Peer, PeerPolicy};
@@ -85,48 +87,63 @@ pub fn has_free_fd(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// Fds held open on `/dev/null` (close-on-exec) to be closed when the table is
-/// full, making room for one more handoff. One worker's; never shared.
+/// full, making room for one more handoff. One worker's, shared by its tasks
+/// (a handoff still being received may need it); the lock is taken only to
+/// release or re-open, which happens only when the table was full, and the
+/// count is an atomic so the usual check costs no lock.
 #[derive(Debug)]
 pub struct Reserve {
-    fds: Vec<OwnedFd>,
+    fds: Mutex<Vec<OwnedFd>>,
+    held: AtomicUsize,
     size: usize,
 }
 
 impl Reserve {
     /// Opens `size` fds (as many as it can: a shortfall is made up later).
     pub fn open(size: usize) -> Reserve {
-        let mut reserve = Reserve { fds: Vec::with_capacity(size), size };
+        let reserve = Reserve { fds: Mutex::new(Vec::with_capacity(size)), held: AtomicUsize::new(0), size };
         reserve.refill();
         reserve
     }
 
+    fn fds(&self) -> MutexGuard<'_, Vec<OwnedFd>> {
+        self.fds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// How many are held now.
     pub fn held(&self) -> usize {
-        self.fds.len()
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Closes every fd held; how many were freed.
-    pub fn release(&mut self) -> usize {
-        let freed = self.fds.len();
-        self.fds.clear();
+    pub fn release(&self) -> usize {
+        let mut fds = self.fds();
+        let freed = fds.len();
+        fds.clear();
+        self.held.store(0, Ordering::Relaxed);
         freed
     }
 
-    /// Re-opens what is missing; true once the reserve is whole. Cheap when it
-    /// is (no syscall).
-    pub fn refill(&mut self) -> bool {
-        while self.fds.len() < self.size {
+    /// Re-opens what is missing; true once the reserve is whole. No lock and
+    /// no syscall when it is.
+    pub fn refill(&self) -> bool {
+        if self.held() >= self.size {
+            return true;
+        }
+        let mut fds = self.fds();
+        while fds.len() < self.size {
             match open_null() {
-                Ok(fd) => self.fds.push(fd),
-                Err(_) => return false,
+                Ok(fd) => fds.push(fd),
+                Err(_) => break,
             }
         }
-        true
+        self.held.store(fds.len(), Ordering::Relaxed);
+        fds.len() >= self.size
     }
 
-    /// The fds held (for tests).
-    pub fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.fds.iter().map(AsFd::as_fd)
+    /// The kind of every fd held (for tests).
+    pub fn kinds(&self) -> Vec<FdKind> {
+        self.fds().iter().map(|fd| classify(fd.as_fd())).collect()
     }
 }
 
@@ -149,7 +166,7 @@ mod tests {
         assert_eq!(classify(dgram.as_fd()), FdKind::DatagramSocket);
         let (seqpacket, _peer) = pair(SocketType::SEQPACKET);
         assert_eq!(classify(seqpacket.as_fd()), FdKind::SeqpacketSocket);
-        let (read, _write) = std::io::pipe().unwrap();
+        let (read, _write) = rustix::pipe::pipe().unwrap();
         assert_eq!(classify(read.as_fd()), FdKind::Pipe);
         let null = open_null().unwrap();
         assert_eq!(classify(null.as_fd()), FdKind::CharDevice);
@@ -175,9 +192,9 @@ mod tests {
 
     #[test]
     fn the_reserve_releases_and_refills() {
-        let mut reserve = Reserve::open(2);
+        let reserve = Reserve::open(2);
         assert_eq!(reserve.held(), 2);
-        assert!(reserve.fds().all(|fd| classify(fd) == FdKind::CharDevice));
+        assert_eq!(reserve.kinds(), [FdKind::CharDevice, FdKind::CharDevice]);
         assert_eq!(reserve.release(), 2);
         assert_eq!((reserve.held(), reserve.release()), (0, 0));
         assert!(reserve.refill());
