@@ -22,6 +22,13 @@
 //! uses the reserve when there is none; only the handoff that reveals a
 //! shortage can be lost this way (counted as `fd_dropped`).
 //!
+//! With no free fd and the reserve spent (another worker took the slots it
+//! freed), a handoff is not received: its fd stays in flight in the kernel
+//! and the receive is tried again every [`FdGuard::room_wait`] until the
+//! receive timeout. While a shortage is watched, workers take fds one at a
+//! time (io's fd turn), so a slot one found free is not taken by another
+//! before its receive.
+//!
 //! The reserve's `503` is one write and an immediate close, not the linger an
 //! ordinary response gets: while that fd stays open the reserve cannot be
 //! re-opened, and the next handoff would find none.
