@@ -238,6 +238,12 @@ pub struct Settings {
     pub h2_connection_window: Option<u64>,
     /// Metrics endpoint address: `HOST:PORT`, or a Unix socket path (has a `/`).
     pub metrics_addr: Option<String>,
+    /// Users that may hand off (names or numeric ids). With these or
+    /// `allow_gid` set, every module connection's SO_PEERCRED is checked; both
+    /// empty: anyone who can open the socket.
+    pub allow_uid: Vec<String>,
+    /// Groups whose members may hand off: the peer's effective (primary) group.
+    pub allow_gid: Vec<String>,
 }
 
 impl Default for Settings {
@@ -278,6 +284,8 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             h2_connection_window: None,
             metrics_addr: None,
+            allow_uid: Vec::new(),
+            allow_gid: Vec::new(),
         }
     }
 }
@@ -335,6 +343,8 @@ impl std::fmt::Debug for Settings {
             h2_connection_window,
             log_format,
             metrics_addr,
+            allow_uid,
+            allow_gid,
         } = self;
         f.debug_struct("Settings")
             .field("socket", socket)
@@ -371,6 +381,8 @@ impl std::fmt::Debug for Settings {
             .field("h2_connection_window", h2_connection_window)
             .field("log_format", log_format)
             .field("metrics_addr", metrics_addr)
+            .field("allow_uid", allow_uid)
+            .field("allow_gid", allow_gid)
             .finish()
     }
 }
@@ -507,6 +519,12 @@ pub struct Config {
     pub pool: PoolConfig,
     /// The metrics endpoint (`--metrics-addr`), when on.
     pub metrics: Option<crate::metrics::endpoint::MetricsConfig>,
+    /// `--allow-uid` / `--allow-gid` as given (names or numeric ids), resolved
+    /// into a [`crate::guard::PeerPolicy`] at start.
+    pub allow_uids: Vec<String>,
+    pub allow_gids: Vec<String>,
+    /// The fd reserve and the rate of guard log lines.
+    pub fd_guard: crate::guard::FdGuard,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -700,6 +718,9 @@ impl Settings {
             stream,
             pool,
             metrics,
+            allow_uids: self.allow_uid,
+            allow_gids: self.allow_gid,
+            fd_guard: crate::guard::FdGuard::default(),
         })
     }
 }

@@ -18,6 +18,8 @@
 //! - [`admission`]: whether a received handoff becomes a stream, and the complete
 //!   HTTP error response when it does not (400 bad handoff, 503 at capacity or
 //!   shutting down).
+//! - [`guard`]: who may hand off (`SO_PEERCRED`), which handed-off fds are
+//!   served (stream sockets only), and the fd reserve for a full fd table.
 //! - [`balance`]: whether a worker accepts the next handoff now or leaves it to a
 //!   less loaded worker for a moment.
 //! - [`redact`]: removing key-like text (API keys, bearer tokens) from anything
@@ -44,6 +46,7 @@
 pub mod admission;
 pub mod balance;
 pub mod config;
+pub mod guard;
 pub mod handoff;
 pub mod http1;
 pub mod json;

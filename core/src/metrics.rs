@@ -146,11 +146,63 @@ pub enum Rejection {
     /// The module's connection carried no usable client socket (no fd,
     /// truncated control data, a receive error or timeout): nobody to answer.
     PeerRefused,
+    /// The connecting process's uid and gid are not in `--allow-uid` /
+    /// `--allow-gid`: closed before its message was read.
+    PeerNotAllowed,
+    /// The handed-off fd is not a stream socket (a pipe, a file, a datagram
+    /// socket): closed without a byte written.
+    NotStreamSocket,
+    /// 503 from the fd reserve: the process was out of file descriptors.
+    FdExhausted,
+    /// The kernel had no fd for the client socket and closed it (MSG_CTRUNC
+    /// with none received): that client got nothing, nobody could answer.
+    FdDropped,
+}
+
+/// What the fd reserve saw, for `handoff_fd_exhaustion_total{event}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FdEvent {
+    /// `accept` failed with EMFILE or ENFILE.
+    AcceptFailed,
+    /// After an accept, no second fd was free for the client socket.
+    NoRoomForClient,
+    /// The reserve was released to take one more handoff.
+    ReserveUsed,
+    /// Accepting paused: even the reserve did not make room (or was spent).
+    Paused,
+    /// The reserve could not be re-opened at once (retried before each accept).
+    ReserveNotRestored,
+}
+
+impl FdEvent {
+    pub const ALL: [FdEvent; 5] = [
+        FdEvent::AcceptFailed,
+        FdEvent::NoRoomForClient,
+        FdEvent::ReserveUsed,
+        FdEvent::Paused,
+        FdEvent::ReserveNotRestored,
+    ];
+    const COUNT: usize = Self::ALL.len();
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|&event| event == self).unwrap_or(0)
+    }
+
+    /// The `event` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FdEvent::AcceptFailed => "accept_failed",
+            FdEvent::NoRoomForClient => "no_room_for_client",
+            FdEvent::ReserveUsed => "reserve_used",
+            FdEvent::Paused => "paused",
+            FdEvent::ReserveNotRestored => "reserve_not_restored",
+        }
+    }
 }
 
 impl HandoffOutcome {
     /// Every value, in the order of [`HandoffOutcome::index`].
-    pub const ALL: [HandoffOutcome; 18] = [
+    pub const ALL: [HandoffOutcome; 22] = [
         HandoffOutcome::Completed,
         HandoffOutcome::ClientGone,
         HandoffOutcome::ClientStalled,
@@ -169,10 +221,14 @@ impl HandoffOutcome {
         HandoffOutcome::Rejected(Rejection::BadHandoff),
         HandoffOutcome::Rejected(Rejection::Draining),
         HandoffOutcome::Rejected(Rejection::PeerRefused),
+        HandoffOutcome::Rejected(Rejection::PeerNotAllowed),
+        HandoffOutcome::Rejected(Rejection::NotStreamSocket),
+        HandoffOutcome::Rejected(Rejection::FdExhausted),
+        HandoffOutcome::Rejected(Rejection::FdDropped),
     ];
     const COUNT: usize = Self::ALL.len();
 
-    /// Its slot in a worker's counters (a scan of 18: once per stream).
+    /// Its slot in a worker's counters (a scan of 22: once per stream).
     fn index(self) -> usize {
         Self::ALL.iter().position(|&o| o == self).unwrap_or(0)
     }
@@ -217,6 +273,10 @@ impl HandoffOutcome {
                 Rejection::BadHandoff => "bad_handoff",
                 Rejection::Draining => "draining",
                 Rejection::PeerRefused => "peer_refused",
+                Rejection::PeerNotAllowed => "peer_not_allowed",
+                Rejection::NotStreamSocket => "not_stream_socket",
+                Rejection::FdExhausted => "fd_exhausted",
+                Rejection::FdDropped => "fd_dropped",
             },
         }
     }
@@ -314,6 +374,7 @@ pub struct WorkerMetrics {
     pool_streams: AtomicU64,
     pool_opened_total: AtomicU64,
     pool_retries_total: AtomicU64,
+    fd_events: [AtomicU64; FdEvent::COUNT],
 }
 
 impl Default for WorkerMetrics {
@@ -332,6 +393,7 @@ impl Default for WorkerMetrics {
             pool_streams: AtomicU64::new(0),
             pool_opened_total: AtomicU64::new(0),
             pool_retries_total: AtomicU64::new(0),
+            fd_events: Default::default(),
         }
     }
 }
@@ -340,6 +402,11 @@ impl WorkerMetrics {
     /// A handoff that did not become a stream.
     pub fn record_rejected(&self, rejection: Rejection) {
         self.handoffs[HandoffOutcome::Rejected(rejection).index()].fetch_add(1, Relaxed);
+    }
+
+    /// The fd reserve saw `event`.
+    pub fn record_fd_event(&self, event: FdEvent) {
+        self.fd_events[event.index()].fetch_add(1, Relaxed);
     }
 
     /// A stream's outcome was decided: its count and its latencies.
@@ -402,6 +469,7 @@ pub struct Totals {
     pub backend_streams_active: u64,
     pub backend_connections_opened: u64,
     pub backend_retries: u64,
+    fd_events: [u64; FdEvent::COUNT],
 }
 
 impl Totals {
@@ -409,6 +477,11 @@ impl Totals {
     /// series that has not happened yet is 0 rather than absent).
     pub fn handoffs(&self) -> impl Iterator<Item = (HandoffOutcome, u64)> + '_ {
         HandoffOutcome::ALL.iter().copied().zip(self.handoffs.iter().copied())
+    }
+
+    /// The fd reserve's events, every event listed.
+    pub fn fd_events(&self) -> impl Iterator<Item = (FdEvent, u64)> + '_ {
+        FdEvent::ALL.iter().copied().zip(self.fd_events.iter().copied())
     }
 }
 
@@ -448,6 +521,9 @@ impl Metrics {
             totals.backend_streams_active += worker.pool_streams.load(Relaxed);
             totals.backend_connections_opened += worker.pool_opened_total.load(Relaxed);
             totals.backend_retries += worker.pool_retries_total.load(Relaxed);
+            for (total, count) in totals.fd_events.iter_mut().zip(worker.fd_events.iter()) {
+                *total += count.load(Relaxed);
+            }
         }
         totals.backend_statuses = statuses
             .iter()

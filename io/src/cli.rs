@@ -186,6 +186,19 @@ pub struct Cli {
     /// Off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+
+    /// A user that may hand off (name or numeric id; repeat for more). With
+    /// this or --allow-gid set, every module connection's SO_PEERCRED is checked
+    /// and any other peer is closed before its message is read. Unset: anyone
+    /// who can open the socket.
+    #[arg(long, value_name = "USER", action = clap::ArgAction::Append)]
+    pub allow_uid: Vec<String>,
+
+    /// A group whose members may hand off: the connecting process's effective
+    /// (primary) group, as SO_PEERCRED reports it (name or numeric id; repeat
+    /// for more).
+    #[arg(long, value_name = "GROUP", action = clap::ArgAction::Append)]
+    pub allow_gid: Vec<String>,
 }
 
 impl Cli {
@@ -226,6 +239,8 @@ impl Cli {
         settings.log_format = self.log_format;
         settings.h2_connection_window = self.h2_connection_window;
         settings.metrics_addr = self.metrics_addr;
+        settings.allow_uid = self.allow_uid;
+        settings.allow_gid = self.allow_gid;
         settings
     }
 

@@ -172,6 +172,29 @@ fn parse(command: &Command, text: &str) -> Result<Vec<Setting>, Problem> {
             (_, toml::Value::Integer(number)) => vec![OsString::from(format!("--{long}={number}"))],
             (_, toml::Value::Boolean(flag)) => vec![OsString::from(format!("--{long}={flag}"))],
             (_, toml::Value::Float(number)) => vec![OsString::from(format!("--{long}={number}"))],
+            // A repeatable flag takes a list: each item as if the flag were repeated.
+            (ArgAction::Append, toml::Value::Array(items)) => {
+                let mut args = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        toml::Value::String(text) => args.push(OsString::from(format!("--{long}={text}"))),
+                        toml::Value::Integer(number) => {
+                            args.push(OsString::from(format!("--{long}={number}")))
+                        }
+                        other => {
+                            return Err(Problem {
+                                line: Some(value_line),
+                                key: Some(key.clone()),
+                                message: format!(
+                                    "expected a list of names or numbers, not of {}",
+                                    other.type_str()
+                                ),
+                            })
+                        }
+                    }
+                }
+                args
+            }
             (_, other) => {
                 return Err(Problem {
                     line: Some(value_line),
@@ -274,6 +297,21 @@ h2-connection-window = 1048576
         assert_eq!(lines[0], ("socket", 2));
         assert_eq!(lines[2], ("openai_http2", 4), "an underscore key keeps its spelling");
         assert_eq!(used.len(), 7);
+    }
+
+    #[test]
+    fn a_repeatable_flag_takes_a_list_or_one_value() {
+        let (cli, used) = merged("allow-uid = [\"www-data\", 0]\nallow-gid = \"33\"\n", &[]).unwrap();
+        assert_eq!(cli.allow_uid, ["www-data", "0"]);
+        assert_eq!(cli.allow_gid, ["33"]);
+        assert_eq!(used.len(), 2);
+        let (cli, _) = merged("allow-uid = []\n", &[]).unwrap();
+        assert!(cli.allow_uid.is_empty(), "an empty list allows nobody in particular");
+        let (cli, _) = merged("allow-uid = [\"www-data\"]\n", &["--allow-uid", "7"]).unwrap();
+        assert_eq!(cli.allow_uid, ["7"], "flags replace the file's list, not add to it");
+        let error = merged("delay = 1\nallow-uid = [true]\n", &[]).unwrap_err();
+        assert_eq!((error.line, error.key.as_deref()), (Some(2), Some("allow-uid")));
+        assert!(error.message.contains("list of names or numbers"), "{error:?}");
     }
 
     #[test]

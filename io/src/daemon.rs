@@ -13,10 +13,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use handoff_core::config::{Backend, Config, SocketOrigin, SocketType};
+use handoff_core::guard::{self as decide, AcceptStep, FdGuard, LogLimit, OncePerKind, PeerPolicy};
 use handoff_core::http1;
 use handoff_core::limits::{Limits, Snapshot};
 use handoff_core::liveness::Liveness;
-use handoff_core::metrics::{Metrics, Rejection, WorkerMetrics};
+use handoff_core::metrics::{FdEvent, Metrics, Rejection, WorkerMetrics};
 use handoff_core::mock;
 use handoff_core::pool::StreamId;
 use handoff_core::stream::close::Closing;
@@ -26,6 +27,7 @@ use handoff_core::{admission, handoff};
 use crate::activation::ActivationError;
 use crate::backend::{BackendSetupError, BackendStream, OpenAiBackend};
 use crate::client::{ClientIo, ClientSocket, FdClient};
+use crate::guard::{self, Reserve};
 use crate::listener::{self, BindError, Received};
 use crate::notify::{self, Notifier};
 use crate::runtime::{with_deadline, ReadyFd, Runtime, Timer};
@@ -51,6 +53,26 @@ pub struct Global {
     beats: Mutex<Vec<Arc<AtomicU64>>>,
     /// Every worker's counters, summed only when scraped.
     pub metrics: Arc<Metrics>,
+    /// The kinds of non-stream fds already logged (each once per process).
+    kinds_logged: OncePerKind,
+    /// Until when (milliseconds since `started`) every accept checks for room
+    /// for the client fd: set whenever any worker meets a full fd table.
+    watch_fds_until: AtomicU64,
+    /// While watching, one worker at a time takes fds for handoffs (accept,
+    /// the room check, the receive, the reserve): otherwise a slot one worker
+    /// found free is taken by another before its receive, and a client fd is
+    /// lost. A flag tried, never waited on: a worker that finds it taken tries
+    /// again after a moment.
+    fd_turn: AtomicBool,
+}
+
+/// Holds [`Global`]'s fd turn until dropped.
+struct FdTurn<'a>(&'a AtomicBool);
+
+impl Drop for FdTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl Global {
@@ -64,7 +86,40 @@ impl Global {
             started: Instant::now(),
             beats: Mutex::new(Vec::new()),
             metrics: Metrics::new(),
+            kinds_logged: OncePerKind::default(),
+            watch_fds_until: AtomicU64::new(0),
+            fd_turn: AtomicBool::new(false),
         })
+    }
+
+    /// The fd turn when no other worker holds it.
+    fn fd_turn(&self) -> Option<FdTurn<'_>> {
+        (!self.fd_turn.swap(true, Ordering::Acquire)).then(|| FdTurn(&self.fd_turn))
+    }
+
+    /// While watching, the fd turn (`Err` when another worker has it); outside
+    /// a shortage, no turn is needed.
+    fn fd_turn_if_watching(&self, now: Instant) -> Result<Option<FdTurn<'_>>, ()> {
+        if !self.watching_fds(now) {
+            return Ok(None);
+        }
+        self.fd_turn().map(Some).ok_or(())
+    }
+
+    /// Time since the daemon started: what rate limits and watches count in.
+    fn since_start(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// A full fd table was met: accepts check for room for `watch_for`.
+    fn saw_fd_shortage(&self, now: Instant, watch_for: Duration) {
+        let until = self.since_start(now).saturating_add(watch_for).as_millis();
+        self.watch_fds_until.fetch_max(u64::try_from(until).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn watching_fds(&self, now: Instant) -> bool {
+        let now = u64::try_from(self.since_start(now).as_millis()).unwrap_or(u64::MAX);
+        now < self.watch_fds_until.load(Ordering::Relaxed)
     }
 
     /// True once shutdown began (the health endpoint answers 503 then).
@@ -128,6 +183,14 @@ pub struct Shared<R: Runtime> {
     receive_timeout: Duration,
     retry_after_secs: u32,
     backend: Option<OpenAiBackend<R>>,
+    /// Who may hand off (`--allow-uid` / `--allow-gid`).
+    peers: PeerPolicy,
+    fd_guard: FdGuard,
+    /// One line a second, at most, for fd shortages and for refused peers.
+    fd_log: LogLimit,
+    peer_log: LogLimit,
+    /// This worker's fds to release when the fd table is full.
+    reserve: Reserve,
     /// Client sockets still open (streams closing after their outcome, error
     /// responses being written) and handoffs still being received: the worker
     /// exits only once these are done, so no answer is cut off.
@@ -170,6 +233,11 @@ impl<R: Runtime> Shared<R> {
             receive_timeout: Duration::from_secs(5),
             retry_after_secs: 1,
             backend: None,
+            peers: PeerPolicy::default(),
+            fd_guard: FdGuard::default(),
+            fd_log: LogLimit::new(FdGuard::default().log_interval),
+            peer_log: LogLimit::new(FdGuard::default().log_interval),
+            reserve: Reserve::open(0),
             open_sockets: AtomicU64::new(0),
         })
     }
@@ -180,6 +248,7 @@ pub struct Listening {
     config: Config,
     listener: OwnedFd,
     global: Arc<Global>,
+    peers: PeerPolicy,
     /// The service manager's socket, when there is one (worker 0 talks to it).
     notifier: Option<Arc<Notifier>>,
 }
@@ -191,6 +260,7 @@ pub struct WorkerPlan {
     config: Config,
     listener: OwnedFd,
     global: Arc<Global>,
+    peers: PeerPolicy,
     role: Role,
     notifier: Option<Arc<Notifier>>,
 }
@@ -206,6 +276,9 @@ impl Listening {
     /// Takes the socket from the service manager when socket-activated, or
     /// binds it (a live daemon's is refused, a stale one replaced).
     pub fn bind(mut config: Config) -> Result<Listening, DaemonError> {
+        // Resolved before the socket exists: an unknown name touches nothing.
+        let peers =
+            guard::peer_policy(&config).map_err(|(flag, error)| DaemonError::Account { flag, error })?;
         let notifier = Notifier::from_env();
         let listener = match crate::activation::take_listener(config.socket_type)
             .map_err(DaemonError::Activation)?
@@ -232,7 +305,14 @@ impl Listening {
             max_streams = config.max_streams,
             "listening"
         );
-        Ok(Listening { config, listener, global, notifier })
+        if !peers.is_open() {
+            tracing::info!(
+                allow_uid = ?config.allow_uids,
+                allow_gid = ?config.allow_gids,
+                "only these users and groups may hand off"
+            );
+        }
+        Ok(Listening { config, listener, global, peers, notifier })
     }
 
     /// What the workers share: admission, the drain flag and their heartbeats
@@ -254,6 +334,7 @@ impl Listening {
             config,
             listener,
             global,
+            peers: self.peers.clone(),
             role: Role::Metrics(serving),
             notifier: None,
         }
@@ -278,6 +359,7 @@ impl Listening {
             config,
             listener,
             global: Arc::clone(&self.global),
+            peers: self.peers.clone(),
             role: Role::Handoffs,
             notifier,
         })
@@ -305,6 +387,11 @@ pub enum DaemonError {
     Bind(BindError),
     Activation(ActivationError),
     Backend(BackendSetupError),
+    /// `--allow-uid` / `--allow-gid` names no account.
+    Account {
+        flag: &'static str,
+        error: crate::accounts::AccountError,
+    },
     Io(&'static str, io::Error),
 }
 
@@ -314,6 +401,7 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Bind(error) => write!(f, "{error}"),
             DaemonError::Activation(error) => write!(f, "{error}"),
             DaemonError::Backend(error) => write!(f, "{error}"),
+            DaemonError::Account { flag, error } => write!(f, "{flag}: {error}"),
             DaemonError::Io(what, error) => write!(f, "{what}: {error}"),
         }
     }
@@ -342,7 +430,7 @@ pub async fn run_worker<R: Runtime>(
     plan: WorkerPlan,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let WorkerPlan { index, config, listener, global, role, notifier } = plan;
+    let WorkerPlan { index, config, listener, global, peers, role, notifier } = plan;
     if let Role::Metrics(serving) = role {
         return crate::metrics::serve(runtime, listener, global, config, serving, shutdown).await;
     }
@@ -368,8 +456,17 @@ pub async fn run_worker<R: Runtime>(
         receive_timeout: config.receive_timeout,
         retry_after_secs: config.retry_after_secs,
         backend,
+        peers,
+        fd_guard: config.fd_guard,
+        fd_log: LogLimit::new(config.fd_guard.log_interval),
+        peer_log: LogLimit::new(config.fd_guard.log_interval),
+        reserve: Reserve::open(config.fd_guard.reserve_fds),
         open_sockets: AtomicU64::new(0),
     });
+    if !shared.reserve.refill() {
+        let held = shared.reserve.held();
+        tracing::warn!(held, "opening the fd reserve failed; retried before each accept");
+    }
 
     if let Some(notifier) = &notifier {
         let workers = config.accept_balance.workers as usize;
@@ -427,7 +524,7 @@ fn answer_backlog<R: Runtime>(shared: &Arc<Shared<R>>, listener: &R::Fd) -> u64 
         match listener::accept(listener.as_fd()) {
             Ok(conn) => {
                 accepted += 1;
-                accept_handoff(shared, conn);
+                accept_handoff(shared, conn, false);
             }
             Err(error) if sys::would_block(&error) => return accepted,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -449,6 +546,8 @@ async fn accept_until<R: Runtime>(
     let mut shutdown = std::pin::pin!(shutdown);
     // After an accept error: no accepting until it passes.
     let mut backoff: Option<R::Timer> = None;
+    // Held from an accept to the end of its handling, while fds are watched.
+    let mut turn: Option<FdTurn<'_>> = None;
     // Over its share, this worker leaves the next connection to the others until
     // this passes, then accepts what is still queued (core's `balance`).
     let mut deferred: Option<R::Timer> = None;
@@ -494,49 +593,207 @@ async fn accept_until<R: Runtime>(
                     }
                 }
             }
-            listener.poll_read_with(cx, || listener::accept(listener.as_fd())).map(Some)
+            // A reserve spent on an earlier shortage is made whole before the
+            // next accept (no syscall while it is).
+            let now = shared.runtime.now();
+            match shared.global.fd_turn_if_watching(now) {
+                Ok(taken) => turn = taken,
+                Err(()) => {
+                    // Another worker is taking fds: look again in a moment.
+                    let mut timer = shared.runtime.timer(now + shared.fd_guard.room_wait);
+                    let pending = timer.poll_expired(cx).is_pending();
+                    backoff = Some(timer);
+                    if pending {
+                        return Poll::Pending;
+                    }
+                    backoff = None;
+                }
+            }
+            restore_reserve(shared);
+            let accepted = listener.poll_read_with(cx, || listener::accept(listener.as_fd()));
+            if accepted.is_pending() {
+                turn = None;
+            }
+            accepted.map(Some)
         })
         .await;
-        match accepted {
+        let error = match accepted {
             None => return accepted_total,
             Some(Ok(conn)) => {
                 accepted_total += 1;
-                accept_handoff(shared, conn);
+                accept_handoff(shared, conn, false);
+                turn = None;
+                continue;
             }
-            Some(Err(error)) if is_resource_exhaustion(&error) => {
-                tracing::warn!(%error, "accept failed; backing off");
-                backoff = Some(shared.runtime.timer(shared.runtime.now() + config.accept_backoff));
+            Some(Err(error)) => error,
+        };
+        let kind = guard::accept_error(&error);
+        let now = shared.runtime.now();
+        if kind == decide::AcceptError::OutOfFds {
+            shared.metrics.record_fd_event(FdEvent::AcceptFailed);
+            shared.global.saw_fd_shortage(now, shared.fd_guard.watch_for);
+        }
+        let step = match decide::after_accept_error(kind, shared.reserve.held(), config.accept_backoff) {
+            AcceptStep::UseReserve => {
+                // Taken here if not already: this handling allocates fds.
+                let held = turn.take().or_else(|| shared.global.fd_turn());
+                let taken = accept_with_reserve(shared, listener);
+                drop(held);
+                match taken {
+                    Ok(()) => {
+                        accepted_total += 1;
+                        continue;
+                    }
+                    Err(()) => decide::after_reserve_accept_failed(config.accept_backoff),
+                }
             }
-            Some(Err(error)) => tracing::debug!(%error, "accept failed"),
+            step => step,
+        };
+        turn = None;
+        match step {
+            AcceptStep::Pause(pause) => {
+                if kind == decide::AcceptError::OutOfFds {
+                    shared.metrics.record_fd_event(FdEvent::Paused);
+                }
+                if let Some(held_back) = shared.fd_log.check(shared.global.since_start(now)) {
+                    tracing::warn!(%error, reserve = shared.reserve.held(), held_back, "accept failed; pausing accepts for {pause:?}");
+                }
+                backoff = Some(shared.runtime.timer(now + pause));
+            }
+            AcceptStep::Continue | AcceptStep::UseReserve => tracing::debug!(%error, "accept failed"),
         }
     }
 }
 
-fn is_resource_exhaustion(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(code) if [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE, rustix::io::Errno::NOBUFS, rustix::io::Errno::NOMEM]
-            .iter()
-            .any(|errno| errno.raw_os_error() == code)
-    )
+/// Out of fds: closes the reserve and accepts once more, so that handoff's
+/// client is answered 503 rather than left to time out in the queue. `Err`
+/// when even that accept failed (or found nothing queued after all: the
+/// failure was not ours to fix).
+fn accept_with_reserve<R: Runtime>(shared: &Arc<Shared<R>>, listener: &R::Fd) -> Result<(), ()> {
+    shared.reserve.release();
+    shared.metrics.record_fd_event(FdEvent::ReserveUsed);
+    let accepted = listener::accept(listener.as_fd());
+    let result = match accepted {
+        Ok(conn) => {
+            accept_handoff(shared, conn, true);
+            Ok(())
+        }
+        Err(_) => Err(()),
+    };
+    restore_reserve(shared);
+    result
 }
 
-/// Receives at once when the message is already there (the usual case: the module
-/// sends right after connecting); otherwise waits in a task of its own, so
-/// accepting never waits on any one connection.
-fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd) {
+/// Re-opens what is missing of the reserve; counted when it cannot be.
+fn restore_reserve<R: Runtime>(shared: &Arc<Shared<R>>) {
+    if !shared.reserve.refill() {
+        shared.metrics.record_fd_event(FdEvent::ReserveNotRestored);
+    }
+}
+
+/// Checks who connected, then receives at once when the message is already
+/// there (the usual case: the module sends right after connecting); otherwise
+/// waits in a task of its own, so accepting never waits on any one
+/// connection. `released`: the reserve was closed to accept this one, so its
+/// client is answered 503; after a shortage a handoff with no room left for
+/// its client fd releases the reserve too.
+fn accept_handoff<R: Runtime>(shared: &Arc<Shared<R>>, conn: OwnedFd, released: bool) {
+    if !peer_allowed(shared, &conn) {
+        return;
+    }
+    let room = if released { Room::Released } else { make_room(shared, &conn) };
+    let released = room == Room::Released;
     let mut partial = Received::default();
-    match listener::receive(conn.as_fd(), shared.socket_type, &mut partial) {
+    let received = match room {
+        // Left queued: the task below waits for room.
+        Room::None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+        Room::Free | Room::Released => listener::receive(conn.as_fd(), shared.socket_type, &mut partial),
+    };
+    match received {
+        Ok(received) if released => answer_from_reserve(shared, received),
         Ok(received) => start_stream(shared, received),
         Err(error) if sys::would_block(&error) => {
+            // Not there yet: it waits like any other (the room the reserve
+            // made goes to it; the reserve is re-opened when it can be).
             let shared_for_task = shared.clone();
             shared.runtime.spawn(receive_later(shared_for_task, conn, partial));
+            if released {
+                restore_reserve(shared);
+            }
+            return;
         }
         Err(error) => {
             shared.metrics.record_rejected(Rejection::PeerRefused);
             tracing::warn!(%error, peer_pid = peer_pid(&conn), "receiving a handoff failed")
         }
     }
+    if released {
+        // The connection is closed first: its fd is one the reserve needs.
+        drop(conn);
+        restore_reserve(shared);
+    }
+}
+
+/// Whether the client fd a module connection carries will find a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// A slot is free (or no shortage was seen lately: not checked).
+    Free,
+    /// The reserve was released to make one: the client is answered 503.
+    Released,
+    /// No slot and no reserve: receiving now would lose the fd.
+    None,
+}
+
+/// The error a receive is held back with while there is no [`Room`].
+#[derive(Debug)]
+struct NoRoom;
+
+impl std::fmt::Display for NoRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no free fd for the client socket")
+    }
+}
+
+impl std::error::Error for NoRoom {}
+
+/// After a shortage, checks that the client fd `conn` carries will find a
+/// free slot; when none is left, releases the reserve so it does.
+fn make_room<R: Runtime>(shared: &Arc<Shared<R>>, conn: &impl AsFd) -> Room {
+    if !shared.global.watching_fds(shared.runtime.now()) || guard::has_free_fd(conn.as_fd()) {
+        return Room::Free;
+    }
+    shared.metrics.record_fd_event(FdEvent::NoRoomForClient);
+    if shared.reserve.release() == 0 {
+        return Room::None;
+    }
+    shared.metrics.record_fd_event(FdEvent::ReserveUsed);
+    Room::Released
+}
+
+/// Whether the connecting process may hand off (`--allow-uid` / `--allow-gid`,
+/// as core's [`PeerPolicy`] decides). A refused one is counted and logged
+/// (pid, uid, gid; never its data, which is not read), then closed.
+fn peer_allowed<R: Runtime>(shared: &Arc<Shared<R>>, conn: &OwnedFd) -> bool {
+    if shared.peers.is_open() {
+        return true;
+    }
+    let peer = guard::peer(conn.as_fd());
+    if shared.peers.allows(peer) {
+        return true;
+    }
+    shared.metrics.record_rejected(Rejection::PeerNotAllowed);
+    // A flood of such connections logs a line a second, with the count held back.
+    if let Some(held_back) = shared.peer_log.check(shared.global.since_start(shared.runtime.now())) {
+        tracing::warn!(
+            peer_pid = peer.map(|p| p.pid),
+            peer_uid = peer.map(|p| p.uid),
+            peer_gid = peer.map(|p| p.gid),
+            held_back,
+            "a process not allowed to hand off connected (--allow-uid / --allow-gid); closed unread"
+        );
+    }
+    false
 }
 
 /// The connecting process, for the log of a module connection that went wrong.
@@ -551,15 +808,57 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
         Err(error) => return tracing::warn!(%error, "registering a handoff connection failed"),
     };
     let socket_type = shared.socket_type;
-    let receive = std::future::poll_fn(|cx| {
-        conn.poll_read_with(cx, || listener::receive(conn.as_fd(), socket_type, &mut partial))
-    });
     let timeout = shared.receive_timeout;
-    let received = with_deadline(&shared.runtime, shared.runtime.now() + timeout, receive).await;
+    let deadline = shared.runtime.now() + timeout;
+    // Room for the client fd is checked just before each receive: the table
+    // may have filled while this waited. With no room and no reserve the
+    // message is left queued (its fd stays in flight, not lost) and tried
+    // again after a pause, until the receive deadline.
+    let mut released = false;
+    let mut waited_for_room = false;
+    let received = loop {
+        let receive = std::future::poll_fn(|cx| {
+            conn.poll_read_with(cx, || {
+                // Another worker taking fds now counts as no room: tried again.
+                let Ok(_turn) = shared.global.fd_turn_if_watching(shared.runtime.now()) else {
+                    return Err(io::Error::other(NoRoom));
+                };
+                match make_room(&shared, &conn) {
+                    Room::None => Err(io::Error::other(NoRoom)),
+                    room => {
+                        released = released || room == Room::Released;
+                        listener::receive(conn.as_fd(), socket_type, &mut partial)
+                    }
+                }
+            })
+        });
+        match with_deadline(&shared.runtime, deadline, receive).await {
+            Some(Err(error)) if error.get_ref().is_some_and(|inner| inner.is::<NoRoom>()) => {
+                waited_for_room = true;
+                let now = shared.runtime.now();
+                if now >= deadline {
+                    break None;
+                }
+                crate::runtime::sleep_until(&shared.runtime, (now + shared.fd_guard.room_wait).min(deadline))
+                    .await;
+                restore_reserve(&shared);
+            }
+            received => break received,
+        }
+    };
+    if received.is_none() && waited_for_room {
+        // The client fd never found a slot: dropped with the connection.
+        shared.metrics.record_rejected(Rejection::FdDropped);
+        return tracing::warn!(
+            peer_pid = peer_pid(&conn),
+            "out of file descriptors for {timeout:?}: a queued handoff was dropped unanswered"
+        );
+    }
     if !matches!(received, Some(Ok(_))) {
         shared.metrics.record_rejected(Rejection::PeerRefused);
     }
     match received {
+        Some(Ok(received)) if released => answer_from_reserve(&shared, received),
         Some(Ok(received)) => start_stream(&shared, received),
         Some(Err(error)) => {
             tracing::warn!(%error, peer_pid = peer_pid(&conn), "receiving a handoff failed (waited for it)")
@@ -569,23 +868,97 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
             "a handoff connection sent nothing for {timeout:?}; dropped"
         ),
     }
+    if released {
+        // The connection is closed first: its fd is one the reserve needs.
+        drop(conn);
+        restore_reserve(&shared);
+    }
 }
 
-/// Turns a received handoff into a running stream, or answers it with an error.
-fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
+/// The client socket a received handoff carries, when it has one that can be
+/// served: a single fd (extra ones are closed), that is a stream socket. What
+/// is refused is counted and logged here; nothing is written to it.
+fn servable_client<R: Runtime>(shared: &Arc<Shared<R>>, received: &mut Received) -> Option<OwnedFd> {
     if received.control_truncated {
-        shared.metrics.record_rejected(Rejection::PeerRefused);
-        tracing::warn!(fds = received.fds_received, "handoff control data was truncated; closed every fd");
-        return;
+        if received.fds_received == 0 {
+            // No fd installed: the kernel had no free slot and closed the
+            // client's socket. Nobody can answer it; later accepts look first.
+            let now = shared.runtime.now();
+            shared.global.saw_fd_shortage(now, shared.fd_guard.watch_for);
+            shared.metrics.record_rejected(Rejection::FdDropped);
+            if let Some(held_back) = shared.fd_log.check(shared.global.since_start(now)) {
+                tracing::warn!(
+                    held_back,
+                    "out of file descriptors: the kernel dropped a handed-off client socket; that client got no answer"
+                );
+            }
+        } else {
+            shared.metrics.record_rejected(Rejection::PeerRefused);
+            tracing::warn!(
+                fds = received.fds_received,
+                "handoff control data was truncated; closed every fd"
+            );
+        }
+        return None;
     }
     if received.fds_received > 1 {
         tracing::warn!(extra = received.fds_received - 1, "handoff carried extra fds; closed them");
     }
-    let Some(client) = received.client else {
+    let Some(client) = received.client.take() else {
         shared.metrics.record_rejected(Rejection::PeerRefused);
         tracing::warn!(bytes = received.data.len(), "handoff message carried no fd; dropped");
-        return;
+        return None;
     };
+    let kind = guard::classify(client.as_fd());
+    if !kind.is_served() {
+        shared.metrics.record_rejected(Rejection::NotStreamSocket);
+        if shared.global.kinds_logged.first(kind) {
+            tracing::warn!(
+                kind = kind.label(),
+                "a handoff carried an fd that is not a stream socket; closed without writing (logged once per kind)"
+            );
+        }
+        return None;
+    }
+    Some(client)
+}
+
+/// A handoff taken with the reserve: its client gets the 503 in one write and
+/// the socket is closed at once, so the reserve can be re-opened (core's
+/// [`decide::exhausted_response`]).
+fn answer_from_reserve<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
+    let Some(client) = servable_client(shared, &mut received) else { return };
+    let response = decide::exhausted_response(shared.retry_after_secs);
+    let written = sys::set_nonblocking(client.as_fd()).and_then(|()| sys::write(client.as_fd(), &response));
+    // What the client sent is read first, so the close is a FIN, not a reset
+    // that could destroy the answer in flight.
+    let _ = sys::discard_input(client.as_fd());
+    drop(client);
+    shared.metrics.record_rejected(Rejection::FdExhausted);
+    let now = shared.runtime.now();
+    if let Some(held_back) = shared.fd_log.check(shared.global.since_start(now)) {
+        match written {
+            Ok(bytes) if bytes == response.len() => tracing::warn!(
+                held_back,
+                "out of file descriptors: a handoff was answered 503 with the fd reserve"
+            ),
+            Ok(bytes) => tracing::warn!(
+                held_back,
+                bytes,
+                "out of file descriptors: a handoff's 503 was cut short (the client's socket was full)"
+            ),
+            Err(error) => tracing::warn!(
+                held_back,
+                %error,
+                "out of file descriptors: writing a handoff's 503 failed"
+            ),
+        }
+    }
+}
+
+/// Turns a received handoff into a running stream, or answers it with an error.
+fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
+    let Some(client) = servable_client(shared, &mut received) else { return };
     if let Err(error) = sys::set_nonblocking(client.as_fd()) {
         return tracing::warn!(%error, "handed-off fd cannot be made non-blocking; closed");
     }

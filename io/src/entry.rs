@@ -58,6 +58,7 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
     }
     let fd_limit = crate::sys::raise_fd_limit();
     tracing::info!(binary, fd_limit, workers = thread_count(&config), "starting");
+    warn_if_fds_short(&config);
     let benchmark = config.benchmark;
     match serve(config) {
         Ok(snapshot) => {
@@ -72,6 +73,29 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
             eprintln!("{binary}: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Warns when the hard fd limit cannot hold what the limits allow at once
+/// (core's [`handoff_core::guard::FdGuard::fds_needed`]): past it, handoffs
+/// meet a full fd table and get the reserve's 503, or none.
+fn warn_if_fds_short(config: &Config) {
+    let backend_connections = match config.backend {
+        Backend::Mock => 0,
+        Backend::OpenAi(_) => config.pool.max_connections as u64,
+    };
+    let workers = thread_count(config) as u64;
+    let needed = config.fd_guard.fds_needed(config.max_streams, backend_connections, workers);
+    let hard = crate::sys::hard_fd_limit();
+    if config.fd_guard.hard_limit_short(hard, needed) {
+        tracing::warn!(
+            hard_fd_limit = hard,
+            needed,
+            max_connections = config.max_streams,
+            backend_connections,
+            "the hard fd limit is below --max-connections plus --backend-connections plus a margin; \
+             raise LimitNOFILE (or ulimit -Hn) or lower --max-connections"
+        );
     }
 }
 

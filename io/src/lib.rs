@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod driver;
 pub mod early_signal;
 pub mod entry;
+pub mod guard;
 pub mod listener;
 pub mod metrics;
 pub mod notify;

@@ -56,6 +56,11 @@ pub fn raise_fd_limit() -> Option<u64> {
     }
 }
 
+/// The hard fd limit (`None`: unlimited).
+pub fn hard_fd_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum
+}
+
 pub fn would_block(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::WouldBlock
 }

@@ -117,6 +117,7 @@ pub struct DaemonCommand {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     soft_fd_limit: Option<u64>,
+    fd_limit: Option<u64>,
     logs: DaemonLogs,
     clients: Arc<Clients>,
 }
@@ -130,6 +131,7 @@ impl DaemonCommand {
             args: Vec::new(),
             env: Vec::new(),
             soft_fd_limit: None,
+            fd_limit: None,
             logs,
             clients,
         }
@@ -172,6 +174,13 @@ impl DaemonCommand {
         self
     }
 
+    /// Starts the daemon with soft and hard fd limits of `limit`, as `prlimit
+    /// --nofile=limit` would: it cannot raise them, so it runs out of fds.
+    pub fn fd_limit(mut self, limit: u64) -> Self {
+        self.fd_limit = Some(limit);
+        self
+    }
+
     /// Spawns the daemon without waiting for it to accept.
     pub fn spawn(self) -> Daemon {
         let mut command = Command::new(&self.binary);
@@ -190,9 +199,12 @@ impl DaemonCommand {
         // The captured log is read as plain text.
         command.env("NO_COLOR", "1");
         command.envs(self.env.iter().map(|(name, value)| (name, value)));
-        if let Some(soft) = self.soft_fd_limit {
+        if self.soft_fd_limit.is_some() || self.fd_limit.is_some() {
             use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-            let lowered = Rlimit { current: Some(soft), maximum: getrlimit(Resource::Nofile).maximum };
+            let lowered = match self.fd_limit {
+                Some(limit) => Rlimit { current: Some(limit), maximum: Some(limit) },
+                None => Rlimit { current: self.soft_fd_limit, maximum: getrlimit(Resource::Nofile).maximum },
+            };
             // SAFETY: between fork and exec the closure makes one setrlimit system call
             // (async-signal-safe) and neither allocates nor takes locks.
             unsafe {

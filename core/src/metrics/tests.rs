@@ -73,6 +73,12 @@ fn label_pairs_are_unique_and_each_has_its_own_slot() {
 }
 
 #[test]
+fn fd_event_labels_are_unique() {
+    let labels: HashSet<_> = FdEvent::ALL.iter().map(|event| event.label()).collect();
+    assert_eq!(labels.len(), FdEvent::ALL.len());
+}
+
+#[test]
 fn observations_land_in_the_first_bucket_whose_bound_they_do_not_exceed() {
     let histogram = Histogram::default();
     histogram.observe(Duration::ZERO); // 0.001
@@ -130,8 +136,21 @@ fn totals_sum_every_worker() {
     });
     second.record_pool(&PoolStats { open: 1, active_streams: 1, opened_total: 1, ..Default::default() });
 
+    first.record_rejected(Rejection::NotStreamSocket);
+    second.record_rejected(Rejection::NotStreamSocket);
+    first.record_fd_event(FdEvent::ReserveUsed);
+    second.record_fd_event(FdEvent::ReserveUsed);
+    second.record_fd_event(FdEvent::Paused);
+
     let totals = metrics.totals();
     let count = |outcome| totals.handoffs().find(|&(o, _)| o == outcome).map(|(_, n)| n);
+    let fd_event = |event| totals.fd_events().find(|&(e, _)| e == event).map(|(_, n)| n);
+    assert_eq!(count(HandoffOutcome::Rejected(Rejection::NotStreamSocket)), Some(2));
+    assert_eq!(count(HandoffOutcome::Rejected(Rejection::PeerNotAllowed)), Some(0));
+    assert_eq!(fd_event(FdEvent::ReserveUsed), Some(2));
+    assert_eq!(fd_event(FdEvent::Paused), Some(1));
+    assert_eq!(fd_event(FdEvent::AcceptFailed), Some(0), "zeros are listed too");
+    assert_eq!(totals.fd_events().count(), FdEvent::ALL.len());
     assert_eq!(count(HandoffOutcome::Completed), Some(2));
     assert_eq!(count(HandoffOutcome::ClientGone), Some(1));
     assert_eq!(count(HandoffOutcome::Rejected(Rejection::Capacity)), Some(1));

@@ -363,3 +363,13 @@ fn flags_mean_a_bound_socket_and_only_a_bound_socket_is_cleaned_up_on_stop() {
     assert!(!inherited.answers_backlog_on_stop(), "the queue is the next daemon's");
     assert!(!inherited.refuses_late_handoffs(), "an accepted handoff has nowhere else to go");
 }
+
+#[test]
+fn allow_uid_and_gid_repeat_and_default_to_anyone() {
+    let config =
+        cli(&["--allow-uid", "www-data", "--allow-uid", "0", "--allow-gid", "33"]).into_config().unwrap();
+    assert_eq!(config.allow_uids, ["www-data", "0"]);
+    assert_eq!(config.allow_gids, ["33"]);
+    let config = cli(&[]).into_config().unwrap();
+    assert!(config.allow_uids.is_empty() && config.allow_gids.is_empty());
+}

@@ -114,6 +114,20 @@ impl Collector for Families {
                 family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&count, None)?;
             }
         }
+        {
+            let mut family = encoder.encode_descriptor(
+                "fd_exhaustion",
+                "What the fd reserve met: accepts that failed for lack of fds, accepted \
+                 handoffs with no room for their client, reserves used, accept pauses, \
+                 reserves not re-opened at once.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (event, count) in totals.fd_events() {
+                let labels = [("event", event.label())];
+                family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
         histogram(
             &mut encoder,
             "ttfb",

@@ -18,14 +18,14 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Where the endpoint listens.
 #[derive(Debug, Clone)]
-enum Endpoint {
+pub(super) enum Endpoint {
     Tcp(String),
     Unix(PathBuf),
 }
 
 /// The address the daemon logged as `metrics listening addr=...` (port 0 was
 /// asked for, so only the log knows the port).
-async fn logged_address(daemon: &Daemon) -> String {
+pub(super) async fn logged_address(daemon: &Daemon) -> String {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let log = daemon.stderr();
@@ -120,12 +120,12 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
     samples
 }
 
-fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
+pub(super) fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
     *samples.get(series).unwrap_or_else(|| panic!("no {series} in {samples:#?}"))
 }
 
 /// Scrapes until `ready` holds for the samples (counts land as streams end).
-async fn scrape_until(
+pub(super) async fn scrape_until(
     endpoint: &Endpoint,
     what: &str,
     ready: impl Fn(&HashMap<String, f64>) -> bool,
@@ -143,7 +143,7 @@ async fn scrape_until(
     }
 }
 
-fn handoffs(outcome: &str, error_type: &str) -> String {
+pub(super) fn handoffs(outcome: &str, error_type: &str) -> String {
     format!("handoff_handoffs_total{{outcome=\"{outcome}\",type=\"{error_type}\"}}")
 }
 
