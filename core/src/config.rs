@@ -212,6 +212,12 @@ pub struct Cli {
     /// Off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+
+    // ---- what a request to the backend carries (issue 14) ----
+    /// Send the handoff's `user_id` as the request's `user` (for the provider's
+    /// abuse monitoring) when the handoff sets no `user` itself.
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub openai_user_from_user_id: bool,
 }
 
 /// Stands in for a secret in `Debug` output.
@@ -268,6 +274,7 @@ impl std::fmt::Debug for Cli {
             config,
             log_format,
             metrics_addr,
+            openai_user_from_user_id,
         } = self;
         f.debug_struct("Cli")
             .field("socket", socket)
@@ -305,6 +312,7 @@ impl std::fmt::Debug for Cli {
             .field("config", config)
             .field("log_format", log_format)
             .field("metrics_addr", metrics_addr)
+            .field("openai_user_from_user_id", openai_user_from_user_id)
             .finish()
     }
 }
@@ -347,11 +355,24 @@ pub struct OpenAiConfig {
     pub http2: bool,
     pub insecure_tls: bool,
     pub extra_ca: Option<PathBuf>,
+    /// Send the handoff's `user_id` as `user` when it sets no `user`.
+    pub user_from_user_id: bool,
+}
+
+impl OpenAiConfig {
+    /// What this backend adds to every request body.
+    pub fn request_defaults(&self) -> crate::openai::RequestDefaults<'_> {
+        crate::openai::RequestDefaults {
+            default_model: &self.default_model,
+            user_from_user_id: self.user_from_user_id,
+        }
+    }
 }
 
 impl std::fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let OpenAiConfig { base, api_key, default_model, http2, insecure_tls, extra_ca } = self;
+        let OpenAiConfig { base, api_key, default_model, http2, insecure_tls, extra_ca, user_from_user_id } =
+            self;
         f.debug_struct("OpenAiConfig")
             .field("base", base)
             .field("api_key", &redacted_key(api_key))
@@ -359,6 +380,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("http2", http2)
             .field("insecure_tls", insecure_tls)
             .field("extra_ca", extra_ca)
+            .field("user_from_user_id", user_from_user_id)
             .finish()
     }
 }
@@ -572,6 +594,7 @@ impl Cli {
                 http2: self.openai_http2,
                 insecure_tls: self.openai_insecure_ssl,
                 extra_ca: self.openai_ca,
+                user_from_user_id: self.openai_user_from_user_id,
             }),
         };
         let http2 = matches!(&backend, Backend::OpenAi(openai) if openai.http2);
@@ -1046,6 +1069,17 @@ mod tests {
         let config = cli(&["-b", "openai", "--openai-api-key", ""]).into_config().unwrap();
         let Backend::OpenAi(openai) = config.backend else { panic!("openai backend expected") };
         assert_eq!(openai.api_key, None);
+    }
+
+    #[test]
+    fn user_id_as_user_is_off_unless_asked_and_reaches_the_request_defaults() {
+        let config = cli(&["-b", "openai", "--openai-model", "m-1"]).into_config().unwrap();
+        let Backend::OpenAi(openai) = config.backend else { panic!("openai backend expected") };
+        let defaults = openai.request_defaults();
+        assert_eq!((defaults.default_model, defaults.user_from_user_id), ("m-1", false));
+        let config = cli(&["-b", "openai", "--openai-user-from-user-id", "true"]).into_config().unwrap();
+        let Backend::OpenAi(openai) = config.backend else { panic!("openai backend expected") };
+        assert!(openai.request_defaults().user_from_user_id);
     }
 
     #[test]

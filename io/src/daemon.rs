@@ -622,15 +622,17 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, received: Received) {
     let identity =
         shared.log_streams.then(|| Box::new(crate::metrics::Identity::new(&handoff, fd.0.as_fd())));
     let head = http1::client_head(&handoff.response_headers);
+    let delivery = handoff.delivery;
     let (source, backend) = match &shared.backend {
         None => {
             let user = handoff.user_id.as_deref().unwrap_or("anonymous");
-            (Source::Mock(mock::Script::new(id, user, &handoff.last_user_text())), BackendStream::None)
+            let script = mock::Script::new(id, user, &handoff.last_user_text()).in_format(delivery.format);
+            (Source::Mock(script), BackendStream::None)
         }
         Some(backend) => (Source::Backend, backend.open_stream(StreamId(id), &handoff)),
     };
     drop(handoff);
-    let machine = Stream::new(shared.runtime.now(), &shared.stream_config, head, source);
+    let machine = Stream::with_delivery(shared.runtime.now(), &shared.stream_config, head, source, delivery);
     let task: driver::StreamTask<R> =
         driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission).with_identity(identity);
     shared.runtime.spawn(task);
