@@ -122,8 +122,8 @@ pub struct Handoff {
 
 impl Handoff {
     /// The text of the last user message when it is a plain string ("" otherwise);
-    /// the mock backend echoes it. Borrowed from the raw content unless the string
-    /// has JSON escapes (PHP escapes `/` and non-ASCII by default), which are decoded.
+    /// the mock backend echoes it. Borrowed from the content's JSON unless the
+    /// string has escapes (quotes, backslashes, control characters), which are decoded.
     pub fn last_user_text(&self) -> Cow<'_, str> {
         let Some(message) = self.messages.iter().rev().find(|message| message.role == "user") else {
             return Cow::Borrowed("");
