@@ -52,7 +52,7 @@ pub fn encode_error(out: &mut BytesMut, message: &str, error_type: &str, code: O
     out.put_slice(b"\n\n");
 }
 
-pub(crate) fn write_decimal(out: &mut BytesMut, mut n: u32) {
+fn write_decimal(out: &mut BytesMut, mut n: u32) {
     let mut digits = [0u8; 10];
     let mut start = digits.len();
     for slot in digits.iter_mut().rev() {
