@@ -97,6 +97,24 @@ def handoff_seeds():
         "nulls.json": b'{"prompt":null,"messages":null,"response_headers":null,"test_pattern":null}',
         "bad_message.json": b'{"messages":[{"role":1,"content":"x"}]}',
         "error_position.json": b'\n\n  {"prompt":\n  "x",, }',
+        # Every option a handoff may set, the forwarded JSON with key order that matters.
+        "all_options.json": b'{"system":"Be brief.","prompt":"p","max_completion_tokens":9,"top_p":0.5,'
+        b'"seed":-3,"presence_penalty":-2,"frequency_penalty":2,"stop":["\\n","END"],'
+        b'"response_format":{"type":"json_schema","json_schema":{"z":1,"a":[1.5e3,null]}},'
+        b'"tools":[{"type":"function","function":{"name":"f","parameters":{"b":{},"a":{}}}}],'
+        b'"tool_choice":{"type":"function"},"user":"u","request_id":" r-1 ","format":"openai",'
+        b'"reasoning":true}',
+        "tool_messages.json": json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "name": "ann", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]},
+                    {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "c", "content": "42"},
+                ]
+            }
+        ).encode(),
+        "bad_options.json": b'{"format":"html","stop":[1],"tools":{},"request_id":"a\\r\\nb","seed":1.5}',
+        "forwarded_surrogate.json": b'{"tools":[{"type":"function","x":"\\ud800"}]}',
     }
     for name, data in seeds.items():
         write("handoff", name, data)

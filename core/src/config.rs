@@ -244,6 +244,9 @@ pub struct Settings {
     pub allow_uid: Vec<String>,
     /// Groups whose members may hand off: the peer's effective (primary) group.
     pub allow_gid: Vec<String>,
+    /// Send the handoff's `user_id` as the request's `user` (for the provider's
+    /// abuse monitoring) when the handoff sets no `user` itself.
+    pub openai_user_from_user_id: bool,
 }
 
 impl Default for Settings {
@@ -286,6 +289,7 @@ impl Default for Settings {
             metrics_addr: None,
             allow_uid: Vec::new(),
             allow_gid: Vec::new(),
+            openai_user_from_user_id: false,
         }
     }
 }
@@ -345,6 +349,7 @@ impl std::fmt::Debug for Settings {
             metrics_addr,
             allow_uid,
             allow_gid,
+            openai_user_from_user_id,
         } = self;
         f.debug_struct("Settings")
             .field("socket", socket)
@@ -383,6 +388,7 @@ impl std::fmt::Debug for Settings {
             .field("metrics_addr", metrics_addr)
             .field("allow_uid", allow_uid)
             .field("allow_gid", allow_gid)
+            .field("openai_user_from_user_id", openai_user_from_user_id)
             .finish()
     }
 }
@@ -425,11 +431,24 @@ pub struct OpenAiConfig {
     pub http2: bool,
     pub insecure_tls: bool,
     pub extra_ca: Option<PathBuf>,
+    /// Send the handoff's `user_id` as `user` when it sets no `user`.
+    pub user_from_user_id: bool,
+}
+
+impl OpenAiConfig {
+    /// What this backend adds to every request body.
+    pub fn request_defaults(&self) -> crate::openai::RequestDefaults<'_> {
+        crate::openai::RequestDefaults {
+            default_model: &self.default_model,
+            user_from_user_id: self.user_from_user_id,
+        }
+    }
 }
 
 impl std::fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let OpenAiConfig { base, api_key, default_model, http2, insecure_tls, extra_ca } = self;
+        let OpenAiConfig { base, api_key, default_model, http2, insecure_tls, extra_ca, user_from_user_id } =
+            self;
         f.debug_struct("OpenAiConfig")
             .field("base", base)
             .field("api_key", &redacted_key(api_key))
@@ -437,6 +456,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("http2", http2)
             .field("insecure_tls", insecure_tls)
             .field("extra_ca", extra_ca)
+            .field("user_from_user_id", user_from_user_id)
             .finish()
     }
 }
@@ -657,6 +677,7 @@ impl Settings {
                 http2: self.openai_http2,
                 insecure_tls: self.openai_insecure_ssl,
                 extra_ca: self.openai_ca,
+                user_from_user_id: self.openai_user_from_user_id,
             }),
         };
         let http2 = matches!(&backend, Backend::OpenAi(openai) if openai.http2);

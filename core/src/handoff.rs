@@ -5,7 +5,9 @@
 //! are ignored; a known field of the wrong type fails the whole handoff (the client
 //! gets a 400) except `response_headers` entries, which are dropped one by one with
 //! a reason for the log. Decoding borrows raw JSON from the payload and builds no
-//! `serde_json::Value` tree; message contents are kept as the raw JSON given.
+//! `serde_json::Value` tree. JSON that is forwarded as JSON (message contents,
+//! `stop`, `tools`, `tool_choice`, `response_format`) is parsed and written back
+//! compactly ([`Json`]), so nothing PHP sent is spliced into the request as text.
 
 use std::borrow::Cow;
 
@@ -13,7 +15,12 @@ use serde_json::value::RawValue;
 
 use crate::http1;
 
+mod compact;
+mod messages;
 mod object;
+mod options;
+
+pub use compact::Json;
 
 /// Largest handoff payload accepted, in bytes (the module's own limit).
 pub const MAX_HANDOFF_BYTES: usize = 64 * 1024;
@@ -32,24 +39,79 @@ const MAX_REJECTED_NAME_BYTES: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Message {
     pub role: String,
-    /// The `content` value as raw JSON (a string, an array of parts, or null), so
-    /// it is forwarded byte for byte.
-    pub content: Box<RawValue>,
+    /// The `content`: a string, an array of content parts (objects with a string
+    /// `type`), or null (also when absent, as for an assistant message that only
+    /// carried tool calls).
+    pub content: Json,
+    /// `name`, when given.
+    pub name: Option<String>,
+    /// `tool_call_id` (the answer to which tool call a `tool` message is).
+    pub tool_call_id: Option<String>,
+    /// `tool_calls` of an assistant message: an array of objects.
+    pub tool_calls: Option<Json>,
+}
+
+impl Message {
+    /// A message with only a role and a content.
+    pub fn new(role: impl Into<String>, content: Json) -> Message {
+        Message { role: role.into(), content, name: None, tool_call_id: None, tool_calls: None }
+    }
+}
+
+/// What the client's events carry (`format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `data: {"content":"..."}` per piece of text (the default).
+    #[default]
+    Content,
+    /// Each upstream `chat.completion.chunk` as its JSON, for an OpenAI SDK's
+    /// stream parser (tool calls and reasoning deltas included).
+    OpenAi,
+}
+
+/// How a stream's events are written for its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Delivery {
+    pub format: Format,
+    /// In [`Format::Content`], forward `reasoning_content` deltas as
+    /// `event: reasoning` (`reasoning: true`); dropped otherwise.
+    pub reasoning: bool,
 }
 
 /// A decoded, validated handoff.
 #[derive(Debug, Clone, Default)]
 pub struct Handoff {
-    /// From `messages`, or a single user message built from `prompt`; empty when
-    /// the handoff had neither.
+    /// From `messages`, or built from `system` and `prompt` (a system message, then
+    /// a user message); empty when the handoff had none of them.
     pub messages: Vec<Message>,
     /// `None` also when the handoff gave an empty string, so the default applies.
     pub model: Option<String>,
     /// `user_id` as text (JSON integers are accepted and rendered in decimal).
     pub user_id: Option<String>,
+    /// A valid header value (sent upstream as `X-Request-Id`); `None` when empty.
     pub request_id: Option<String>,
     pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
     pub temperature: Option<f64>,
+    /// From 0 to 1.
+    pub top_p: Option<f64>,
+    pub seed: Option<i64>,
+    /// From -2 to 2.
+    pub presence_penalty: Option<f64>,
+    /// From -2 to 2.
+    pub frequency_penalty: Option<f64>,
+    /// A string, or an array of strings.
+    pub stop: Option<Json>,
+    /// An object with a string `type`.
+    pub response_format: Option<Json>,
+    /// An array of objects, each with a string `type`.
+    pub tools: Option<Json>,
+    /// A string (`"auto"`, `"none"`, `"required"`) or an object.
+    pub tool_choice: Option<Json>,
+    /// The end user for the provider's abuse monitoring; `None` when empty.
+    pub user: Option<String>,
+    /// What the client's events carry.
+    pub delivery: Delivery,
     /// A valid header value (surrounding spaces trimmed); `None` when empty.
     pub test_pattern: Option<String>,
     /// Valid `response_headers`, in the order given.
@@ -60,8 +122,8 @@ pub struct Handoff {
 
 impl Handoff {
     /// The text of the last user message when it is a plain string ("" otherwise);
-    /// the mock backend echoes it. Borrowed from the raw content unless the string
-    /// has JSON escapes (PHP escapes `/` and non-ASCII by default), which are decoded.
+    /// the mock backend echoes it. Borrowed from the content's JSON unless the
+    /// string has escapes (quotes, backslashes, control characters), which are decoded.
     pub fn last_user_text(&self) -> Cow<'_, str> {
         let Some(message) = self.messages.iter().rev().find(|message| message.role == "user") else {
             return Cow::Borrowed("");
@@ -131,6 +193,19 @@ const FIELDS: &[&str] = &[
     "temperature",
     "test_pattern",
     "response_headers",
+    "system",
+    "max_completion_tokens",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "user",
+    "format",
+    "reasoning",
 ];
 
 /// Decodes a handoff payload. Trailing (and leading) NUL bytes and ASCII whitespace
@@ -153,35 +228,59 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
         Err(e) => return Err(not_json(&e, prefix)),
     };
     let field = |index: usize| fields.get(index).copied().flatten();
-    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers] =
+    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning] =
         std::array::from_fn(field);
 
-    let prompt = prompt.map(|raw| string_value("prompt", raw).map(|_| raw)).transpose()?;
+    let prompt = string_field("prompt", prompt)?;
+    let system = string_field("system", system)?;
     let mut handoff = Handoff {
         messages: match messages {
-            Some(raw) => decode_messages(raw)?,
+            Some(raw) => messages::decode(raw)?,
             None => Vec::new(),
         },
         model: string_field("model", model)?.filter(|model| !model.is_empty()),
         user_id: user_id.map(decode_user_id).transpose()?,
-        request_id: string_field("request_id", request_id)?,
-        max_tokens: max_tokens
-            .map(|raw| {
-                serde_json::from_str(raw.get())
-                    .map_err(|_| invalid("max_tokens", format!("must be an integer from 0 to {}", u32::MAX)))
-            })
+        request_id: string_field("request_id", request_id)?
+            .map(|id| header_value("request_id", "X-Request-Id", id.trim_matches([' ', '\t'])))
+            .transpose()?
+            .flatten(),
+        max_tokens: max_tokens.map(|raw| options::token_count("max_tokens", raw)).transpose()?,
+        max_completion_tokens: max_completion_tokens
+            .map(|raw| options::token_count("max_completion_tokens", raw))
             .transpose()?,
-        temperature: temperature.map(decode_temperature).transpose()?,
+        temperature: temperature.map(|raw| options::number_in("temperature", raw, 0.0, 2.0)).transpose()?,
+        top_p: top_p.map(|raw| options::number_in("top_p", raw, 0.0, 1.0)).transpose()?,
+        seed: seed.map(options::seed).transpose()?,
+        presence_penalty: presence_penalty
+            .map(|raw| options::number_in("presence_penalty", raw, -2.0, 2.0))
+            .transpose()?,
+        frequency_penalty: frequency_penalty
+            .map(|raw| options::number_in("frequency_penalty", raw, -2.0, 2.0))
+            .transpose()?,
+        stop: stop.map(options::stop).transpose()?,
+        response_format: response_format.map(options::response_format).transpose()?,
+        tools: tools.map(options::tools).transpose()?,
+        tool_choice: tool_choice.map(options::tool_choice).transpose()?,
+        user: string_field("user", user)?.filter(|user| !user.is_empty()),
+        delivery: Delivery {
+            format: format.map(options::format).transpose()?.unwrap_or_default(),
+            reasoning: reasoning.map(|raw| options::boolean("reasoning", raw)).transpose()?.unwrap_or(false),
+        },
         test_pattern: string_field("test_pattern", test_pattern)?
-            .map(|pattern| decode_test_pattern(&pattern))
+            .map(|pattern| header_value("test_pattern", "X-Test-Pattern", pattern.trim_matches([' ', '\t'])))
             .transpose()?
             .flatten(),
         response_headers: Vec::new(),
         rejected_headers: Vec::new(),
     };
     if handoff.messages.is_empty() {
-        if let Some(raw) = prompt {
-            handoff.messages.push(Message { role: "user".to_owned(), content: raw.to_owned() });
+        // `messages` is the whole conversation when given; `system` and `prompt`
+        // are the short way to write one.
+        if let Some(system) = system {
+            handoff.messages.push(Message::new("system", Json::string(&system)));
+        }
+        if let Some(prompt) = prompt {
+            handoff.messages.push(Message::new("user", Json::string(&prompt)));
         }
     }
     if let Some(raw) = response_headers {
@@ -209,6 +308,17 @@ fn not_json(error: &serde_json::Error, trimmed_prefix: &[u8]) -> HandoffError {
     HandoffError::NotJson(format!("{what} at line {line} column {column}"))
 }
 
+/// `value` as it will go in header `name`: `None` when empty.
+fn header_value(field: &'static str, name: &str, value: &str) -> Result<Option<String>, HandoffError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match http1::header_rejection(name, value) {
+        None => Ok(Some(value.to_owned())),
+        Some(reason) => Err(invalid(field, reason)),
+    }
+}
+
 fn invalid(field: &'static str, reason: impl Into<String>) -> HandoffError {
     HandoffError::InvalidField { field, reason: reason.into() }
 }
@@ -231,116 +341,6 @@ fn decode_user_id(raw: &RawValue) -> Result<String, HandoffError> {
         Ok(number.to_string())
     } else {
         Err(invalid("user_id", "must be a string or an integer"))
-    }
-}
-
-fn decode_temperature(raw: &RawValue) -> Result<f64, HandoffError> {
-    serde_json::from_str::<f64>(raw.get())
-        .ok()
-        .filter(|temperature| (0.0..=2.0).contains(temperature))
-        .ok_or_else(|| invalid("temperature", "must be a number from 0 to 2"))
-}
-
-/// The pattern as it will go in `X-Test-Pattern`: trimmed, `None` when empty.
-fn decode_test_pattern(pattern: &str) -> Result<Option<String>, HandoffError> {
-    let pattern = pattern.trim_matches([' ', '\t']);
-    if pattern.is_empty() {
-        return Ok(None);
-    }
-    match http1::header_rejection("X-Test-Pattern", pattern) {
-        None => Ok(Some(pattern.to_owned())),
-        Some(reason) => Err(invalid("test_pattern", reason)),
-    }
-}
-
-fn decode_messages(raw: &RawValue) -> Result<Vec<Message>, HandoffError> {
-    let elements: Vec<&RawValue> = serde_json::from_str(raw.get())
-        .map_err(|_| invalid("messages", "must be an array of {\"role\", \"content\"} objects"))?;
-    elements
-        .iter()
-        .enumerate()
-        .map(|(index, element)| {
-            let fields = object::named_fields(element.get().as_bytes(), &["role", "content"])
-                .ok()
-                .flatten()
-                .ok_or_else(|| invalid("messages", format!("message {index} is not an object")))?;
-            let [role, content] = std::array::from_fn(|i| fields.get(i).copied().flatten());
-            let role = role
-                .and_then(|role| serde_json::from_str::<String>(role.get()).ok())
-                .ok_or_else(|| invalid("messages", format!("message {index} needs a string `role`")))?;
-            // A missing content is sent as null, as for an assistant message that
-            // only carried tool calls.
-            let content = content.unwrap_or(RawValue::NULL);
-            if !decodes_cleanly(content) {
-                return Err(invalid(
-                    "messages",
-                    format!("message {index} content is not strict JSON (a lone \\u surrogate or a number beyond f64)"),
-                ));
-            }
-            Ok(Message { role, content: content.to_owned() })
-        })
-        .collect()
-}
-
-/// Raw content is forwarded without being decoded, and a raw value's syntax check
-/// neither decodes `\u` escapes nor reads numbers: a lone surrogate (`"\ud800"`) or
-/// a number beyond f64 (`1e400`) would reach the backend as JSON that strict
-/// parsers refuse. One pass that decodes every string and number, building nothing,
-/// proves the content is well formed.
-fn decodes_cleanly(content: &RawValue) -> bool {
-    serde_json::from_str::<WellFormed>(content.get()).is_ok()
-}
-
-/// Deserializes any JSON value by visiting every part of it and keeping nothing.
-struct WellFormed;
-
-impl<'de> serde::Deserialize<'de> for WellFormed {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(WellFormedVisitor)
-    }
-}
-
-struct WellFormedVisitor;
-
-impl<'de> serde::de::Visitor<'de> for WellFormedVisitor {
-    type Value = WellFormed;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any well-formed JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<WellFormed, E> {
-        Ok(WellFormed)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<WellFormed, E> {
-        Ok(WellFormed)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<WellFormed, E> {
-        Ok(WellFormed)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<WellFormed, E> {
-        Ok(WellFormed)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<WellFormed, E> {
-        Ok(WellFormed)
-    }
-
-    fn visit_unit<E>(self) -> Result<WellFormed, E> {
-        Ok(WellFormed)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<WellFormed, A::Error> {
-        while seq.next_element::<WellFormed>()?.is_some() {}
-        Ok(WellFormed)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<WellFormed, A::Error> {
-        while map.next_entry::<WellFormed, WellFormed>()?.is_some() {}
-        Ok(WellFormed)
     }
 }
 

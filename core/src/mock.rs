@@ -2,15 +2,21 @@
 //! (connection number, user id, the prompt cut to 50 characters) and fifteen fixed
 //! ones. [`crate::stream::Stream`] paces it, so mock streams obey every stream rule.
 //!
-//! A script is small: its position, the connection number (rendered when its line
+//! In [`Format::OpenAi`] the same lines go out as `chat.completion.chunk` objects
+//! (the role in the first delta, `finish_reason: "stop"` on the last), so a front
+//! end can develop against an OpenAI SDK's parser with no backend at all. The
+//! mock has no reasoning to offer, so the handoff's `reasoning` changes nothing.
+//!
+//! A script is small: its position, its format, the connection number (rendered when its line
 //! is written) and one boxed string holding the two lines that echo the handoff.
 //! The stream drops it as soon as the script is over.
 
 use std::fmt::Write as _;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
-use crate::handoff::Handoff;
+use crate::handoff::{Format, Handoff};
+use crate::json;
 use crate::sse;
 
 /// Content events per mock stream.
@@ -56,6 +62,7 @@ pub struct Script {
     echo_start: u32,
     /// Index of the next event; [`EVENT_COUNT`] once all are written.
     next: u8,
+    format: Format,
 }
 
 impl Script {
@@ -72,17 +79,31 @@ impl Script {
         let echo_start = u32::try_from(text.len()).unwrap_or(u32::MAX);
         text.push_str("You asked: ");
         text.push_str(prompt);
-        Script { connection, greeting_and_echo: text.into_boxed_str(), echo_start, next: 0 }
+        Script {
+            connection,
+            greeting_and_echo: text.into_boxed_str(),
+            echo_start,
+            next: 0,
+            format: Format::Content,
+        }
     }
 
     /// The script for a decoded handoff: it greets the handoff's user (anonymous
-    /// without one) and echoes the text of its last user message.
+    /// without one), echoes the text of its last user message, and writes its
+    /// events in the format the handoff asked for.
     pub fn for_handoff(connection: u64, handoff: &Handoff) -> Script {
         Script::new(connection, handoff.user_id.as_deref().unwrap_or(""), &handoff.last_user_text())
+            .in_format(handoff.delivery.format)
     }
 
-    /// Appends the next event (`data: {"content":..,"index":N}\n\n`) to `out` and
-    /// returns true; false once all [`EVENT_COUNT`] have been written.
+    /// This script, its events written in `format`.
+    pub fn in_format(self, format: Format) -> Script {
+        Script { format, ..self }
+    }
+
+    /// Appends the next event (`data: {"content":..,"index":N}\n\n`, or a chunk
+    /// object in [`Format::OpenAi`]) to `out` and returns true; false once all
+    /// [`EVENT_COUNT`] have been written.
     pub fn write_next(&mut self, out: &mut BytesMut) -> bool {
         let index = u32::from(self.next);
         if index >= EVENT_COUNT {
@@ -98,17 +119,41 @@ impl Script {
                 let mut line = StackLine::new();
                 // Cannot overflow: the longest rendering is 46 bytes.
                 let _ = write!(line, "Connection #{} established.", self.connection);
-                sse::encode_indexed_content(out, line.as_str(), index);
+                self.encode(out, line.as_str(), index);
             }
-            1 => sse::encode_indexed_content(out, greeting, index),
-            2 => sse::encode_indexed_content(out, echo, index),
+            1 => self.encode(out, greeting, index),
+            2 => self.encode(out, echo, index),
             _ => {
                 let line = usize::try_from(index - 3).ok().and_then(|i| FIXED_LINES.get(i)).copied();
-                sse::encode_indexed_content(out, line.unwrap_or_default(), index);
+                self.encode(out, line.unwrap_or_default(), index);
             }
         }
         self.next += 1;
         true
+    }
+
+    fn encode(&self, out: &mut BytesMut, text: &str, index: u32) {
+        match self.format {
+            Format::Content => sse::encode_indexed_content(out, text, index),
+            Format::OpenAi => {
+                out.reserve(text.len() + 160);
+                out.put_slice(b"data: {\"id\":\"chatcmpl-mock-");
+                // Writing to a BytesMut cannot fail.
+                let _ = write!(out, "{}", self.connection);
+                out.put_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"mock\",");
+                out.put_slice(b"\"choices\":[{\"index\":0,\"delta\":{");
+                if index == 0 {
+                    out.put_slice(b"\"role\":\"assistant\",");
+                }
+                out.put_slice(b"\"content\":");
+                json::write_str(out, text);
+                out.put_slice(if index + 1 == EVENT_COUNT {
+                    &b"},\"finish_reason\":\"stop\"}]}\n\n"[..]
+                } else {
+                    &b"},\"finish_reason\":null}]}\n\n"[..]
+                });
+            }
+        }
     }
 
     /// How many events have been written so far (the index of the next one).
@@ -251,6 +296,31 @@ mod tests {
         let events = events(&mut Script::new(3, "a\"b", "line\nbreak \"quoted\" \\ \u{1}"));
         assert_eq!(events[1].0, "Hello user a\"b!");
         assert_eq!(events[2].0, "You asked: line\nbreak \"quoted\" \\ \u{1}");
+    }
+
+    #[test]
+    fn openai_format_writes_the_same_lines_as_chat_completion_chunks() {
+        let mut script = Script::new(5, "u", "hi").in_format(Format::OpenAi);
+        let mut out = BytesMut::new();
+        while script.write_next(&mut out) {}
+        let text = std::str::from_utf8(&out).expect("events are UTF-8");
+        let chunks: Vec<serde_json::Value> = text
+            .split_terminator("\n\n")
+            .map(|event| {
+                serde_json::from_str(event.strip_prefix("data: ").expect("one data line")).expect("JSON")
+            })
+            .collect();
+        assert_eq!(chunks.len(), EVENT_COUNT as usize);
+        let plain = events(&mut Script::new(5, "u", "hi"));
+        for (i, (chunk, (content, _))) in chunks.iter().zip(&plain).enumerate() {
+            assert_eq!(chunk["object"], "chat.completion.chunk");
+            assert_eq!(chunk["id"], "chatcmpl-mock-5");
+            assert_eq!(chunk["choices"][0]["delta"]["content"], content.as_str(), "chunk {i}");
+            let role = &chunk["choices"][0]["delta"]["role"];
+            assert_eq!(role.as_str(), (i == 0).then_some("assistant"), "chunk {i}");
+            let finish = &chunk["choices"][0]["finish_reason"];
+            assert_eq!(finish.as_str(), (i + 1 == EVENT_COUNT as usize).then_some("stop"), "chunk {i}");
+        }
     }
 
     #[test]

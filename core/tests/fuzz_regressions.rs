@@ -23,7 +23,7 @@ fn message_content_that_strict_json_refuses_never_reaches_the_request_body() {
         .iter()
         .filter_map(|payload| {
             let handoff = handoff::decode(payload.as_bytes()).ok()?;
-            let body = openai::request_body(&handoff, "model");
+            let body = openai::request_body(&handoff, &openai::RequestDefaults::model("model"));
             let error = serde_json::from_slice::<serde_json::Value>(&body).err()?;
             Some(format!("{payload} was accepted; its request body is refused: {error}"))
         })

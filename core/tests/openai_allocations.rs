@@ -48,7 +48,7 @@ fn decoding_and_parsing_a_content_event_allocates_nothing() {
     let allocations = allocations_during(|| {
         let (consumed, event) = decoder.decode(READ).unwrap();
         assert_eq!(consumed, READ.len());
-        let Ok(ChunkEvent::Delta { content: Some(content), finish_reason: None }) =
+        let Ok(ChunkEvent::Delta { content: Some(content), finish_reason: None, .. }) =
             parse_chunk(event.unwrap().data)
         else {
             panic!("not a content delta");

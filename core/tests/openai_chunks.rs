@@ -5,7 +5,11 @@ use std::borrow::Cow;
 use handoff_core::openai::{error_from_status, parse_chunk, ChunkError, ChunkEvent, UpstreamError};
 
 fn delta<'a>(content: Option<&'a str>, finish_reason: Option<&'a str>) -> ChunkEvent<'a> {
-    ChunkEvent::Delta { content: content.map(Cow::Borrowed), finish_reason: finish_reason.map(Cow::Borrowed) }
+    ChunkEvent::Delta {
+        content: content.map(Cow::Borrowed),
+        reasoning: None,
+        finish_reason: finish_reason.map(Cow::Borrowed),
+    }
 }
 
 fn upstream_error(message: &str, error_type: &str, code: Option<&str>) -> UpstreamError {
@@ -68,6 +72,24 @@ fn tool_call_deltas_and_null_content_have_no_content() {
     assert_eq!(parse_chunk(data).unwrap(), delta(None, None));
     let data = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\""}}]}}]}"#;
     assert_eq!(parse_chunk(data).unwrap(), delta(None, None));
+}
+
+#[test]
+fn reasoning_deltas_are_read_apart_from_the_content() {
+    let data = r#"{"choices":[{"index":0,"delta":{"reasoning_content":"Weighing it.","content":null},"finish_reason":null}]}"#;
+    let expected = ChunkEvent::Delta {
+        content: None,
+        reasoning: Some(Cow::Borrowed("Weighing it.")),
+        finish_reason: None,
+    };
+    assert_eq!(parse_chunk(data).unwrap(), expected);
+    let both = r#"{"choices":[{"delta":{"reasoning_content":"a\nb","content":"c"}}]}"#;
+    let ChunkEvent::Delta { content, reasoning, .. } = parse_chunk(both).unwrap() else { panic!("a delta") };
+    assert_eq!((content.as_deref(), reasoning.as_deref()), (Some("c"), Some("a\nb")));
+    assert_eq!(
+        parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":7}}]}"#).unwrap_err(),
+        ChunkError::UnexpectedShape("`choices[0].delta.reasoning_content` is not a string")
+    );
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn read_stream(body: &[u8], read_size: usize) -> Outcome {
         while let (consumed, Some(event)) = decoder.decode(rest).unwrap() {
             assert!(!outcome.done, "nothing follows [DONE]");
             match parse_chunk(event.data).unwrap() {
-                ChunkEvent::Delta { content, finish_reason } => {
+                ChunkEvent::Delta { content, finish_reason, .. } => {
                     outcome.content.push_str(content.as_deref().unwrap_or_default());
                     if let Some(reason) = finish_reason {
                         outcome.finish_reason = Some(reason.into_owned());

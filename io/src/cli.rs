@@ -199,6 +199,11 @@ pub struct Cli {
     /// for more).
     #[arg(long, value_name = "GROUP", action = clap::ArgAction::Append)]
     pub allow_gid: Vec<String>,
+
+    /// Send the handoff's `user_id` as the request's `user` (for the provider's
+    /// abuse monitoring) when the handoff sets no `user` itself.
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub openai_user_from_user_id: bool,
 }
 
 impl Cli {
@@ -241,6 +246,7 @@ impl Cli {
         settings.metrics_addr = self.metrics_addr;
         settings.allow_uid = self.allow_uid;
         settings.allow_gid = self.allow_gid;
+        settings.openai_user_from_user_id = self.openai_user_from_user_id;
         settings
     }
 

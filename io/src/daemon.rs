@@ -995,12 +995,13 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     let identity =
         shared.log_streams.then(|| Box::new(crate::metrics::Identity::new(&handoff, fd.0.as_fd())));
     let head = http1::client_head(&handoff.response_headers);
+    let delivery = handoff.delivery;
     let (source, backend) = match &shared.backend {
         None => (Source::Mock(mock::Script::for_handoff(id, &handoff)), BackendStream::None),
         Some(backend) => (Source::Backend, backend.open_stream(StreamId(id), &handoff)),
     };
     drop(handoff);
-    let machine = Stream::new(shared.runtime.now(), &shared.stream_config, head, source);
+    let machine = Stream::with_delivery(shared.runtime.now(), &shared.stream_config, head, source, delivery);
     let task: driver::StreamTask<R> =
         driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission).with_identity(identity);
     shared.runtime.spawn(task);

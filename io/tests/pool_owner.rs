@@ -48,6 +48,7 @@ impl Daemon {
             http2,
             insecure_tls: false,
             extra_ca: None,
+            user_from_user_id: false,
         };
         let limits = Limits::new(100);
         let shared = Shared::for_mock(runtime.clone(), Arc::clone(&limits), StreamConfig::default());

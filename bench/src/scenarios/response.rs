@@ -40,6 +40,8 @@ pub enum Event {
     Content(String),
     /// `data: {"content":"...","index":N}` (the mock backend's events)
     Indexed { content: String, index: u64 },
+    /// `event: reasoning` + `data: {"content":"..."}` (asked for with `reasoning`)
+    Reasoning(String),
     /// `event: error` + `data: {"error":{...}}`
     Error(ErrorObject),
     /// `data: [DONE]`
@@ -143,6 +145,33 @@ impl Response {
         }
     }
 
+    /// A successful stream in the `openai` format: the exact SSE head, then
+    /// events whose data (its `data:` lines joined) is a JSON object each, then
+    /// `[DONE]`, EOF; keep-alive comments may come between. Returns the objects.
+    pub fn expect_openai_stream(&self) -> Vec<Value> {
+        self.expect_stream_head(SSE_HEAD);
+        let text = std::str::from_utf8(self.body())
+            .unwrap_or_else(|e| panic!("the SSE body is not UTF-8 ({e}): {:?}", self.text()));
+        let Some(events) = text.strip_suffix("data: [DONE]\n\n") else {
+            panic!("the stream did not end with [DONE]: {:?}", self.text());
+        };
+        let mut chunks = Vec::new();
+        for block in events.split_terminator("\n\n") {
+            if block == ": keep-alive" {
+                continue;
+            }
+            let lines: Option<Vec<&str>> =
+                block.split('\n').map(|line| line.strip_prefix("data: ")).collect();
+            let Some(lines) = lines else { panic!("not a data event: {block:?} in {:?}", self.text()) };
+            let data = lines.join("\n");
+            match serde_json::from_str::<Value>(&data) {
+                Ok(value) if value.is_object() => chunks.push(value),
+                _ => panic!("event data is not a JSON object: {data:?} in {:?}", self.text()),
+            }
+        }
+        chunks
+    }
+
     pub fn expect_stream_head(&self, head: &str) {
         assert_eq!(self.head(), head, "the response head; whole response: {:?}", self.text());
     }
@@ -223,6 +252,15 @@ fn parse_block(block: &str) -> Result<Event, String> {
         let value: Value = serde_json::from_str(data)
             .map_err(|e| format!("error event data is not JSON ({e}): {block:?}"))?;
         return error_object(&value).map(Event::Error).map_err(|e| format!("{e}: {block:?}"));
+    }
+    if let Some(data) = block.strip_prefix("event: reasoning\ndata: ") {
+        let value: Value = serde_json::from_str(data)
+            .map_err(|e| format!("reasoning event data is not JSON ({e}): {block:?}"))?;
+        let only_content = value.as_object().is_some_and(|object| object.len() == 1);
+        return match value.get("content").and_then(Value::as_str) {
+            Some(text) if only_content => Ok(Event::Reasoning(text.to_owned())),
+            _ => Err(format!("a reasoning event that is not {{\"content\":..}}: {block:?}")),
+        };
     }
     let Some(data) = block.strip_prefix("data: ") else {
         return Err(format!("not an event the contract allows: {block:?}"));

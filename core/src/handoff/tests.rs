@@ -90,9 +90,10 @@ fn json_that_is_not_an_object_is_refused() {
 }
 
 #[test]
-fn prompt_becomes_one_user_message_forwarded_byte_for_byte() {
+fn prompt_becomes_one_user_message_written_back_as_json() {
+    // PHP's escapes are decoded; only what JSON needs is escaped again.
     let handoff = decoded(r#"{"prompt":"caf\u00e9 a\/b \"q\""}"#);
-    assert_eq!(contents(&handoff), [("user", r#""caf\u00e9 a\/b \"q\"""#)]);
+    assert_eq!(contents(&handoff), [("user", r#""café a/b \"q\"""#)]);
     assert_eq!(handoff.last_user_text(), "café a/b \"q\"");
 }
 
@@ -148,7 +149,7 @@ fn string_fields_are_read_and_wrong_types_name_the_field() {
     assert_eq!(handoff.request_id.as_deref(), Some("r-1"));
     assert_eq!(handoff.user_id.as_deref(), Some("u-9"));
     assert_eq!(handoff.test_pattern.as_deref(), Some("burst"));
-    for field in ["prompt", "model", "request_id", "test_pattern"] {
+    for field in ["prompt", "model", "request_id", "test_pattern", "system", "user"] {
         for value in ["1", "true", "[]", "{}"] {
             let (named, reason) = invalid_field(&format!(r#"{{"{field}":{value}}}"#));
             assert_eq!((named, reason.as_str()), (field, "must be a string"));
@@ -214,8 +215,15 @@ fn test_pattern_must_be_a_header_value() {
 fn null_means_absent_for_every_field() {
     let handoff = decoded(
         r#"{"prompt":null,"messages":null,"model":null,"user_id":null,"request_id":null,
-            "max_tokens":null,"temperature":null,"test_pattern":null,"response_headers":null}"#,
+            "max_tokens":null,"temperature":null,"test_pattern":null,"response_headers":null,
+            "system":null,"max_completion_tokens":null,"top_p":null,"seed":null,"presence_penalty":null,
+            "frequency_penalty":null,"stop":null,"response_format":null,"tools":null,"tool_choice":null,
+            "user":null,"format":null,"reasoning":null}"#,
     );
+    assert!(handoff.stop.is_none() && handoff.response_format.is_none() && handoff.tools.is_none());
+    assert!(handoff.tool_choice.is_none() && handoff.user.is_none() && handoff.seed.is_none());
+    assert!(handoff.top_p.is_none() && handoff.max_completion_tokens.is_none());
+    assert_eq!(handoff.delivery, Delivery::default());
     assert!(handoff.messages.is_empty());
     assert_eq!((handoff.model, handoff.user_id, handoff.request_id), (None, None, None));
     assert_eq!((handoff.max_tokens, handoff.temperature, handoff.test_pattern), (None, None, None));
@@ -235,6 +243,138 @@ fn escaped_keys_are_recognised_and_the_last_duplicate_wins() {
     assert_eq!(decoded(r#"{"pro\u006dpt":"escaped key"}"#).last_user_text(), "escaped key");
     assert_eq!(decoded(r#"{"model":"first","model":"second"}"#).model.as_deref(), Some("second"));
     assert_eq!(decoded(r#"{"model":"first","model":null}"#).model, None);
+}
+
+#[test]
+fn every_new_option_is_read_with_its_type() {
+    let handoff = decoded(
+        r#"{"max_completion_tokens":64,"top_p":0.5,"seed":-9223372036854775808,"presence_penalty":-2,
+            "frequency_penalty":1.25,"stop":["a","\u0062"],"response_format":{"type":"json_object"},
+            "tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"auto","user":"u-1",
+            "format":"openai","reasoning":true}"#,
+    );
+    assert_eq!(handoff.max_completion_tokens, Some(64));
+    assert_eq!(handoff.top_p, Some(0.5));
+    assert_eq!(handoff.seed, Some(i64::MIN));
+    assert_eq!((handoff.presence_penalty, handoff.frequency_penalty), (Some(-2.0), Some(1.25)));
+    assert_eq!(handoff.stop.as_ref().map(Json::get), Some(r#"["a","b"]"#));
+    assert_eq!(handoff.response_format.as_ref().map(Json::get), Some(r#"{"type":"json_object"}"#));
+    assert_eq!(
+        handoff.tools.as_ref().map(Json::get),
+        Some(r#"[{"type":"function","function":{"name":"f"}}]"#)
+    );
+    assert_eq!(handoff.tool_choice.as_ref().map(Json::get), Some(r#""auto""#));
+    assert_eq!(handoff.user.as_deref(), Some("u-1"));
+    assert_eq!(handoff.delivery, Delivery { format: Format::OpenAi, reasoning: true });
+    assert_eq!(decoded(r#"{"stop":"END"}"#).stop.as_ref().map(Json::get), Some(r#""END""#));
+    assert_eq!(
+        decoded(r#"{"tool_choice":{"type":"function"}}"#).tool_choice.as_ref().map(Json::get),
+        Some(r#"{"type":"function"}"#)
+    );
+    assert_eq!(decoded(r#"{"format":"content"}"#).delivery, Delivery::default());
+    assert_eq!(decoded(r#"{"user":""}"#).user, None);
+}
+
+#[test]
+fn wrong_types_and_ranges_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        ("max_completion_tokens", "-1"),
+        ("max_completion_tokens", "\"5\""),
+        ("top_p", "1.01"),
+        ("top_p", "-0.1"),
+        ("top_p", "\"0.5\""),
+        ("seed", "1.5"),
+        ("seed", "9223372036854775808"),
+        ("seed", "\"1\""),
+        ("presence_penalty", "2.5"),
+        ("presence_penalty", "-2.01"),
+        ("frequency_penalty", "3"),
+        ("frequency_penalty", "true"),
+        ("stop", "5"),
+        ("stop", "[\"a\",1]"),
+        ("stop", "{}"),
+        ("response_format", "\"json_object\""),
+        ("response_format", "{\"type\":1}"),
+        ("response_format", "{}"),
+        ("tools", "{\"type\":\"function\"}"),
+        ("tools", "[{\"function\":{}}]"),
+        ("tools", "[\"f\"]"),
+        ("tool_choice", "1"),
+        ("tool_choice", "[\"auto\"]"),
+        ("user", "7"),
+        ("format", "\"sse\""),
+        ("format", "\"OpenAI\""),
+        ("format", "1"),
+        ("reasoning", "\"yes\""),
+        ("reasoning", "1"),
+        ("system", "[\"s\"]"),
+    ];
+    for (field, value) in cases {
+        let json = format!(r#"{{"prompt":"p","{field}":{value}}}"#);
+        let (named, reason) = invalid_field(&json);
+        assert_eq!(named, *field, "{json}: {reason}");
+        let message = HandoffError::InvalidField { field: named, reason }.to_string();
+        assert!(message.contains(&format!("`{field}`")), "{message}");
+    }
+    // Forwarded JSON that strict parsers refuse never reaches the backend.
+    assert_eq!(invalid_field(r#"{"tools":[{"type":"function","x":"\ud800"}]}"#).0, "tools");
+    assert_eq!(invalid_field(r#"{"response_format":{"type":"t","n":1e999}}"#).0, "response_format");
+}
+
+#[test]
+fn request_id_must_be_a_header_value() {
+    assert_eq!(decoded(r#"{"request_id":" r-1 "}"#).request_id.as_deref(), Some("r-1"));
+    assert_eq!(decoded(r#"{"request_id":""}"#).request_id, None);
+    for value in [r#""a\r\nX-Injected: 1""#, r#""nul\u0000""#] {
+        let (field, reason) = invalid_field(&format!(r#"{{"request_id":{value}}}"#));
+        assert_eq!((field, reason.as_str()), ("request_id", "header value contains a control character"));
+    }
+    assert_eq!(invalid_field(&format!(r#"{{"request_id":"{}"}}"#, "r".repeat(1025))).0, "request_id");
+}
+
+#[test]
+fn system_and_prompt_build_the_conversation_when_messages_are_absent() {
+    let handoff = decoded(r#"{"system":"Be brief.","prompt":"Hi"}"#);
+    assert_eq!(contents(&handoff), [("system", r#""Be brief.""#), ("user", r#""Hi""#)]);
+    assert_eq!(handoff.last_user_text(), "Hi");
+    assert_eq!(contents(&decoded(r#"{"system":"s"}"#)), [("system", r#""s""#)]);
+    let handoff = decoded(r#"{"system":"s","messages":[{"role":"user","content":"m"}]}"#);
+    assert_eq!(contents(&handoff), [("user", r#""m""#)]);
+}
+
+#[test]
+fn message_contents_are_strings_content_parts_or_null() {
+    let handoff = decoded(
+        r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:x"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"42","name":"f"}]}"#,
+    );
+    assert_eq!(
+        handoff.messages[1].tool_calls.as_ref().map(|calls| calls.get().starts_with("[{\"id\":\"c1\"")),
+        Some(true)
+    );
+    assert_eq!(handoff.messages[2].tool_call_id.as_deref(), Some("c1"));
+    assert_eq!(handoff.messages[2].name.as_deref(), Some("f"));
+    for (content, reason) in [
+        ("1", "message 0 content must be a string, an array of content parts or null"),
+        ("true", "message 0 content must be a string, an array of content parts or null"),
+        (r#"{"type":"text"}"#, "message 0 content must be a string, an array of content parts or null"),
+        (r#"["text"]"#, "message 0 content part 0 needs a string `type`"),
+        (r#"[{"type":"text"},{"text":"x"}]"#, "message 0 content part 1 needs a string `type`"),
+    ] {
+        let (field, got) =
+            invalid_field(&format!(r#"{{"messages":[{{"role":"user","content":{content}}}]}}"#));
+        assert_eq!((field, got.as_str()), ("messages", reason), "{content}");
+    }
+    for (extra, reason) in [
+        (r#""name":1"#, "message 0 `name` must be a string"),
+        (r#""tool_call_id":[]"#, "message 0 `tool_call_id` must be a string"),
+        (r#""tool_calls":{}"#, "message 0 `tool_calls` must be an array of objects"),
+        (r#""tool_calls":["x"]"#, "message 0 `tool_calls` must be an array of objects"),
+    ] {
+        let (field, got) = invalid_field(&format!(r#"{{"messages":[{{"role":"assistant",{extra}}}]}}"#));
+        assert_eq!((field, got.as_str()), ("messages", reason), "{extra}");
+    }
 }
 
 fn headers(handoff: &Handoff) -> Vec<(&str, &str)> {
@@ -378,6 +518,7 @@ proptest! {
         }
         let handoff = decode(format!(r#"{{"prompt":{json}}}"#).as_bytes()).unwrap();
         prop_assert_eq!(handoff.last_user_text(), prompt.as_str());
-        prop_assert_eq!(handoff.messages[0].content.get(), json.as_str());
+        let forwarded: String = serde_json::from_str(handoff.messages[0].content.get()).unwrap();
+        prop_assert_eq!(forwarded, prompt);
     }
 }

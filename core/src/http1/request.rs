@@ -16,12 +16,14 @@ pub struct BackendRequest<'a> {
     pub path: &'a str,
     pub api_key: Option<&'a str>,
     pub test_pattern: Option<&'a str>,
+    /// The handoff's `request_id`, sent as `X-Request-Id`.
+    pub request_id: Option<&'a str>,
     pub content_length: usize,
 }
 
 /// `POST {path} HTTP/1.1` with Host, Content-Type: application/json,
 /// Content-Length, Accept: text/event-stream, Authorization (when a key is set),
-/// X-Test-Pattern (when given) and Connection: keep-alive. Values with CR/LF are
+/// X-Test-Pattern and X-Request-Id (when given) and Connection: keep-alive. Values with CR/LF are
 /// never written (the caller validated them; this drops the header defensively).
 /// Likewise a path byte that would break the request line (a control character or
 /// space) is percent-encoded, as a URL parser would have done.
@@ -54,6 +56,9 @@ pub fn request_head(request: &BackendRequest<'_>) -> Bytes {
     if let Some(pattern) = request.test_pattern.filter(|pattern| is_clean_value(pattern)) {
         put_header(&mut out, "X-Test-Pattern", pattern);
     }
+    if let Some(id) = request.request_id.filter(|id| is_clean_value(id)) {
+        put_header(&mut out, "X-Request-Id", id);
+    }
     out.put_slice(b"Connection: keep-alive\r\n\r\n");
     out.freeze()
 }
@@ -68,6 +73,7 @@ mod tests {
             path: "/v1/chat/completions",
             api_key: Some("sk-test"),
             test_pattern: Some("slow-start"),
+            request_id: Some("req-42"),
             content_length: 123,
         }
     }
@@ -87,6 +93,7 @@ mod tests {
              Accept: text/event-stream\r\n\
              Authorization: Bearer sk-test\r\n\
              X-Test-Pattern: slow-start\r\n\
+             X-Request-Id: req-42\r\n\
              Connection: keep-alive\r\n\
              \r\n"
         );
@@ -94,9 +101,15 @@ mod tests {
 
     #[test]
     fn optional_headers_are_left_out_when_absent() {
-        let head = text(&request_head(&BackendRequest { api_key: None, test_pattern: None, ..request() }));
+        let head = text(&request_head(&BackendRequest {
+            api_key: None,
+            test_pattern: None,
+            request_id: None,
+            ..request()
+        }));
         assert!(!head.contains("Authorization"));
         assert!(!head.contains("X-Test-Pattern"));
+        assert!(!head.contains("X-Request-Id"));
         assert!(head.ends_with("Connection: keep-alive\r\n\r\n"));
     }
 
@@ -105,8 +118,10 @@ mod tests {
         let head = text(&request_head(&BackendRequest {
             api_key: Some("sk\r\nX-Injected: 1"),
             test_pattern: Some("p\nq"),
+            request_id: Some("r\r\nX-Injected: 2"),
             ..request()
         }));
+        assert!(!head.contains("X-Request-Id"));
         assert!(!head.contains("Injected"));
         assert!(!head.contains("Authorization"));
         assert!(!head.contains("X-Test-Pattern"));

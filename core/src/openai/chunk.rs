@@ -34,14 +34,19 @@ pub fn parse_chunk(data: &str) -> Result<ChunkEvent<'_>, ChunkError> {
         return Ok(ChunkEvent::Error(error));
     }
     let choice = payload.choices.and_then(|choices| choices.0);
-    let (content, finish_reason) = match choice {
-        Some(choice) => (
-            choice.delta.and_then(|delta| delta.0.content).map(|text| text.0),
-            choice.finish_reason.map(|text| text.0).filter(|reason| !reason.is_empty()),
-        ),
-        None => (None, None),
+    let (content, reasoning, finish_reason) = match choice {
+        Some(choice) => {
+            let (content, reasoning) = match choice.delta {
+                Some(Object(delta)) => {
+                    (delta.content.map(|text| text.0), delta.reasoning_content.map(|text| text.0))
+                }
+                None => (None, None),
+            };
+            (content, reasoning, choice.finish_reason.map(|text| text.0).filter(|reason| !reason.is_empty()))
+        }
+        None => (None, None, None),
     };
-    Ok(ChunkEvent::Delta { content, finish_reason })
+    Ok(ChunkEvent::Delta { content, reasoning, finish_reason })
 }
 
 /// The error to report for a non-2xx upstream response, from its status and (up
@@ -103,6 +108,8 @@ struct Choice<'a> {
 struct Delta<'a> {
     #[serde(borrow)]
     content: Option<Text<'a>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Text<'a>>,
 }
 
 /// An error: OpenAI's object, or a bare message string (some proxies send one).
@@ -315,6 +322,9 @@ fn wrong_field(value: &Value) -> &'static str {
         None | Some(Value::Null) => UNKNOWN,
         Some(Value::Object(delta)) if !is_text(delta.get("content")) => {
             "`choices[0].delta.content` is not a string"
+        }
+        Some(Value::Object(delta)) if !is_text(delta.get("reasoning_content")) => {
+            "`choices[0].delta.reasoning_content` is not a string"
         }
         Some(Value::Object(_)) => UNKNOWN,
         Some(_) => "`choices[0].delta` is not an object",

@@ -9,7 +9,7 @@ mod chunk;
 mod request;
 
 pub use chunk::{error_from_status, parse_chunk};
-pub use request::request_body;
+pub use request::{request_body, RequestDefaults};
 
 use std::borrow::Cow;
 
@@ -21,6 +21,9 @@ pub enum ChunkEvent<'a> {
     Delta {
         /// `choices[0].delta.content`, when present and non-null.
         content: Option<Cow<'a, str>>,
+        /// `choices[0].delta.reasoning_content` (reasoning models), when present
+        /// and non-null.
+        reasoning: Option<Cow<'a, str>>,
         /// `choices[0].finish_reason`, when present, non-null and non-empty (some
         /// compatible servers send `""` on every chunk before the last).
         finish_reason: Option<Cow<'a, str>>,

@@ -13,6 +13,28 @@ pub fn encode_content(out: &mut BytesMut, content: &str) {
     out.put_slice(b"}\n\n");
 }
 
+/// Appends `event: reasoning\ndata: {"content":"..."}\n\n`: a reasoning model's
+/// thinking, apart from the answer.
+pub fn encode_reasoning(out: &mut BytesMut, reasoning: &str) {
+    out.reserve(reasoning.len() + 40);
+    out.put_slice(b"event: reasoning\ndata: {\"content\":");
+    json::write_str(out, reasoning);
+    out.put_slice(b"}\n\n");
+}
+
+/// Appends `data` as one event's data, its bytes as they are: one `data:` line
+/// per line of it (a decoded upstream event's data holds LF between its lines
+/// and no CR), so a client's SSE parser joins them back into exactly `data`.
+pub fn encode_data(out: &mut BytesMut, data: &str) {
+    out.reserve(data.len() + 8);
+    for line in data.split('\n') {
+        out.put_slice(b"data: ");
+        out.put_slice(line.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+}
+
 /// Appends `data: {"content":"...","index":N}\n\n` (the mock backend's events).
 pub fn encode_indexed_content(out: &mut BytesMut, content: &str, index: u32) {
     out.reserve(content.len() + 44);
@@ -48,6 +70,19 @@ fn write_decimal(out: &mut BytesMut, mut n: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_keeps_its_lines_and_a_reasoning_event_is_named() {
+        let mut out = BytesMut::new();
+        encode_data(&mut out, "{\"a\":\n1}");
+        assert_eq!(out, &b"data: {\"a\":\ndata: 1}\n\n"[..]);
+        out.clear();
+        encode_data(&mut out, "{}");
+        assert_eq!(out, &b"data: {}\n\n"[..]);
+        out.clear();
+        encode_reasoning(&mut out, "why\n\"so\"");
+        assert_eq!(out, &b"event: reasoning\ndata: {\"content\":\"why\\n\\\"so\\\"\"}\n\n"[..]);
+    }
 
     #[test]
     fn decimal_index_covers_the_u32_range() {

@@ -10,7 +10,7 @@ mod decode;
 mod encode;
 
 pub use decode::SseDecoder;
-pub use encode::{encode_content, encode_error, encode_indexed_content};
+pub use encode::{encode_content, encode_data, encode_error, encode_indexed_content, encode_reasoning};
 
 /// Bounds on what one peer can make us buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::handoff::{Delivery, Format};
 use crate::metrics::{HandoffOutcome, StreamSummary};
 use crate::mock;
 use crate::openai::{self, ChunkEvent};
@@ -320,11 +321,17 @@ struct Deadlines {
 enum Feed {
     Mock(mock::Script),
     /// Backend request sent; no response head yet.
-    AwaitingHead(SseDecoder),
+    /// `delivery` says how the events will be written (it sits in the decoder's
+    /// padding, so a stream stays as small as it was).
+    AwaitingHead {
+        decoder: SseDecoder,
+        delivery: Delivery,
+    },
     /// 2xx: body bytes are upstream SSE events.
     Events {
         decoder: SseDecoder,
         finish_seen: bool,
+        delivery: Delivery,
     },
     /// Non-2xx: keeping the start of the body to find its error message.
     ErrorBody {
@@ -338,7 +345,7 @@ enum Feed {
 impl Feed {
     /// True while a backend request may still be sending: cancelling it helps.
     fn is_backend_running(&self) -> bool {
-        matches!(self, Feed::AwaitingHead(_) | Feed::Events { .. } | Feed::ErrorBody { .. })
+        matches!(self, Feed::AwaitingHead { .. } | Feed::Events { .. } | Feed::ErrorBody { .. })
     }
 }
 
@@ -367,6 +374,18 @@ enum Verdict {
 impl Stream {
     /// A stream that has just been handed off. Its first output is `Write(head)`.
     pub fn new(now: Instant, config: &StreamConfig, head: Bytes, source: Source) -> Stream {
+        Stream::with_delivery(now, config, head, source, Delivery::default())
+    }
+
+    /// [`Stream::new`], writing a backend's events as `delivery` says (a mock
+    /// script carries its own format).
+    pub fn with_delivery(
+        now: Instant,
+        config: &StreamConfig,
+        head: Bytes,
+        source: Source,
+        delivery: Delivery,
+    ) -> Stream {
         let settings = Settings {
             // A zero interval would ask for a keep-alive at every wake-up.
             keep_alive: millis_ceil(config.keep_alive_interval).max(1),
@@ -379,7 +398,7 @@ impl Stream {
         };
         let (feed, backend) = match source {
             Source::Backend => (
-                Feed::AwaitingHead(SseDecoder::new(config.sse_limits)),
+                Feed::AwaitingHead { decoder: SseDecoder::new(config.sse_limits), delivery },
                 millis_ceil(config.first_byte_timeout),
             ),
             Source::Mock(script) => (Feed::Mock(script), NEVER),
@@ -543,7 +562,7 @@ impl Stream {
     pub fn buffered_capacity(&self) -> usize {
         match &self.feed {
             Feed::Mock(script) => script.buffered_capacity(),
-            Feed::AwaitingHead(decoder) | Feed::Events { decoder, .. } => decoder.buffered_capacity(),
+            Feed::AwaitingHead { decoder, .. } | Feed::Events { decoder, .. } => decoder.buffered_capacity(),
             Feed::ErrorBody { body, .. } => body.capacity(),
             Feed::Over => 0,
         }
@@ -551,11 +570,11 @@ impl Stream {
 
     fn handle_backend_head(&mut self, at: Millis, status: u16, out: &mut BytesMut) {
         self.feed = match std::mem::replace(&mut self.feed, Feed::Over) {
-            Feed::AwaitingHead(decoder) => {
+            Feed::AwaitingHead { decoder, delivery } => {
                 // The head ends the first-byte wait; from now on silence is idleness.
                 self.deadlines.backend = at.saturating_add(self.settings.idle);
                 if (200..300).contains(&status) {
-                    Feed::Events { decoder, finish_seen: false }
+                    Feed::Events { decoder, finish_seen: false, delivery }
                 } else if self.settings.max_error_body == 0 {
                     // Nothing of the body is wanted: stop the backend sending it.
                     write_status_error(out, status, &[]);
@@ -581,7 +600,7 @@ impl Stream {
         let idle_deadline = at.saturating_add(self.settings.idle);
         match &mut self.feed {
             Feed::Mock(_) | Feed::Over => {}
-            Feed::AwaitingHead(_) => {
+            Feed::AwaitingHead { .. } => {
                 let message = "the backend sent body bytes before its response head";
                 sse::encode_error(out, message, "upstream_protocol", None);
                 self.fail(FailureReason::UpstreamProtocol);
@@ -597,9 +616,9 @@ impl Stream {
                     self.fail(FailureReason::UpstreamStatus(status));
                 }
             }
-            Feed::Events { decoder, finish_seen } => {
+            Feed::Events { decoder, finish_seen, delivery } => {
                 self.deadlines.backend = idle_deadline;
-                match forward_events(decoder, finish_seen, &mut self.progress.events, data, out) {
+                match forward_events(decoder, finish_seen, &mut self.progress.events, *delivery, data, out) {
                     Verdict::Continue => {}
                     Verdict::Completed => self.end_with(Outcome::Completed, false),
                     Verdict::Failed(reason) => self.fail(reason),
@@ -615,12 +634,12 @@ impl Stream {
                 self.feed = feed;
                 return;
             }
-            Feed::AwaitingHead(_) => {
+            Feed::AwaitingHead { .. } => {
                 let message = "the backend ended its response before sending a status";
                 sse::encode_error(out, message, "upstream_protocol", None);
                 Outcome::Failed(FailureReason::UpstreamProtocol)
             }
-            Feed::Events { mut decoder, finish_seen } => {
+            Feed::Events { mut decoder, finish_seen, .. } => {
                 // An event cut off by the end is discarded (WHATWG); only what was
                 // dispatched counts.
                 decoder.finish();
@@ -657,7 +676,7 @@ impl Stream {
                 write_status_error(out, status, &body);
                 Outcome::Failed(FailureReason::UpstreamStatus(status))
             }
-            Feed::AwaitingHead(_) | Feed::Events { .. } => {
+            Feed::AwaitingHead { .. } | Feed::Events { .. } => {
                 sse::encode_error(out, failure.kind.client_message(), failure.kind.error_type(), None);
                 Outcome::Failed(FailureReason::Backend(failure.kind))
             }
@@ -712,7 +731,7 @@ impl Stream {
     /// The first-byte or idle deadline passed (or a non-2xx body stalled).
     fn handle_backend_deadline(&mut self, out: &mut BytesMut) {
         let reason = match &self.feed {
-            Feed::AwaitingHead(_) => {
+            Feed::AwaitingHead { .. } => {
                 let limit = Duration::from_millis(u64::from(self.deadlines.backend));
                 let message = format!("the backend sent no response within {limit:?}");
                 sse::encode_error(out, &message, "timeout", Some("first_byte_timeout"));
@@ -795,12 +814,16 @@ impl Stream {
 }
 
 /// Feeds body bytes through the SSE decoder and each event through the chunk
-/// parser, writing the client's events to `out`. Stops at the first event that
-/// ends the stream; anything after it in `data` is ignored.
+/// parser, writing the client's events to `out` as `delivery` says. Stops at the
+/// first event that ends the stream; anything after it in `data` is ignored.
+///
+/// `events` counts the events that carried text (content or reasoning); in
+/// [`Format::OpenAi`] every chunk is forwarded, but only those count.
 fn forward_events(
     decoder: &mut SseDecoder,
     finish_seen: &mut bool,
     events: &mut u32,
+    delivery: Delivery,
     data: &[u8],
     out: &mut BytesMut,
 ) -> Verdict {
@@ -824,10 +847,28 @@ fn forward_events(
             continue;
         };
         match openai::parse_chunk(event.data) {
-            Ok(ChunkEvent::Delta { content, finish_reason }) => {
-                if let Some(content) = content.filter(|content| !content.is_empty()) {
-                    sse::encode_content(out, &content);
-                    *events = events.saturating_add(1);
+            Ok(ChunkEvent::Delta { content, reasoning, finish_reason }) => {
+                let content = content.filter(|content| !content.is_empty());
+                let reasoning = reasoning.filter(|reasoning| !reasoning.is_empty());
+                match delivery.format {
+                    Format::Content => {
+                        if let Some(reasoning) = reasoning.filter(|_| delivery.reasoning) {
+                            sse::encode_reasoning(out, &reasoning);
+                            *events = events.saturating_add(1);
+                        }
+                        if let Some(content) = content {
+                            sse::encode_content(out, &content);
+                            *events = events.saturating_add(1);
+                        }
+                    }
+                    Format::OpenAi => {
+                        // The chunk parsed as JSON of the expected shape: its bytes
+                        // go out as they came, never re-serialized.
+                        sse::encode_data(out, event.data);
+                        if content.is_some() || reasoning.is_some() {
+                            *events = events.saturating_add(1);
+                        }
+                    }
                 }
                 *finish_seen |= finish_reason.is_some();
             }

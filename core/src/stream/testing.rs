@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{BackendFailure, FailureKind, Input, Outcome, Output, Source, Stream, StreamConfig};
+use crate::handoff::Delivery;
 use crate::mock;
 use crate::sse::SseLimits;
 
@@ -32,6 +33,11 @@ pub const TEST_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-strea
 pub enum ClientEvent {
     /// `data: {"content":..}` or, from the mock, `{"content":..,"index":N}`.
     Content { content: String, index: Option<u64> },
+    /// `event: reasoning` with `{"content":..}`.
+    Reasoning(String),
+    /// Any other JSON object as the data (the `openai` format's chunks), its
+    /// `data:` lines joined as an SSE parser joins them.
+    Chunk(String),
     /// `data: [DONE]`.
     Done,
     /// `: keep-alive`.
@@ -80,10 +86,25 @@ fn parse_client_event(event: &str) -> Result<ClientEvent, String> {
             code: string(&error["code"]),
         });
     }
-    if let Some(data) = event.strip_prefix("data: ") {
+    if let Some(data) = event.strip_prefix("event: reasoning\ndata: ") {
         let value = json(data)?;
-        let content = string(&value["content"]).ok_or_else(|| format!("event without content: {data}"))?;
-        return Ok(ClientEvent::Content { content, index: value["index"].as_u64() });
+        let content =
+            string(&value["content"]).ok_or_else(|| format!("reasoning without content: {data}"))?;
+        return Ok(ClientEvent::Reasoning(content));
+    }
+    if event.starts_with("data: ") {
+        let lines: Option<Vec<&str>> = event.split('\n').map(|line| line.strip_prefix("data: ")).collect();
+        let data = lines.ok_or_else(|| format!("not an event this daemon writes: {event:?}"))?.join("\n");
+        let value = json(&data)?;
+        if !value.is_object() {
+            return Err(format!("event data is not a JSON object: {data:?}"));
+        }
+        return Ok(match string(&value["content"]) {
+            Some(content) if !data.contains('\n') => {
+                ClientEvent::Content { content, index: value["index"].as_u64() }
+            }
+            _ => ClientEvent::Chunk(data),
+        });
     }
     Err(format!("not an event this daemon writes: {event:?}"))
 }
@@ -118,9 +139,14 @@ impl Harness {
     }
 
     pub fn with_head(config: &StreamConfig, head: Bytes, source: Source) -> Harness {
+        Harness::with_delivery(config, head, source, Delivery::default())
+    }
+
+    /// A stream writing a backend's events as `delivery` says.
+    pub fn with_delivery(config: &StreamConfig, head: Bytes, source: Source, delivery: Delivery) -> Harness {
         let start = clock_origin();
         let checker = Checker::new(config, head.clone(), matches!(source, Source::Mock(_)), start);
-        let stream = Stream::new(start, config, head, source);
+        let stream = Stream::with_delivery(start, config, head, source, delivery);
         let mut harness = Harness {
             stream,
             start,
@@ -409,7 +435,10 @@ impl Checker {
                     assert!(is_last, "an error event followed by more events in one Write");
                     self.error_written = true;
                 }
-                ClientEvent::Content { .. } | ClientEvent::KeepAlive => {}
+                ClientEvent::Content { .. }
+                | ClientEvent::Reasoning(_)
+                | ClientEvent::Chunk(_)
+                | ClientEvent::KeepAlive => {}
             }
         }
         self.last_write = now;

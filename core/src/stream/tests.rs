@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::testing::{drive_ops, parse_client_events, ClientEvent, Harness, TEST_HEAD};
 use super::*;
+use crate::handoff::{Delivery, Format};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -193,6 +194,115 @@ fn events_from_one_read_go_out_in_one_write() {
     let step = harness.handle(Input::BackendData(read.as_bytes()));
     assert_eq!(writes_in(&step), 1);
     assert_eq!(events_in(&step), [content("a"), content("b"), content("c")]);
+}
+
+// ---- what the client receives (`format`, `reasoning`) ----
+
+fn reasoning_event(text: &str) -> String {
+    let text = serde_json::to_string(text).expect("a string serializes");
+    chunk_event(&format!("{{\"reasoning_content\":{text},\"content\":null}}"), None)
+}
+
+fn tool_call_event() -> String {
+    chunk_event(
+        "{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\
+         \"function\":{\"name\":\"lookup\",\"arguments\":\"{\\\"q\\\":1}\"}}]}",
+        None,
+    )
+}
+
+fn delivering(config: &StreamConfig, format: Format, reasoning: bool) -> Harness {
+    let delivery = Delivery { format, reasoning };
+    let mut harness =
+        Harness::with_delivery(config, Bytes::from_static(TEST_HEAD), Source::Backend, delivery);
+    assert!(harness.handle(Input::BackendHead { status: 200 }).is_empty());
+    harness
+}
+
+#[test]
+fn reasoning_deltas_become_reasoning_events_only_when_asked() {
+    let body =
+        [role_event(), reasoning_event("Think\n\"first\""), content_event("Answer"), finish_event()].concat();
+    let mut asked = delivering(&quiet_config(), Format::Content, true);
+    asked.handle(Input::BackendData(body.as_bytes()));
+    asked.handle(Input::BackendEnd);
+    assert_eq!(
+        asked.client_events(),
+        [ClientEvent::Reasoning("Think\n\"first\"".to_owned()), content("Answer"), ClientEvent::Done]
+    );
+    let mut default = streaming(&quiet_config());
+    default.handle(Input::BackendData(body.as_bytes()));
+    default.handle(Input::BackendEnd);
+    assert_eq!(default.client_events(), [content("Answer"), ClientEvent::Done]);
+}
+
+#[test]
+fn openai_format_forwards_every_chunk_as_its_bytes_then_done() {
+    let chunks = [
+        role_event(),
+        reasoning_event("hm"),
+        tool_call_event(),
+        content_event("Hi \"x\""),
+        finish_event(),
+        usage_event(),
+    ];
+    let mut harness = delivering(&quiet_config(), Format::OpenAi, false);
+    for chunk in &chunks {
+        harness.handle(Input::BackendData(chunk.as_bytes()));
+    }
+    harness.handle(Input::BackendData(UPSTREAM_DONE.as_bytes()));
+    let mut expected: Vec<ClientEvent> = chunks
+        .iter()
+        .map(|chunk| {
+            ClientEvent::Chunk(
+                chunk.strip_prefix("data: ").and_then(|c| c.strip_suffix("\n\n")).unwrap().to_owned(),
+            )
+        })
+        .collect();
+    expected.push(ClientEvent::Done);
+    assert_eq!(harness.client_events(), expected);
+    // Byte for byte: the client's body is the upstream's.
+    let upstream = [chunks.concat(), UPSTREAM_DONE.to_owned()].concat();
+    assert_eq!(String::from_utf8(harness.client_body()).unwrap(), upstream);
+    assert_eq!(harness.outcome(), Some(&Outcome::Completed));
+    let summary = harness.stream().summary(harness.now(), &Outcome::Completed);
+    assert_eq!(summary.events, 2, "the reasoning and the content chunk carried text");
+}
+
+#[test]
+fn openai_format_keeps_a_multi_line_chunk_whole_and_ends_with_done_after_a_finish() {
+    let mut harness = delivering(&quiet_config(), Format::OpenAi, false);
+    let split = "data: {\"choices\":[{\"delta\":\ndata: {\"content\":\"a\"}}]}\n\n";
+    harness.handle(Input::BackendData(split.as_bytes()));
+    harness.handle(Input::BackendData(finish_event().as_bytes()));
+    harness.handle(Input::BackendEnd);
+    let events = harness.client_events();
+    assert_eq!(events[0], ClientEvent::Chunk("{\"choices\":[{\"delta\":\n{\"content\":\"a\"}}]}".to_owned()));
+    assert_eq!(events.last(), Some(&ClientEvent::Done), "[DONE] written for a finished answer");
+}
+
+#[test]
+fn openai_format_still_reports_errors_as_error_events() {
+    let mut harness = delivering(&quiet_config(), Format::OpenAi, false);
+    let error = "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"code\":null}}\n\n";
+    let step = harness.handle(Input::BackendData(error.as_bytes()));
+    assert_eq!(only_error(&step), ("overloaded".to_owned(), "server_error".to_owned(), None));
+    let mut harness = delivering(&quiet_config(), Format::OpenAi, false);
+    let step = harness.handle(Input::BackendData(b"data: {not json}\n\n"));
+    assert_eq!(only_error(&step).1, "upstream_protocol", "what is not a chunk is never forwarded");
+}
+
+#[test]
+fn the_mock_writes_chunks_in_the_openai_format() {
+    let script = mock::Script::new(7, "42", "hi").in_format(Format::OpenAi);
+    let mut harness = Harness::new(&quiet_config(), Source::Mock(script));
+    assert_eq!(harness.run_until_finished(100), Outcome::Completed);
+    let events = harness.client_events();
+    assert_eq!(events.len(), mock::EVENT_COUNT as usize + 1);
+    let ClientEvent::Chunk(first) = &events[0] else { panic!("a chunk, got {:?}", events[0]) };
+    let first: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["content"], "Connection #7 established.");
+    assert_eq!(events.last(), Some(&ClientEvent::Done));
 }
 
 // ---- how a stream completes ----

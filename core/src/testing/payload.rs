@@ -18,7 +18,7 @@ pub(super) fn check(data: &[u8]) -> Result<(), String> {
     check_request_head(&handoff)?;
     // The mock backend echoes this; it must not panic whatever the content is.
     let _ = handoff.last_user_text();
-    super::chunk::check_request_body(&handoff, "fuzz-default-model")
+    super::chunk::check_request_body(&handoff, &crate::openai::RequestDefaults::model("fuzz-default-model"))
 }
 
 fn check_kept_headers(handoff: &Handoff) -> Result<(), String> {
@@ -41,6 +41,11 @@ fn check_kept_headers(handoff: &Handoff) -> Result<(), String> {
     if let Some(pattern) = &handoff.test_pattern {
         if let Some(reason) = http1::header_rejection("X-Test-Pattern", pattern) {
             return Err(format!("test pattern {pattern:?} is not a valid header value: {reason}"));
+        }
+    }
+    if let Some(id) = &handoff.request_id {
+        if let Some(reason) = http1::header_rejection("X-Request-Id", id) {
+            return Err(format!("request id {id:?} is not a valid header value: {reason}"));
         }
     }
     Ok(())
@@ -79,13 +84,15 @@ fn parse_response_head(head: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     Ok(response.headers.iter().map(|header| (header.name.to_owned(), header.value.to_vec())).collect())
 }
 
-/// The backend request head carries the test pattern as one intact field.
+/// The backend request head carries the test pattern and the request id as one
+/// intact field each.
 fn check_request_head(handoff: &Handoff) -> Result<(), String> {
     let head = http1::request_head(&BackendRequest {
         authority: "backend.test:8080",
         path: "/v1/chat/completions",
         api_key: Some("sk-fuzz"),
         test_pattern: handoff.test_pattern.as_deref(),
+        request_id: handoff.request_id.as_deref(),
         content_length: 0,
     });
     let mut headers = [httparse::EMPTY_HEADER; MAX_PARSED_HEADERS];
@@ -96,18 +103,21 @@ fn check_request_head(handoff: &Handoff) -> Result<(), String> {
             return Err(format!("request head {:?} parsed as {other:?}", String::from_utf8_lossy(&head)))
         }
     }
-    let patterns: Vec<&[u8]> = request
-        .headers
-        .iter()
-        .filter(|header| header.name.eq_ignore_ascii_case("x-test-pattern"))
-        .map(|header| header.value)
-        .collect();
-    let expected: Vec<&[u8]> = handoff.test_pattern.iter().map(|pattern| pattern.as_bytes()).collect();
-    if patterns != expected || request.headers.len() != 6 + expected.len() {
+    let values = |name: &str| -> Vec<&[u8]> {
+        let named = request.headers.iter().filter(|header| header.name.eq_ignore_ascii_case(name));
+        named.map(|header| header.value).collect()
+    };
+    let patterns: Vec<&[u8]> = handoff.test_pattern.iter().map(|pattern| pattern.as_bytes()).collect();
+    let ids: Vec<&[u8]> = handoff.request_id.iter().map(|id| id.as_bytes()).collect();
+    if values("x-test-pattern") != patterns
+        || values("x-request-id") != ids
+        || request.headers.len() != 6 + patterns.len() + ids.len()
+    {
         return Err(format!(
-            "request head {:?} for test pattern {:?}",
+            "request head {:?} for test pattern {:?} and request id {:?}",
             String::from_utf8_lossy(&head),
-            handoff.test_pattern
+            handoff.test_pattern,
+            handoff.request_id
         ));
     }
     Ok(())

@@ -10,7 +10,10 @@ use std::time::Duration;
 use super::event_stream::capacity_bound;
 use super::script::Script;
 use crate::mock::{self, PROMPT_PREVIEW_CHARS, USER_ID_PREVIEW_CHARS};
-use crate::stream::testing::{fuzz_config, Harness};
+use bytes::Bytes;
+
+use crate::handoff::{Delivery, Format};
+use crate::stream::testing::{fuzz_config, Harness, TEST_HEAD};
 use crate::stream::{BackendFailure, FailureKind, Input, Outcome, Source, StreamConfig};
 
 /// Most inputs one script hands in.
@@ -40,11 +43,14 @@ const FRAGMENTS: &[&[u8]] = &[
     b"\xef\xbb\xbfdata: {\"choices\":[{\"delta\":{\"content\":\"after a BOM\"}}]}\n\n",
     b"{\"error\":{\"message\":\"Rate limited\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}",
     b"data: {\"choices\":[{\"delta\":{\"content\":\"a line longer than the fuzz config allows, so that the decoder reports its limit and the stream fails\"}}]}\n\n",
+    b"data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hm\\n\"}}]}\n\n",
+    b"data: {\"choices\":\ndata: [{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\"}]}}]}\n\n",
 ];
 
 /// Layout: `[source, (connection u64, user id run, prompt run: mock only), steps...]`.
 /// The source byte: `% 4` is 0 for the mock script, 1 for a backend stream, 2 or 3
-/// for one whose 200 head has already arrived; bit 0x10 reads no non-2xx body.
+/// for one whose 200 head has already arrived; bit 0x10 reads no non-2xx body;
+/// bit 0x20 writes the `openai` format, bit 0x40 asks for reasoning events.
 pub(super) fn check(data: &[u8]) -> Result<(), String> {
     drive(data).map(drop)
 }
@@ -58,17 +64,19 @@ fn drive(data: &[u8]) -> Result<(Outcome, bool), String> {
     if first & 0x10 != 0 {
         config.max_error_body = 0;
     }
+    let format = if first & 0x20 != 0 { Format::OpenAi } else { Format::Content };
+    let delivery = Delivery { format, reasoning: first & 0x40 != 0 };
     let is_mock = first % 4 == 0;
     let source = if is_mock {
         let connection = script.u64();
         let user_id = String::from_utf8_lossy(script.run()).into_owned();
         let prompt = String::from_utf8_lossy(script.run()).into_owned();
-        Source::Mock(mock::Script::new(connection, &user_id, &prompt))
+        Source::Mock(mock::Script::new(connection, &user_id, &prompt).in_format(format))
     } else {
         Source::Backend
     };
     let mut run = Run {
-        harness: Harness::new(&config, source),
+        harness: Harness::with_delivery(&config, Bytes::from_static(TEST_HEAD), source, delivery),
         bound: memory_bound(&config),
         backend_sending: !is_mock,
     };

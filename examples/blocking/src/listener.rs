@@ -56,7 +56,7 @@ pub fn bind(config: &Config) -> Result<OwnedFd, String> {
 /// What one module connection delivered, checked as io/'s receiver checks it.
 pub enum Received {
     /// A client and its handoff (or why the handoff is bad: the client gets 400).
-    Client(OwnedFd, Result<Handoff, HandoffError>),
+    Client(OwnedFd, Box<Result<Handoff, HandoffError>>),
     /// Nothing usable: no fd, or control data that was cut (every fd is closed).
     Dropped(&'static str),
 }
@@ -105,5 +105,5 @@ pub fn receive(conn: &OwnedFd, socket_type: SocketType, deadline: Instant) -> io
     } else {
         handoff::decode(&data[..len])
     };
-    Ok(Received::Client(client, decoded))
+    Ok(Received::Client(client, Box::new(decoded)))
 }

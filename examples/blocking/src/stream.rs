@@ -18,7 +18,7 @@ pub fn serve(shared: &Shared, conn: OwnedFd) {
     let config = &shared.config;
     let deadline = Instant::now() + config.receive_timeout;
     let (fd, decoded) = match listener::receive(&conn, config.socket_type, deadline) {
-        Ok(Received::Client(fd, decoded)) => (fd, decoded),
+        Ok(Received::Client(fd, decoded)) => (fd, *decoded),
         Ok(Received::Dropped(why)) => return eprintln!("handoff-blocking: handoff dropped: {why}"),
         Err(error) => return eprintln!("handoff-blocking: receiving a handoff failed: {error}"),
     };

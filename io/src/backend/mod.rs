@@ -57,13 +57,25 @@ struct Target {
     authorization: Option<HeaderValue>,
     api_key: Option<String>,
     default_model: String,
+    user_from_user_id: bool,
 }
 
-/// One stream's request: its body and the per-request header.
+impl Target {
+    fn request_defaults(&self) -> openai::RequestDefaults<'_> {
+        openai::RequestDefaults {
+            default_model: &self.default_model,
+            user_from_user_id: self.user_from_user_id,
+        }
+    }
+}
+
+/// One stream's request: its body and the per-request headers.
 pub struct Request {
     target: std::sync::Arc<Target>,
     body: Bytes,
     test_pattern: Option<HeaderValue>,
+    /// The handoff's `request_id`, sent as `X-Request-Id`.
+    request_id: Option<HeaderValue>,
 }
 
 impl Request {
@@ -80,6 +92,9 @@ impl Request {
         if let Some(pattern) = &self.test_pattern {
             headers.insert("x-test-pattern", pattern.clone());
         }
+        if let Some(id) = &self.request_id {
+            headers.insert("x-request-id", id.clone());
+        }
         request
     }
 
@@ -88,6 +103,7 @@ impl Request {
     fn release(&mut self) {
         self.body = Bytes::new();
         self.test_pattern = None;
+        self.request_id = None;
     }
 
     fn h1_bytes(&self) -> Bytes {
@@ -96,6 +112,7 @@ impl Request {
             path: &self.target.path,
             api_key: self.target.api_key.as_deref(),
             test_pattern: self.test_pattern.as_ref().and_then(|v| v.to_str().ok()),
+            request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             content_length: self.body.len(),
         });
         let mut out = bytes::BytesMut::with_capacity(head.len() + self.body.len());
@@ -176,6 +193,7 @@ impl<R: Runtime> OpenAiBackend<R> {
             authorization,
             api_key: config.api_key.clone(),
             default_model: config.default_model.clone(),
+            user_from_user_id: config.user_from_user_id,
         };
         let connector = Connector {
             endpoint,
@@ -200,9 +218,10 @@ impl<R: Runtime> OpenAiBackend<R> {
     pub fn open_stream(&self, id: StreamId, handoff: &Handoff) -> BackendStream<R> {
         let request = Request {
             target: self.target.clone(),
-            body: openai::request_body(handoff, &self.target.default_model),
+            body: openai::request_body(handoff, &self.target.request_defaults()),
             // Validated by handoff decoding; a value h2 still rejects is dropped.
             test_pattern: handoff.test_pattern.as_deref().and_then(|p| HeaderValue::from_str(p).ok()),
+            request_id: handoff.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()),
         };
         let (reply, lease) = oneshot::channel();
         if self.pool.unbounded_send(PoolMsg::Acquire { stream: id, reply }).is_err() {

@@ -373,3 +373,14 @@ fn allow_uid_and_gid_repeat_and_default_to_anyone() {
     let config = cli(&[]).into_config().unwrap();
     assert!(config.allow_uids.is_empty() && config.allow_gids.is_empty());
 }
+
+#[test]
+fn user_id_as_user_is_off_unless_asked_and_reaches_the_request_defaults() {
+    let config = cli(&["-b", "openai", "--openai-model", "m-1"]).into_config().unwrap();
+    let Backend::OpenAi(openai) = config.backend else { panic!("openai backend expected") };
+    let defaults = openai.request_defaults();
+    assert_eq!((defaults.default_model, defaults.user_from_user_id), ("m-1", false));
+    let config = cli(&["-b", "openai", "--openai-user-from-user-id", "true"]).into_config().unwrap();
+    let Backend::OpenAi(openai) = config.backend else { panic!("openai backend expected") };
+    assert!(openai.request_defaults().user_from_user_id);
+}

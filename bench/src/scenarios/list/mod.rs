@@ -4,6 +4,7 @@ pub mod activation;
 pub mod backend;
 pub mod cancel;
 pub mod flow;
+pub mod formats;
 pub mod guard;
 pub mod handoffs;
 pub mod lifecycle;
