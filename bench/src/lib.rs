@@ -2,6 +2,7 @@
 //! development front with a demo page.
 
 pub mod compare;
+pub mod demo;
 pub mod front;
 pub mod load;
 pub mod mockllm;
