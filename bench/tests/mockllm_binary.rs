@@ -95,3 +95,73 @@ async fn plain_binary_advertises_max_streams() {
     );
     terminate(child).await;
 }
+
+/// GETs `url` (`http://ADDR/stats`) and returns the JSON body.
+async fn stats(url: &str) -> serde_json::Value {
+    let addr = addr_of(url.strip_suffix("/stats").expect("a /stats URL"));
+    let mut tcp = TcpStream::connect(addr).await.expect("connect to the stats port");
+    tcp.write_all(b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n").await.expect("request");
+    let mut text = String::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut text)).await.expect("in time").expect("read");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let body = text.split_once("\r\n\r\n").expect("head and body").1;
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{body:?}: {e}"))
+}
+
+#[tokio::test]
+async fn stats_listen_counts_completed_and_cancelled_streams() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mock-llm"))
+        .args(["--tokens", "3", "--token-delay-ms", "1", "--stats-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mock-llm starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line")
+    };
+    let url = next_line().await.strip_prefix("listening on ").expect("first line names the URL").to_owned();
+    let stats_url =
+        next_line().await.strip_prefix("stats on ").expect("second line names the stats URL").to_owned();
+
+    let mut tcp = TcpStream::connect(addr_of(&url)).await.expect("connect");
+    write_http1_request(&mut tcp, "/v1/chat/completions", &[], &chat_body(None)).await;
+    let response = read_http1_response(&mut tcp, &mut bytes::BytesMut::new()).await;
+    assert_eq!(response.status, 200);
+    drop(tcp);
+    let after_one = stats(&stats_url).await;
+    assert_eq!(
+        (after_one["requests"].as_u64(), after_one["streams_completed"].as_u64()),
+        (Some(1), Some(1)),
+        "{after_one}"
+    );
+    assert_eq!(after_one["streams_cancelled"].as_u64(), Some(0), "{after_one}");
+
+    // A slow stream whose client leaves after the head is counted as cancelled.
+    let mut tcp = TcpStream::connect(addr_of(&url)).await.expect("connect");
+    write_http1_request(
+        &mut tcp,
+        "/v1/chat/completions",
+        &[("x-test-pattern", "slow:500")],
+        &chat_body(None),
+    )
+    .await;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(PATIENCE, tcp.read_exact(&mut head)).await.expect("in time").expect("head");
+    drop(tcp);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = stats(&stats_url).await;
+        if now["streams_cancelled"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the cancel was never counted: {now}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    terminate(child).await;
+}

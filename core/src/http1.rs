@@ -1,5 +1,6 @@
 //! HTTP/1.1 framing: the client response head and error responses we write, the
-//! backend request head, and the backend response head and body we read.
+//! backend request head, the backend response head and body we read, and the
+//! request head of a client that talks to us directly (the development front).
 //!
 //! Writers build complete heads as [`Bytes`](bytes::Bytes) (the default client head is
 //! static). Readers are incremental and never copy body bytes: the caller keeps its
@@ -9,6 +10,7 @@
 mod body;
 mod client;
 mod head;
+mod incoming;
 mod request;
 
 pub use body::{BodyDecoder, BodyEvent};
@@ -17,6 +19,7 @@ pub use client::{
     MAX_HEADER_VALUE_BYTES,
 };
 pub use head::ResponseHeadParser;
+pub use incoming::{parse_request_head, ParsedRequest, RequestHead};
 pub use request::{request_head, BackendRequest};
 
 /// Largest response head accepted from a backend, counting any 1xx heads before it.

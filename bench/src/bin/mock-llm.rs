@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use handoff_bench::mockllm::stats::serve_stats;
 use handoff_bench::mockllm::{MockLlm, MockLlmConfig};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -37,6 +38,10 @@ struct Args {
     /// Keep the most recent N requests in memory (only a library user can read them).
     #[arg(long, default_value_t = 0)]
     recorded_requests: usize,
+    /// Serve the counters as JSON at http://ADDR/stats (plain HTTP/1.1); printed on the
+    /// second line as `stats on URL`.
+    #[arg(long, value_name = "ADDR")]
+    stats_listen: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -87,9 +92,29 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stats = match args.stats_listen {
+        None => None,
+        Some(addr) => {
+            match tokio::net::TcpListener::bind(addr).await.and_then(|l| Ok((l.local_addr()?, l))) {
+                Ok((local, listener)) => {
+                    Some((local, tokio::spawn(serve_stats(listener, mock.recorder().clone()))))
+                }
+                Err(e) => {
+                    eprintln!("mock-llm: could not listen for stats on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     // The first line is the contract with scripts that start us on port 0.
     println!("listening on {}", mock.url());
+    if let Some((addr, _)) = &stats {
+        println!("stats on http://{addr}/stats");
+    }
     signals.wait().await;
+    if let Some((_, task)) = stats {
+        task.abort();
+    }
     let recorder = mock.recorder().clone();
     mock.shutdown().await;
     eprintln!(

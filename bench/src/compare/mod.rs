@@ -25,7 +25,7 @@ mod charts;
 mod flags;
 mod launch;
 mod matrix;
-mod process;
+pub(crate) mod process;
 mod procstat;
 mod report;
 mod results;

@@ -28,6 +28,7 @@ mod render;
 mod request;
 pub mod script;
 mod server;
+pub mod stats;
 mod stream;
 mod tls;
 mod tokens;
