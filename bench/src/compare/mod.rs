@@ -23,9 +23,9 @@
 mod cell;
 mod charts;
 mod flags;
-mod launch;
+pub(crate) mod launch;
 mod matrix;
-mod process;
+pub(crate) mod process;
 mod procstat;
 mod report;
 mod results;

@@ -1,0 +1,260 @@
+//! One soak stream of a given kind: the handoff, the client's behaviour, and what the
+//! client was answered.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+use super::mix::Kind;
+use crate::load::client::{ClientPairs, ClientSocket};
+use crate::load::handoff::{self, ConnectPolicy, HandoffError};
+use crate::load::response::ResponseScanner;
+
+/// Content chunks before the backend aborts (`abort:N`).
+const ABORT_AFTER_CHUNKS: u32 = 3;
+
+/// The receive buffer of a client that stops reading: small, so the daemon's socket
+/// buffer and its own client buffer take the backlog.
+const STOP_READING_RCVBUF: usize = 4096;
+
+/// Bytes per read.
+const READ_BYTES: usize = 16 * 1024;
+
+/// What every stream of a soak shares.
+#[derive(Debug)]
+pub struct StreamSettings {
+    pub socket: PathBuf,
+    pub policy: ConnectPolicy,
+    pub send_timeout: Duration,
+    /// From the start of a stream to the end of its response.
+    pub timeout: Duration,
+    /// How long the backend of a backend-stall stream is silent after its head.
+    pub stall: Duration,
+    /// How long a client-stop-reading client reads nothing.
+    pub stop_reading: Duration,
+    pub clients: ClientPairs,
+}
+
+/// How a stream ended, as its client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// 200, then `data: [DONE]`, then EOF.
+    Complete,
+    /// 200, then an `event: error`, then EOF.
+    ErrorEvent,
+    /// 200, then EOF with neither `[DONE]` nor an error event.
+    EndedEarly,
+    /// 200, then a reset or read error after some bytes.
+    Reset,
+    /// A status other than 200 (400, 502, 503, …).
+    Status(u16),
+    /// The client hung up itself after bytes arrived (client-close, client-rst).
+    ClientClosed,
+    /// Not one byte: EOF, reset or error first, or the handoff never reached the daemon.
+    NoAnswer,
+    /// Bytes that are not an HTTP response.
+    Malformed,
+    /// Bytes, but no end within the stream timeout.
+    TimedOut,
+    /// Our own side failed before the handoff (client connection): no daemon verdict.
+    GeneratorError,
+}
+
+impl Outcome {
+    pub fn label(self) -> String {
+        match self {
+            Outcome::Complete => "complete".to_owned(),
+            Outcome::ErrorEvent => "error-event".to_owned(),
+            Outcome::EndedEarly => "ended-early".to_owned(),
+            Outcome::Reset => "reset".to_owned(),
+            Outcome::Status(code) => format!("status-{code}"),
+            Outcome::ClientClosed => "client-closed".to_owned(),
+            Outcome::NoAnswer => "no-answer".to_owned(),
+            Outcome::Malformed => "malformed".to_owned(),
+            Outcome::TimedOut => "timed-out".to_owned(),
+            Outcome::GeneratorError => "generator-error".to_owned(),
+        }
+    }
+
+    /// Outcomes that fail the soak: a client left without an answer, a wrong one,
+    /// a stream the daemon never ended, or a stream we could not make.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::NoAnswer | Outcome::Malformed | Outcome::TimedOut | Outcome::GeneratorError)
+    }
+}
+
+/// One finished stream.
+#[derive(Debug)]
+pub struct Finished {
+    pub outcome: Outcome,
+    /// Why, for outcomes that fail.
+    pub detail: Option<String>,
+}
+
+impl Finished {
+    fn ok(outcome: Outcome) -> Finished {
+        Finished { outcome, detail: None }
+    }
+
+    fn failed(outcome: Outcome, detail: impl std::fmt::Display) -> Finished {
+        Finished { outcome, detail: Some(detail.to_string()) }
+    }
+}
+
+/// The handoff data of a stream of `kind`.
+pub fn handoff_data(kind: Kind, user_id: u64, settings: &StreamSettings) -> Vec<u8> {
+    let pattern = match kind {
+        Kind::BackendAbort => Some(format!("abort:{ABORT_AFTER_CHUNKS}")),
+        Kind::Backend500 => Some("status:500".to_owned()),
+        // Silence before the head, so the daemon's first-byte timeout ends it.
+        Kind::BackendStall => Some(format!("stall-head:{}", settings.stall.as_millis())),
+        // Long tokens (4 KiB each): the response outgrows the small receive buffer.
+        Kind::ClientStopReading => Some("long".to_owned()),
+        // Cut off mid-object, as a truncated message would be.
+        Kind::BadHandoff => return format!(r#"{{"prompt":"soak","user_id":{user_id},"#).into_bytes(),
+        Kind::Normal | Kind::ClientClose | Kind::ClientRst | Kind::OverCapacity => None,
+    };
+    let pattern = pattern.map(|p| format!(r#","test_pattern":"{p}""#)).unwrap_or_default();
+    format!(r#"{{"prompt":"soak {kind}","user_id":{user_id}{pattern}}}"#).into_bytes()
+}
+
+/// Runs one stream of `kind`; every step ends by the stream timeout.
+pub async fn run(kind: Kind, user_id: u64, settings: &StreamSettings) -> Finished {
+    let deadline = Instant::now() + settings.timeout;
+    let pair = match timeout_at(deadline, settings.clients.open()).await {
+        Err(_elapsed) => {
+            return Finished::failed(Outcome::GeneratorError, "timed out opening a client connection")
+        }
+        Ok(Err(error)) => return Finished::failed(Outcome::GeneratorError, error),
+        Ok(Ok(pair)) => pair,
+    };
+    if kind == Kind::ClientStopReading {
+        if let Err(error) =
+            rustix::net::sockopt::set_socket_recv_buffer_size(pair.client.as_fd(), STOP_READING_RCVBUF)
+        {
+            return Finished::failed(Outcome::GeneratorError, format!("setting SO_RCVBUF: {error}"));
+        }
+    }
+    let socket = match timeout_at(deadline, handoff::connect(&settings.socket, settings.policy)).await {
+        Err(_elapsed) => return Finished::failed(Outcome::NoAnswer, "timed out connecting to the daemon"),
+        Ok(Err(error @ (HandoffError::Socket(_) | HandoffError::Register(_)))) => {
+            return Finished::failed(Outcome::GeneratorError, error)
+        }
+        Ok(Err(error)) => return Finished::failed(Outcome::NoAnswer, error),
+        Ok(Ok(socket)) => socket,
+    };
+    let data = handoff_data(kind, user_id, settings);
+    let sending = handoff::send(
+        &socket,
+        &data,
+        pair.server.as_fd(),
+        settings.send_timeout,
+        settings.policy.socket_type,
+    );
+    match timeout_at(deadline, sending).await {
+        Err(_elapsed) => return Finished::failed(Outcome::NoAnswer, "timed out sending the handoff"),
+        Ok(Err(error)) => return Finished::failed(Outcome::NoAnswer, error),
+        Ok(Ok(())) => {}
+    }
+    // The daemon owns the connection now, as after the module's handoff.
+    drop(socket);
+    drop(pair.server);
+    read(kind, pair.client, deadline, settings).await
+}
+
+/// How reading ended.
+enum End {
+    Eof,
+    Error(io::Error),
+    TimedOut,
+    Malformed(String),
+    /// We hung up (client-close, client-rst).
+    HungUp,
+}
+
+async fn read(kind: Kind, client: ClientSocket, deadline: Instant, settings: &StreamSettings) -> Finished {
+    let mut scanner = ResponseScanner::new();
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut paused = kind != Kind::ClientStopReading;
+    let end = loop {
+        if !paused && scanner.status().is_some() {
+            paused = true;
+            // Reads nothing for a while; the deadline still bounds the stream.
+            sleep_until((Instant::now() + settings.stop_reading).min(deadline)).await;
+        }
+        let hangs_up = matches!(kind, Kind::ClientClose | Kind::ClientRst);
+        if hangs_up && scanner.status() == Some(200) && scanner.events() > 0 {
+            break End::HungUp;
+        }
+        // An over-capacity stream let in leaves at once, giving its place back to the
+        // regular slots (which would otherwise be refused in its stead).
+        if kind == Kind::OverCapacity && scanner.status() == Some(200) {
+            break End::HungUp;
+        }
+        match timeout_at(deadline, client.readable()).await {
+            Err(_elapsed) => break End::TimedOut,
+            Ok(Err(error)) => break End::Error(error),
+            Ok(Ok(())) => {}
+        }
+        match client.try_read(&mut buf) {
+            Ok(0) => break End::Eof,
+            Ok(n) => {
+                if let Err(error) = scanner.handle_bytes(buf.get(..n).unwrap_or_default()) {
+                    break End::Malformed(error.to_string());
+                }
+            }
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(error) => break End::Error(error),
+        }
+    };
+    if matches!(end, End::HungUp) && kind == Kind::ClientRst {
+        // SO_LINGER 0: the close sends RST instead of FIN.
+        if let Err(error) = rustix::net::sockopt::set_socket_linger(client.as_fd(), Some(Duration::ZERO)) {
+            return Finished::failed(Outcome::GeneratorError, format!("setting SO_LINGER 0: {error}"));
+        }
+    }
+    drop(client);
+    judge(&scanner, end)
+}
+
+fn judge(scanner: &ResponseScanner, end: End) -> Finished {
+    let bytes = scanner.bytes();
+    if bytes == 0 {
+        let how = match end {
+            End::Eof => "closed without a byte".to_owned(),
+            End::Error(error) => format!("read failed before a byte: {error}"),
+            End::TimedOut => "no byte within the stream timeout".to_owned(),
+            // Neither ends a read with no bytes; said plainly should that change.
+            End::Malformed(_) | End::HungUp => "nothing read".to_owned(),
+        };
+        return Finished::failed(Outcome::NoAnswer, how);
+    }
+    if let End::Malformed(reason) = end {
+        return Finished::failed(Outcome::Malformed, reason);
+    }
+    if let Some(status) = scanner.status().filter(|s| *s != 200) {
+        return Finished::ok(Outcome::Status(status));
+    }
+    match end {
+        End::HungUp => Finished::ok(Outcome::ClientClosed),
+        End::TimedOut => Finished::failed(
+            Outcome::TimedOut,
+            format!("no end within the stream timeout after {bytes} bytes"),
+        ),
+        End::Error(_) if scanner.status().is_some() => Finished::ok(Outcome::Reset),
+        End::Error(error) => {
+            Finished::failed(Outcome::Malformed, format!("{error} after {bytes} bytes, inside the head"))
+        }
+        End::Eof if scanner.status().is_none() => {
+            Finished::failed(Outcome::Malformed, format!("closed after {bytes} bytes, inside the head"))
+        }
+        End::Eof if scanner.is_done() => Finished::ok(Outcome::Complete),
+        End::Eof if scanner.error_events() > 0 => Finished::ok(Outcome::ErrorEvent),
+        End::Eof | End::Malformed(_) => Finished::ok(Outcome::EndedEarly),
+    }
+}
