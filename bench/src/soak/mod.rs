@@ -258,3 +258,114 @@ fn write_outputs(config: &SoakConfig, summary: &Summary, samples: &[samples::Sam
         &summary.fd_growth,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::path::PathBuf;
+
+    use super::generator::Tally;
+    use super::samples::{Sample, Trace};
+    use super::stream::Outcome;
+    use super::*;
+
+    fn config() -> SoakConfig {
+        let mut config = SoakConfig::new(PathBuf::from("/d"), PathBuf::from("/m"), PathBuf::from("/o"));
+        config.duration = Duration::from_secs(100);
+        config.warmup = Duration::from_secs(20);
+        config
+    }
+
+    /// One sample a second for 110 s; fds follow `fds(t)`.
+    fn trace(fds: impl Fn(f64) -> f64) -> Trace {
+        let samples = (0..=110)
+            .map(|t| Sample {
+                t_secs: f64::from(t),
+                rss_bytes: 30 << 20,
+                fds: fds(f64::from(t)) as u64,
+                threads: 1,
+                cpu_secs: f64::from(t) * 0.25,
+                open_streams: 5000,
+            })
+            .collect();
+        Trace { samples, missed: 0, vanished_at: None }
+    }
+
+    fn tally(outcomes: &[(Kind, Outcome, u64)]) -> Tally {
+        let mut tally = Tally::default();
+        for (kind, outcome, n) in outcomes {
+            tally.counts.insert((*kind, *outcome), *n);
+        }
+        tally
+    }
+
+    fn verdict(tally: &Tally, trace: &Trace, exit: Stopped) -> Summary {
+        let elapsed = Duration::from_secs(110);
+        summarise(&config(), Vec::new(), ("d", "m"), tally, trace, 1.0, elapsed, &exit, String::new())
+    }
+
+    fn clean() -> Stopped {
+        Stopped::Terminated(std::process::ExitStatus::from_raw(0))
+    }
+
+    #[test]
+    fn flat_levels_and_every_stream_answered_pass_with_503s_and_400s_counted_as_answers() {
+        let streams = tally(&[
+            (Kind::Normal, Outcome::Complete, 900),
+            (Kind::OverCapacity, Outcome::Status(503), 40),
+            (Kind::BadHandoff, Outcome::Status(400), 30),
+            (Kind::ClientRst, Outcome::ClientClosed, 30),
+        ]);
+        let summary = verdict(&streams, &trace(|t| 5000.0 + (t % 3.0)), clean());
+        assert!(summary.passed, "{:?}", summary.failures);
+        assert_eq!((summary.streams, summary.failed_streams), (1000, 0));
+        assert_eq!(summary.by_kind["over-capacity"]["status-503"], 40);
+        assert_eq!(summary.fds.after_warmup, 5000.0 + 20.0 % 3.0);
+        assert!((summary.daemon_cpu_share - 0.25).abs() < 1e-9);
+        assert!(summary.text().starts_with("handoff-bench soak: PASS"));
+    }
+
+    #[test]
+    fn one_unanswered_stream_fails_the_run() {
+        let streams = tally(&[(Kind::Normal, Outcome::Complete, 999), (Kind::Normal, Outcome::NoAnswer, 1)]);
+        let summary = verdict(&streams, &trace(|_| 5000.0), clean());
+        assert!(!summary.passed);
+        assert_eq!(summary.failed_streams, 1);
+        assert!(
+            summary.failures.iter().any(|f| f.starts_with("1 of 1000 streams were not answered")),
+            "{:?}",
+            summary.failures
+        );
+    }
+
+    #[test]
+    fn fds_growing_after_warm_up_fail_the_run_while_growth_during_warm_up_does_not() {
+        let streams = tally(&[(Kind::Normal, Outcome::Complete, 1000)]);
+        // +10 fds a second after warm-up: +800 over the judged 80 s, above 10% of 5,000.
+        let leaking = verdict(&streams, &trace(|t| 5000.0 + 10.0 * (t - 20.0).max(0.0)), clean());
+        assert!(!leaking.passed);
+        assert!(
+            leaking.failures.iter().any(|f| f.starts_with("fds kept growing after warm-up")),
+            "{:?}",
+            leaking.failures
+        );
+        // Climbing to the level during warm-up, then flat.
+        let warming = verdict(&streams, &trace(|t| 250.0 * t.min(20.0)), clean());
+        assert!(warming.passed, "{:?}", warming.failures);
+    }
+
+    #[test]
+    fn a_daemon_that_died_or_would_not_stop_fails_the_run() {
+        let streams = tally(&[(Kind::Normal, Outcome::Complete, 1000)]);
+        let mut gone = trace(|_| 5000.0);
+        gone.vanished_at = Some(50.0);
+        let summary = verdict(&streams, &gone, Stopped::Exited(std::process::ExitStatus::from_raw(9)));
+        assert!(
+            summary.failures.iter().any(|f| f.contains("exited during the run, 50 s in")),
+            "{:?}",
+            summary.failures
+        );
+        let stuck = verdict(&streams, &trace(|_| 5000.0), Stopped::Killed);
+        assert!(stuck.failures.iter().any(|f| f.contains("did not stop cleanly")), "{:?}", stuck.failures);
+    }
+}

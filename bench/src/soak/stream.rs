@@ -258,3 +258,98 @@ fn judge(scanner: &ResponseScanner, end: End) -> Finished {
         End::Eof | End::Malformed(_) => Finished::ok(Outcome::EndedEarly),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+
+    fn scanned(parts: &[&[u8]]) -> ResponseScanner {
+        let mut scanner = ResponseScanner::new();
+        for part in parts {
+            // Malformed input is judged through End::Malformed in these tests.
+            let _ = scanner.handle_bytes(part);
+        }
+        scanner
+    }
+
+    fn settings() -> StreamSettings {
+        StreamSettings {
+            socket: PathBuf::from("/nonexistent"),
+            policy: ConnectPolicy {
+                socket_type: crate::load::HandoffSocketType::SeqPacket,
+                attempt_timeout: Duration::from_millis(1),
+                attempts: 1,
+            },
+            send_timeout: Duration::from_millis(1),
+            timeout: Duration::from_secs(1),
+            stall: Duration::from_millis(8000),
+            stop_reading: Duration::from_millis(1),
+            clients: ClientPairs::Unix,
+        }
+    }
+
+    #[test]
+    fn not_one_byte_is_no_answer_however_the_read_ended() {
+        for end in [End::Eof, End::TimedOut, End::Error(io::Error::from(io::ErrorKind::ConnectionReset))] {
+            let finished = judge(&scanned(&[]), end);
+            assert_eq!(finished.outcome, Outcome::NoAnswer);
+            assert!(finished.outcome.is_failure());
+        }
+    }
+
+    #[test]
+    fn error_statuses_and_error_events_are_answers() {
+        let refused =
+            scanned(&[b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}"]);
+        let finished = judge(&refused, End::Eof);
+        assert_eq!(finished.outcome, Outcome::Status(503));
+        assert!(!finished.outcome.is_failure());
+
+        let event = scanned(&[HEAD, b"data: {\"content\":\"a\"}\n\nevent: error\ndata: {\"error\":{}}\n\n"]);
+        assert_eq!(judge(&event, End::Eof).outcome, Outcome::ErrorEvent);
+        let done = scanned(&[HEAD, b"data: {\"content\":\"a\"}\n\ndata: [DONE]\n\n"]);
+        assert_eq!(judge(&done, End::Eof).outcome, Outcome::Complete);
+        let cut = scanned(&[HEAD, b"data: {\"content\":\"a\"}\n\n"]);
+        assert_eq!(judge(&cut, End::Eof).outcome, Outcome::EndedEarly);
+        let reset = judge(&cut, End::Error(io::Error::from(io::ErrorKind::ConnectionReset)));
+        assert_eq!(reset.outcome, Outcome::Reset);
+        assert_eq!(judge(&cut, End::HungUp).outcome, Outcome::ClientClosed);
+    }
+
+    #[test]
+    fn a_broken_or_endless_answer_fails() {
+        let half_head = scanned(&[b"HTTP/1.1 200 OK\r\nContent-"]);
+        assert_eq!(judge(&half_head, End::Eof).outcome, Outcome::Malformed);
+        let garbage = scanned(&[b"SSH-2.0\r\n\r\n"]);
+        assert_eq!(judge(&garbage, End::Malformed("not HTTP".to_owned())).outcome, Outcome::Malformed);
+        let endless = judge(&scanned(&[HEAD]), End::TimedOut);
+        assert_eq!(endless.outcome, Outcome::TimedOut);
+        assert!(endless.outcome.is_failure());
+    }
+
+    #[test]
+    fn each_kind_sends_its_pattern_and_only_bad_handoff_sends_broken_json() {
+        let settings = settings();
+        for kind in Kind::ALL {
+            let data = handoff_data(kind, 7, &settings);
+            let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&data);
+            if kind == Kind::BadHandoff {
+                assert!(parsed.is_err(), "{}", String::from_utf8_lossy(&data));
+                continue;
+            }
+            let value = parsed.expect("valid JSON");
+            assert_eq!(value["user_id"], 7);
+            let pattern = value.get("test_pattern").and_then(|p| p.as_str());
+            let expected = match kind {
+                Kind::BackendAbort => Some("abort:3"),
+                Kind::Backend500 => Some("status:500"),
+                Kind::BackendStall => Some("stall-head:8000"),
+                Kind::ClientStopReading => Some("long"),
+                _ => None,
+            };
+            assert_eq!(pattern, expected, "{kind}");
+        }
+    }
+}
