@@ -243,12 +243,12 @@ fn write_outputs(config: &SoakConfig, summary: &Summary, samples: &[samples::Sam
     std::fs::write(path("summary.json"), json).map_err(|e| written("summary.json", e))?;
     std::fs::write(path("summary.txt"), summary.text()).map_err(|e| written("summary.txt", e))?;
     let daemon = config.daemon.file_name().map_or_else(|| "daemon".into(), |n| n.to_string_lossy());
-    let title = format!(
-        "{daemon} soak: {} streams over {}, {:.0} min",
-        summary.concurrency,
-        summary.backend,
-        summary.duration_secs / 60.0
-    );
+    let length = if summary.duration_secs < 120.0 {
+        format!("{:.0} s", summary.duration_secs)
+    } else {
+        format!("{:.0} min", summary.duration_secs / 60.0)
+    };
+    let title = format!("{daemon} soak: {} streams over {}, {length}", summary.concurrency, summary.backend);
     plot::write(
         &path("rss-fds.svg"),
         &title,

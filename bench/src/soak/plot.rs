@@ -65,12 +65,13 @@ fn draw_panel<DB: DrawingBackend>(
     let x_max = panel.points.last().map_or(1.0, |p| p.0).max(warmup_min).max(1.0 / 60.0);
     let y_max = panel.points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.15;
     let caption = format!(
-        "{} ({}): fitted slope {:+.2} {}/h after warm-up, threshold {:.1} over the run",
+        "{} ({}): after warm-up (red) the fitted slope (black) is {:+.2} {}/h; growth allowed over the span {:.1} {}",
         panel.title,
         panel.unit,
         panel.growth.slope_per_hour / panel.scale,
         panel.unit,
-        panel.growth.threshold / panel.scale
+        panel.growth.threshold / panel.scale,
+        panel.unit,
     );
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 15))
@@ -78,7 +79,13 @@ fn draw_panel<DB: DrawingBackend>(
         .x_label_area_size(32)
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-    chart.configure_mesh().x_desc("minutes").y_desc(panel.unit).light_line_style(WHITE).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .y_desc(panel.unit)
+        .max_light_lines(0)
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
     chart.draw_series(LineSeries::new(panel.points.iter().copied(), BLUE.stroke_width(1)))?;
     chart.draw_series(LineSeries::new([(warmup_min, 0.0), (warmup_min, y_max)], RED.mix(0.6)))?;
     // The fitted line over the judged span: level at its start, plus slope × time.
