@@ -218,7 +218,10 @@ fn summarise(
         elapsed_secs: elapsed.as_secs_f64(),
         streams: tally.total(),
         failed_streams,
-        by_kind: report::by_kind(tally),
+        by_kind: report::by_kind(tally, |_, _| true),
+        unexpected: report::by_kind(tally, |kind, outcome| {
+            !outcome.is_failure() && !stream::is_expected(kind, outcome)
+        }),
         failure_details: tally.details.clone(),
         rss_bytes: Levels::of(&trace.samples, warmup, end, |s| s.rss_bytes as f64),
         fds: Levels::of(&trace.samples, warmup, end, |s| s.fds as f64),
@@ -320,9 +323,20 @@ mod tests {
         assert!(summary.passed, "{:?}", summary.failures);
         assert_eq!((summary.streams, summary.failed_streams), (1000, 0));
         assert_eq!(summary.by_kind["over-capacity"]["status-503"], 40);
+        assert!(summary.unexpected.is_empty(), "{:?}", summary.unexpected);
         assert_eq!(summary.fds.after_warmup, 5000.0 + 20.0 % 3.0);
         assert!((summary.daemon_cpu_share - 0.25).abs() < 1e-9);
         assert!(summary.text().starts_with("handoff-bench soak: PASS"));
+    }
+
+    #[test]
+    fn answers_a_kind_did_not_ask_for_are_shown_apart_without_failing() {
+        let streams =
+            tally(&[(Kind::Normal, Outcome::Complete, 990), (Kind::Normal, Outcome::ErrorEvent, 10)]);
+        let summary = verdict(&streams, &trace(|_| 5000.0), clean());
+        assert!(summary.passed, "{:?}", summary.failures);
+        assert_eq!(summary.unexpected["normal"]["error-event"], 10);
+        assert!(summary.text().contains("unexpected (answered, not failing): normal: error-event 10"));
     }
 
     #[test]

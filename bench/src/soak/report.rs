@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::generator::Tally;
 use super::mix::Kind;
 use super::samples::{Sample, MIB};
+use super::stream::Outcome;
 use super::trend::Growth;
 
 /// A level over the run.
@@ -57,6 +58,9 @@ pub struct Summary {
     /// kind → outcome → streams.
     pub by_kind: BTreeMap<String, BTreeMap<String, u64>>,
     pub failure_details: Vec<String>,
+    /// Answered streams whose outcome is not the one their kind is designed to meet
+    /// (kind → outcome → streams); they do not fail the run.
+    pub unexpected: BTreeMap<String, BTreeMap<String, u64>>,
     pub rss_bytes: Levels,
     pub fds: Levels,
     pub threads: Levels,
@@ -73,10 +77,13 @@ pub struct Summary {
     pub daemon_summary: String,
 }
 
-/// kind → outcome label → count.
-pub fn by_kind(tally: &Tally) -> BTreeMap<String, BTreeMap<String, u64>> {
+/// kind → outcome label → count, of the streams `keep` selects.
+pub fn by_kind(
+    tally: &Tally,
+    keep: impl Fn(Kind, Outcome) -> bool,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
     let mut table: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for ((kind, outcome), count) in &tally.counts {
+    for ((kind, outcome), count) in tally.counts.iter().filter(|((k, o), _)| keep(*k, *o)) {
         *table.entry(kind.name().to_owned()).or_default().entry(outcome.label()).or_default() += count;
     }
     table
@@ -113,6 +120,10 @@ impl Summary {
             let total: u64 = outcomes.values().sum();
             let parts: Vec<String> = outcomes.iter().map(|(label, n)| format!("{label} {n}")).collect();
             let _ = writeln!(out, "  {:<20} {:>9}  {}", kind.name(), total, parts.join(", "));
+        }
+        for (kind, outcomes) in &self.unexpected {
+            let parts: Vec<String> = outcomes.iter().map(|(label, n)| format!("{label} {n}")).collect();
+            let _ = writeln!(out, "  unexpected (answered, not failing): {kind}: {}", parts.join(", "));
         }
         for detail in &self.failure_details {
             let _ = writeln!(out, "  first failures: {detail}");

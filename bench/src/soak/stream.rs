@@ -88,6 +88,22 @@ impl Outcome {
     }
 }
 
+/// Whether `outcome` is what a stream of `kind` is designed to meet. Others are
+/// answers all the same (they do not fail the run) but are shown apart, since they
+/// say the daemon took a path the kind did not ask for. A 503 is expected of every
+/// kind: a slot's next handoff may meet a daemon still counting a stream just left.
+pub fn is_expected(kind: Kind, outcome: Outcome) -> bool {
+    if outcome == Outcome::Status(503) {
+        return true;
+    }
+    match kind {
+        Kind::Normal | Kind::ClientStopReading => outcome == Outcome::Complete,
+        Kind::BackendAbort | Kind::Backend500 | Kind::BackendStall => outcome == Outcome::ErrorEvent,
+        Kind::ClientClose | Kind::ClientRst | Kind::OverCapacity => outcome == Outcome::ClientClosed,
+        Kind::BadHandoff => outcome == Outcome::Status(400),
+    }
+}
+
 /// One finished stream.
 #[derive(Debug)]
 pub struct Finished {
@@ -327,6 +343,20 @@ mod tests {
         let endless = judge(&scanned(&[HEAD]), End::TimedOut);
         assert_eq!(endless.outcome, Outcome::TimedOut);
         assert!(endless.outcome.is_failure());
+    }
+
+    #[test]
+    fn each_kind_expects_its_own_ending_and_any_kind_may_meet_a_full_daemon() {
+        assert!(is_expected(Kind::Normal, Outcome::Complete));
+        assert!(!is_expected(Kind::Normal, Outcome::ErrorEvent));
+        assert!(is_expected(Kind::BackendStall, Outcome::ErrorEvent));
+        assert!(!is_expected(Kind::BackendStall, Outcome::Complete));
+        assert!(is_expected(Kind::BadHandoff, Outcome::Status(400)));
+        assert!(!is_expected(Kind::Normal, Outcome::Status(400)));
+        for kind in Kind::ALL {
+            assert!(is_expected(kind, Outcome::Status(503)), "{kind}");
+            assert!(!is_expected(kind, Outcome::NoAnswer), "{kind}");
+        }
     }
 
     #[test]
