@@ -7,3 +7,4 @@ pub mod front;
 pub mod load;
 pub mod mockllm;
 pub mod scenarios;
+pub mod soak;

@@ -2,6 +2,8 @@
 //!
 //! `handoff-bench compare` runs the daemons side by side over a matrix of backends
 //! and concurrency levels and writes a results folder (see bench/README.md).
+//! `handoff-bench soak` churns one daemon at a fixed concurrency with a mix of faults
+//! for a bounded time and fails if RSS or fds keep growing or a stream goes unanswered.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ use handoff_bench::compare::{
     self, folder_timestamp, BackendKind, CompareConfig, DaemonCommand, DaemonSpec, Interrupt, Workload,
 };
 use handoff_bench::load::{ClientKind, DEFAULT_DATA};
+use handoff_bench::soak::{self, GrowthLimit, Mix, SoakBackend, SoakConfig, DEFAULT_MIX};
 
 #[derive(Debug, Parser)]
 #[command(name = "handoff-bench", version, about)]
@@ -26,7 +29,39 @@ enum Command {
     /// and write results.md, results.json and SVG charts.
     #[command(after_long_help = FOREIGN_DAEMONS)]
     Compare(CompareArgs),
+    /// Churn one daemon at a fixed concurrency with a mix of normal streams and faults
+    /// for a bounded time; fail if its RSS or fds keep growing after warm-up or any
+    /// stream goes unanswered. Writes summary.txt/json, samples.csv and rss-fds.svg.
+    #[command(after_long_help = SOAK_HELP)]
+    Soak(SoakArgs),
 }
+
+/// `soak --help`: the kinds and the judgement.
+const SOAK_HELP: &str = "\
+Kinds (--mix kind=weight,...; kinds left out weigh zero):
+  normal               a full stream read to its end
+  backend-abort        mock-llm ends the body after 3 chunks (test_pattern abort:3)
+  backend-500          mock-llm answers HTTP 500 (status:500)
+  backend-stall        mock-llm is silent before its head for --stall-ms, longer than the
+                       daemon's --first-byte-timeout (stall-head:MS)
+  client-close         the client closes (FIN) after the first event
+  client-rst           the client resets (SO_LINGER 0) after the first event
+  client-stop-reading  a 4 KiB receive buffer, a long response (4 KiB tokens), nothing
+                       read for --stop-reading-ms after the head, then the rest
+  bad-handoff          truncated JSON as handoff data: 400 expected
+  over-capacity        its weight is its share of the concurrency: those slots hand off
+                       while the others hold the daemon at --max-connections (set to the
+                       concurrency less these slots), so they are answered 503; one let
+                       in after all hangs up once the head arrives
+  Any stream answered 503 waits --retry-pause-ms before its slot's next one.
+
+The run fails when
+  - RSS or fds grew after warm-up: a least-squares line through the samples from the
+    end of warm-up to the end of --duration, its growth over that span above
+    max(--max-rss-growth x level, 8 MiB) or max(--max-fd-growth x level, 64 fds);
+  - any stream got no answer (not one byte), a malformed one, never ended within
+    --stream-timeout, or could not be made by the generator;
+  - the daemon exited during the run or did not stop cleanly on SIGTERM.";
 
 /// `compare --help`: how another implementation of the contract is run.
 const FOREIGN_DAEMONS: &str = "\
@@ -136,8 +171,161 @@ struct CompareArgs {
     failure_limit: f64,
 }
 
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    /// The daemon binary (handoff-tokio or handoff-smol; default: handoff-tokio beside
+    /// this binary).
+    #[arg(long, value_name = "PATH")]
+    daemon: Option<PathBuf>,
+    /// mock-llm (default: beside this binary).
+    #[arg(long, value_name = "PATH")]
+    mock_llm: Option<PathBuf>,
+    /// The daemon's backend: mock-llm over HTTP/2+TLS or HTTP/1.1.
+    #[arg(long, value_enum, default_value_t = SoakBackend::H2tls)]
+    backend: SoakBackend,
+    /// Streams open at once.
+    #[arg(long, default_value_t = 5_000)]
+    concurrency: u64,
+    /// Seconds during which streams start.
+    #[arg(long, default_value_t = 600.0)]
+    duration: f64,
+    /// Seconds at the start that are not judged for growth.
+    #[arg(long, default_value_t = 60.0)]
+    warmup: f64,
+    /// Seconds over which the first streams start.
+    #[arg(long, default_value_t = 10.0)]
+    ramp: f64,
+    /// Weights of the stream kinds (see below).
+    #[arg(long, default_value = DEFAULT_MIX)]
+    mix: Mix,
+    /// Milliseconds between the backend's chunks.
+    #[arg(long, default_value_t = 705)]
+    delay_ms: u64,
+    /// Backend silence of a backend-stall stream, in milliseconds.
+    #[arg(long, default_value_t = 8_000)]
+    stall_ms: u64,
+    /// The daemon's --first-byte-timeout, in seconds (below the stall).
+    #[arg(long, default_value_t = 5)]
+    first_byte_timeout: u64,
+    /// How long a client-stop-reading client reads nothing, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    stop_reading_ms: u64,
+    /// Seconds a stream may take from start to the end of its response.
+    #[arg(long, default_value_t = 180.0)]
+    stream_timeout: f64,
+    /// Pause after a 503, in milliseconds (the daemon's Retry-After, rounded up to seconds).
+    #[arg(long, default_value_t = 1_000)]
+    retry_pause_ms: u64,
+    /// RSS growth after warm-up allowed, as a share of its level.
+    #[arg(long, default_value_t = 0.10)]
+    max_rss_growth: f64,
+    /// fd growth after warm-up allowed, as a share of its level.
+    #[arg(long, default_value_t = 0.10)]
+    max_fd_growth: f64,
+    /// The daemon's --threads (default: its own, one worker).
+    #[arg(long)]
+    daemon_threads: Option<usize>,
+    /// mock-llm worker threads (default: one per CPU).
+    #[arg(long)]
+    mock_threads: Option<usize>,
+    /// Generator runtime threads.
+    #[arg(long, default_value_t = 1)]
+    generator_threads: usize,
+    /// Seed of the kind draws.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output folder (default: bench/results/soak-<UTC timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    let Args { command: Command::Compare(args) } = Args::parse();
+    match Args::parse().command {
+        Command::Compare(args) => compare_main(args),
+        Command::Soak(args) => soak_main(args),
+    }
+}
+
+fn soak_main(args: SoakArgs) -> ExitCode {
+    let config = match soak_config(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("handoff-bench soak: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match soak::run(&config, std::env::args().collect()) {
+        Ok(summary) => {
+            print!("{}", summary.text());
+            eprintln!("handoff-bench soak: results in {}", config.out_dir.display());
+            if summary.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("handoff-bench soak: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|e| format!("{flag} {value}: not a number of seconds ({e})"))
+}
+
+fn share(flag: &str, value: f64) -> Result<f64, String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("{flag} {value}: must be a share above zero (0.10 is 10%)"))
+    }
+}
+
+fn soak_config(args: SoakArgs) -> Result<SoakConfig, String> {
+    let bin_dir = this_binary_folder()?;
+    let out_dir = args.out.unwrap_or_else(|| {
+        PathBuf::from("bench/results").join(format!("soak-{}", folder_timestamp(SystemTime::now())))
+    });
+    let mut config = SoakConfig::new(
+        args.daemon.unwrap_or_else(|| bin_dir.join("handoff-tokio")),
+        args.mock_llm.unwrap_or_else(|| bin_dir.join("mock-llm")),
+        out_dir,
+    );
+    config.backend = args.backend;
+    config.concurrency = args.concurrency;
+    config.duration = seconds("--duration", args.duration)?;
+    config.warmup = seconds("--warmup", args.warmup)?;
+    config.ramp = seconds("--ramp", args.ramp)?;
+    config.mix = args.mix;
+    config.delay_ms = args.delay_ms;
+    config.stall = Duration::from_millis(args.stall_ms);
+    config.first_byte_timeout = Duration::from_secs(args.first_byte_timeout);
+    config.stop_reading = Duration::from_millis(args.stop_reading_ms);
+    config.stream_timeout = seconds("--stream-timeout", args.stream_timeout)?;
+    config.retry_pause = Duration::from_millis(args.retry_pause_ms);
+    config.rss_limit =
+        GrowthLimit { relative: share("--max-rss-growth", args.max_rss_growth)?, ..config.rss_limit };
+    config.fd_limit =
+        GrowthLimit { relative: share("--max-fd-growth", args.max_fd_growth)?, ..config.fd_limit };
+    config.daemon_threads = args.daemon_threads;
+    config.mock_threads = args.mock_threads;
+    config.generator_threads = args.generator_threads;
+    config.seed = args.seed;
+    config.validate()?;
+    Ok(config)
+}
+
+fn this_binary_folder() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .map_err(|e| format!("finding this binary's folder: {e}"))?
+        .parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| "this binary has no folder".to_owned())
+}
+
+fn compare_main(args: CompareArgs) -> ExitCode {
     let config = match compare_config(args) {
         Ok(config) => config,
         Err(error) => {
@@ -182,11 +370,7 @@ fn main() -> ExitCode {
 fn compare_config(args: CompareArgs) -> Result<CompareConfig, String> {
     let bin_dir = match args.bin_dir {
         Some(dir) => dir,
-        None => std::env::current_exe()
-            .map_err(|e| format!("finding this binary's folder: {e}"))?
-            .parent()
-            .map(PathBuf::from)
-            .ok_or("this binary has no folder")?,
+        None => this_binary_folder()?,
     };
     let out_dir =
         args.out.unwrap_or_else(|| PathBuf::from("bench/results").join(folder_timestamp(SystemTime::now())));

@@ -23,7 +23,7 @@
 mod cell;
 mod charts;
 mod flags;
-mod launch;
+pub(crate) mod launch;
 mod matrix;
 pub(crate) mod process;
 mod procstat;

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -170,6 +170,16 @@ impl ClientSocket {
         match self {
             Self::Tcp(stream) => stream.try_read(buf),
             Self::Unix(stream) => stream.try_read(buf),
+        }
+    }
+}
+
+/// For socket options on our end (the soak's receive buffer and SO_LINGER).
+impl AsFd for ClientSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::Tcp(stream) => stream.as_fd(),
+            Self::Unix(stream) => stream.as_fd(),
         }
     }
 }

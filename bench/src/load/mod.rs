@@ -14,7 +14,7 @@
 //! # Ok::<(), handoff_bench::load::LoadError>(())
 //! ```
 
-mod client;
+pub(crate) mod client;
 mod config;
 pub mod handoff;
 pub(crate) mod procfs;
@@ -280,7 +280,7 @@ fn daemon_usage(pid: u32, trace: &UsageTrace, peak_open_streams: u64, events: u6
 
 /// Raises the soft fd limit to the hard limit (each open stream holds a client fd, a
 /// TCP handoff briefly three); returns the soft limit in force afterwards.
-fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
