@@ -805,7 +805,10 @@ async fn receive_later<R: Runtime>(shared: Arc<Shared<R>>, conn: OwnedFd, mut pa
     let _hold = shared.hold_socket();
     let conn = match shared.runtime.register(conn) {
         Ok(conn) => conn,
-        Err(error) => return tracing::warn!(%error, "registering a handoff connection failed"),
+        Err(error) => {
+            shared.metrics.record_rejected(Rejection::PeerRefused);
+            return tracing::warn!(%error, "registering a handoff connection failed");
+        }
     };
     let socket_type = shared.socket_type;
     let timeout = shared.receive_timeout;
@@ -960,6 +963,7 @@ fn answer_from_reserve<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Receiv
 fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     let Some(client) = servable_client(shared, &mut received) else { return };
     if let Err(error) = sys::set_nonblocking(client.as_fd()) {
+        shared.metrics.record_rejected(Rejection::PeerRefused);
         return tracing::warn!(%error, "handed-off fd cannot be made non-blocking; closed");
     }
     sys::set_nodelay_best_effort(client.as_fd());

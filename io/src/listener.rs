@@ -235,8 +235,8 @@ fn receive_stream(conn: BorrowedFd<'_>, received: &mut Received) -> io::Result<R
 }
 
 /// One `recvmsg` with MSG_CMSG_CLOEXEC. Fds are counted; the first is kept as the
-/// client unless more than one arrives in all or the control data was cut, in
-/// which case every fd is closed (dropped).
+/// client and any others are closed, unless the control data was cut, in which
+/// case every fd is closed (none can be trusted to be the client).
 fn recv_with_fds(
     conn: BorrowedFd<'_>,
     buf: &mut [u8],
