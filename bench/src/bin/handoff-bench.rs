@@ -234,6 +234,11 @@ struct SoakArgs {
     /// Seed of the kind draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Streams closed without a byte that still pass the run (0: any fails it). The
+    /// known handoff loss (about one in a million, README "Known defect") would
+    /// otherwise fail a short CI soak by chance; the count is always reported.
+    #[arg(long, default_value_t = 0)]
+    tolerate_no_answer: u64,
     /// Output folder (default: bench/results/soak-<UTC timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -313,6 +318,7 @@ fn soak_config(args: SoakArgs) -> Result<SoakConfig, String> {
     config.mock_threads = args.mock_threads;
     config.generator_threads = args.generator_threads;
     config.seed = args.seed;
+    config.tolerated_no_answer = args.tolerate_no_answer;
     config.validate()?;
     Ok(config)
 }

@@ -77,6 +77,11 @@ impl Tally {
         self.counts.values().sum()
     }
 
+    /// Streams closed without a byte.
+    pub fn no_answers(&self) -> u64 {
+        self.counts.iter().filter(|((_, outcome), _)| *outcome == Outcome::NoAnswer).map(|(_, n)| n).sum()
+    }
+
     pub fn failures(&self) -> u64 {
         self.counts.iter().filter(|((_, outcome), _)| outcome.is_failure()).map(|(_, n)| n).sum()
     }

@@ -42,6 +42,8 @@ pub struct Summary {
     pub passed: bool,
     /// Why it failed (empty when it passed).
     pub failures: Vec<String>,
+    /// What passed only by a tolerance the command line gave.
+    pub notes: Vec<String>,
     pub command_line: Vec<String>,
     pub daemon_command: String,
     pub mock_llm_command: String,
@@ -97,6 +99,9 @@ impl Summary {
         let _ = writeln!(out, "handoff-bench soak: {verdict}");
         for failure in &self.failures {
             let _ = writeln!(out, "  failed: {failure}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "  note: {note}");
         }
         let _ = writeln!(out, "command: {}", self.command_line.join(" "));
         let _ = writeln!(out, "daemon: {}", self.daemon_command);
