@@ -72,7 +72,10 @@ async fn try_get(endpoint: &Endpoint, request: &str) -> Result<(u16, String), St
             return Err(format!("{request:?} to {endpoint:?}: no complete response within {PATIENCE:?}"))
         }
     };
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head in {response:?}"));
+    // Closed unanswered (every slot busy) is a failed exchange the caller may retry.
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return Err(format!("{request:?} to {endpoint:?}: closed with no head: {response:?}"));
+    };
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
     let status = status.unwrap_or_else(|| panic!("no status in {head:?}"));
     assert!(head.contains("\r\nConnection: close"), "every answer closes: {head:?}");
