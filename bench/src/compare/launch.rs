@@ -22,7 +22,7 @@ use crate::load::ClientKind;
 
 /// Environment variables the daemons read: cleared for our own daemons so a
 /// caller's shell cannot change a cell behind the command line's back.
-const DAEMON_ENVIRONMENT: [&str; 9] = [
+pub(crate) const DAEMON_ENVIRONMENT: [&str; 9] = [
     "OPENAI_API_BASE",
     "OPENAI_API_KEY",
     "OPENAI_MODEL",

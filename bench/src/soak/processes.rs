@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use super::config::{SoakBackend, SoakConfig};
-use crate::compare::launch::{shell_quote, Endpoint};
+use crate::compare::launch::{shell_quote, Endpoint, DAEMON_ENVIRONMENT};
 use crate::compare::process::Child;
 
 /// How long mock-llm may take to print its URL and the daemon to make its socket.
@@ -19,19 +19,6 @@ const STARTUP_POLL: Duration = Duration::from_millis(20);
 
 /// A bearer token, so requests carry `Authorization` as real ones do.
 const API_KEY: &str = "sk-handoff-soak";
-
-/// Environment the daemons read, cleared so the caller's shell cannot change the run.
-const DAEMON_ENVIRONMENT: [&str; 9] = [
-    "OPENAI_API_BASE",
-    "OPENAI_API_KEY",
-    "OPENAI_MODEL",
-    "OPENAI_HTTP2_ENABLED",
-    "OPENAI_INSECURE_SSL",
-    "OPENAI_H2_STREAMS_PER_HANDLE",
-    "MAX_CONNECTIONS",
-    "RUST_LOG",
-    "SSL_CERT_FILE",
-];
 
 /// Backend connections beyond one per stream for HTTP/1.1 (streams being replaced).
 const HTTP1_SPARE_CONNECTIONS: u64 = 256;
