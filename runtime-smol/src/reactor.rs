@@ -90,6 +90,9 @@ impl Wake for Notify {
 #[derive(Default)]
 struct Direction {
     ready: bool,
+    /// An error or hang-up was reported: it stays until an operation returns it,
+    /// and no later edge would announce it again.
+    hung_up: bool,
     waker: Option<Waker>,
 }
 
@@ -208,6 +211,12 @@ impl Core {
         };
         // Errors and hang-ups make both directions ready: the operation reports them.
         let broken = flags.intersects(EventFlags::ERR | EventFlags::HUP);
+        if broken || flags.contains(EventFlags::RDHUP) {
+            state.read.hung_up = true;
+        }
+        if broken {
+            state.write.hung_up = true;
+        }
         if broken || flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::PRI) {
             state.read.set_ready(due);
         }
@@ -455,6 +464,24 @@ impl Source {
                 match dir {
                     Dir::Read => state.read.ready = false,
                     Dir::Write => state.write.ready = false,
+                }
+            }
+        });
+    }
+
+    /// Clears `dir`'s bit after a short read or write, which says the socket has
+    /// no more to give without the cost of a `WouldBlock` to learn it, unless a
+    /// hang-up or error was reported: that edge is spent, and only a further
+    /// operation returns the EOF or error it announced.
+    pub fn drained(&self, dir: Dir) {
+        with_core(Some(self.home), |core| {
+            if let Some(state) = core.source(self.index, self.generation) {
+                let direction = match dir {
+                    Dir::Read => &mut state.read,
+                    Dir::Write => &mut state.write,
+                };
+                if !direction.hung_up {
+                    direction.ready = false;
                 }
             }
         });

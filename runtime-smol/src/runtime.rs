@@ -161,9 +161,10 @@ impl AsyncRead for SmolTcp {
         }))?;
         buf.advance(read);
         // A short read drained the socket: wait for the next edge instead of
-        // paying a failed read to learn it (data since then brings a new edge).
+        // paying a failed read to learn it (data since then brings a new edge;
+        // a hang-up already reported keeps the bit, see `drained`).
         if read > 0 && read < wanted {
-            source.clear_ready(Dir::Read);
+            source.drained(Dir::Read);
         }
         Poll::Ready(Ok(()))
     }
@@ -178,7 +179,7 @@ impl AsyncWrite for SmolTcp {
         }))?;
         // A short write filled the send buffer: the next one waits for an edge.
         if sent < bytes.len() {
-            source.clear_ready(Dir::Write);
+            source.drained(Dir::Write);
         }
         Poll::Ready(Ok(sent))
     }
@@ -194,7 +195,7 @@ impl AsyncWrite for SmolTcp {
             ready!(source
                 .poll_with(Dir::Write, cx, || rustix::io::writev(source, slices).map_err(io::Error::from)))?;
         if sent < slices.iter().map(|slice| slice.len()).sum::<usize>() {
-            source.clear_ready(Dir::Write);
+            source.drained(Dir::Write);
         }
         Poll::Ready(Ok(sent))
     }

@@ -278,6 +278,58 @@ fn connect_reads_and_writes_through_the_reactor_and_refusal_is_an_error() {
     assert!(nodelay, "backend streams keep TCP_NODELAY");
 }
 
+/// What a peer does after its last bytes.
+#[derive(Clone, Copy, Debug)]
+enum PeerEnd {
+    Close,
+    Reset,
+}
+
+/// The peer's last bytes and its hang-up can be reported in one turn, or in two
+/// before the reader runs: the short read that takes the bytes must not clear the
+/// bit, or the EOF (or reset) is never read and the stream waits forever. This is
+/// how a backend's 200 head then reset left HTTP/1.1 streams hanging under load.
+#[test]
+fn a_hang_up_reported_with_the_last_bytes_is_still_read_after_a_short_read() {
+    use tokio::io::{AsyncRead, ReadBuf};
+    for end in [PeerEnd::Close, PeerEnd::Reset] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let address = listener.local_addr().expect("an address");
+        let peer = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accepted");
+            stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").expect("written");
+            if let PeerEnd::Reset = end {
+                rustix::net::sockopt::set_socket_linger(&stream, Some(Duration::ZERO)).expect("SO_LINGER");
+            }
+        });
+        let (first, second) = run(move |_| async move {
+            let runtime = crate::runtime::SmolRuntime::new(Arc::new(smol::Executor::new()));
+            let mut tcp = handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", address.port())
+                .await
+                .expect("connected");
+            // Not reading while the reactor turns, so it reports both edges first.
+            let mut pause = Timer::new(Instant::now() + 50 * MS);
+            std::future::poll_fn(|cx| pause.poll_expired(cx)).await;
+            let mut out = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut out);
+            std::future::poll_fn(|cx| Pin::new(&mut tcp).poll_read(cx, &mut buf)).await.expect("the bytes");
+            let first = buf.filled().len();
+            let mut buf = ReadBuf::new(&mut out);
+            let second = std::future::poll_fn(|cx| Pin::new(&mut tcp).poll_read(cx, &mut buf))
+                .await
+                .map(|()| buf.filled().len());
+            (first, second)
+        });
+        peer.join().expect("the peer thread");
+        assert_eq!(first, 19, "{end:?}: the bytes before the hang-up");
+        match (end, second) {
+            (PeerEnd::Close, Ok(0)) => {}
+            (PeerEnd::Reset, Err(error)) => assert_eq!(error.kind(), io::ErrorKind::ConnectionReset),
+            (end, other) => panic!("{end:?}: then {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn the_reactor_never_takes_a_timer_before_its_deadline() {
     with_reactor(|| {
