@@ -1,9 +1,11 @@
 //! handoff-core: the handoff protocol as pure state machines.
 //!
 //! Nothing in this crate opens a socket, reads a clock or spawns a task. Bytes and
-//! time go in as arguments; bytes to write, deadlines and decisions come out. The
-//! runtime crates (`handoff-tokio`, `handoff-smol`) only move bytes between these
-//! machines and real file descriptors.
+//! time go in as arguments; bytes to write, deadlines and decisions come out.
+//! `handoff-io` carries the decisions out against real file descriptors over a
+//! small `Runtime` trait, and the runtime crates (`handoff-tokio`, `handoff-smol`)
+//! only implement that trait; `examples/blocking` drives the same machines on std
+//! threads and `poll(2)`.
 //!
 //! # Modules
 //! - [`handoff`]: decoding the message mod_socket_handoff sends with the client fd.
@@ -49,7 +51,7 @@ pub mod config;
 pub mod guard;
 pub mod handoff;
 pub mod http1;
-pub mod json;
+mod json;
 pub mod limits;
 pub mod liveness;
 pub mod metrics;
@@ -59,5 +61,6 @@ pub mod pool;
 pub mod redact;
 pub mod sse;
 pub mod stream;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "__testing"))]
+#[doc(hidden)]
 pub mod testing;

@@ -60,8 +60,8 @@ impl Runtime {
 
     fn drain(&mut self) -> Vec<Command> {
         let commands: Vec<Command> = std::iter::from_fn(|| self.pool.poll_command()).collect();
-        // The checker exists with the `testing` feature (`cargo test --features testing`).
-        #[cfg(feature = "testing")]
+        // The checker exists with the `__testing` feature (`cargo test --features __testing`).
+        #[cfg(feature = "__testing")]
         self.pool.check_invariants().unwrap_or_else(|broken| panic!("pool invariant broken: {broken}"));
         commands
     }

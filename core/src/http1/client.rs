@@ -120,18 +120,14 @@ fn denied_name(name: &str) -> Option<&'static str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorStatus {
     BadRequest,
-    BadGateway,
     ServiceUnavailable,
-    GatewayTimeout,
 }
 
 impl ErrorStatus {
     pub fn code(self) -> u16 {
         match self {
             ErrorStatus::BadRequest => 400,
-            ErrorStatus::BadGateway => 502,
             ErrorStatus::ServiceUnavailable => 503,
-            ErrorStatus::GatewayTimeout => 504,
         }
     }
 
@@ -139,9 +135,7 @@ impl ErrorStatus {
     pub fn reason(self) -> &'static str {
         match self {
             ErrorStatus::BadRequest => "Bad Request",
-            ErrorStatus::BadGateway => "Bad Gateway",
             ErrorStatus::ServiceUnavailable => "Service Unavailable",
-            ErrorStatus::GatewayTimeout => "Gateway Timeout",
         }
     }
 }
@@ -344,19 +338,14 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
         assert!(parsed["error"]["code"].is_null());
 
-        for (status, line) in [
-            (ErrorStatus::BadGateway, "HTTP/1.1 502 Bad Gateway\r\n"),
-            (ErrorStatus::GatewayTimeout, "HTTP/1.1 504 Gateway Timeout\r\n"),
-        ] {
-            let response = error_response(status, "m", "t", None, None);
-            assert!(text(&response).starts_with(line));
-            assert!(!text(&response).contains("Retry-After"));
-        }
+        let response = error_response(ErrorStatus::BadRequest, "m", "t", None, None);
+        assert!(text(&response).starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(!text(&response).contains("Retry-After"), "only a 503 says when to retry");
     }
 
     #[test]
     fn error_response_content_length_counts_bytes_not_characters() {
-        let response = error_response(ErrorStatus::BadGateway, "ünïcödé 😀", "t", None, None);
+        let response = error_response(ErrorStatus::BadRequest, "ünïcödé 😀", "t", None, None);
         let (head, body) = split_response(&response);
         assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
         assert!(body.len() > body.chars().count());

@@ -56,9 +56,10 @@
 
 mod queue;
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "__testing"))]
 mod invariants;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "__testing"))]
+#[doc(hidden)]
 pub mod simulation;
 #[cfg(test)]
 mod tests;

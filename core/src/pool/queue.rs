@@ -82,18 +82,18 @@ impl<T: Copy> WaitQueue<T> {
         self.live = live;
     }
 
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(any(test, feature = "__testing"))]
     pub fn entries(&self) -> impl Iterator<Item = &Entry<T>> {
         self.entries.iter()
     }
 
     /// Entries held, stale ones included (for the invariant checker).
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(any(test, feature = "__testing"))]
     pub fn stored(&self) -> usize {
         self.entries.len()
     }
 
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(any(test, feature = "__testing"))]
     pub fn compact_slack() -> usize {
         COMPACT_SLACK
     }

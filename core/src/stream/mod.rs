@@ -41,7 +41,8 @@ use crate::openai::{self, ChunkEvent};
 use crate::sse::{self, SseDecoder, SseLimits};
 
 pub mod close;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "__testing"))]
+#[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
 mod tests;
