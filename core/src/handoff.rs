@@ -118,6 +118,9 @@ pub struct Handoff {
     pub response_headers: Vec<(String, String)>,
     /// Headers dropped by validation, with why, for the log.
     pub rejected_headers: Vec<HeaderRejection>,
+    /// `images`, `image_paths` and `attachments`, not yet read: taken out by
+    /// [`crate::attachments::Plan::new`] and put into `messages` by its `apply`.
+    pub attachments: crate::attachments::Requested,
 }
 
 impl Handoff {
@@ -206,6 +209,9 @@ const FIELDS: &[&str] = &[
     "user",
     "format",
     "reasoning",
+    "images",
+    "image_paths",
+    "attachments",
 ];
 
 /// Decodes a handoff payload. Trailing (and leading) NUL bytes and ASCII whitespace
@@ -228,7 +234,7 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
         Err(e) => return Err(not_json(&e, prefix)),
     };
     let field = |index: usize| fields.get(index).copied().flatten();
-    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning] =
+    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning, images, image_paths, attachments] =
         std::array::from_fn(field);
 
     let prompt = string_field("prompt", prompt)?;
@@ -272,6 +278,7 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
             .flatten(),
         response_headers: Vec::new(),
         rejected_headers: Vec::new(),
+        attachments: crate::attachments::decode_fields(images, image_paths, attachments)?,
     };
     if handoff.messages.is_empty() {
         // `messages` is the whole conversation when given; `system` and `prompt`

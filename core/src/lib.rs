@@ -9,6 +9,8 @@
 //!
 //! # Modules
 //! - [`handoff`]: decoding the message mod_socket_handoff sends with the client fd.
+//! - [`attachments`]: a handoff's images and text files: which to read, the size
+//!   limits, how they enter the request, when they may be deleted.
 //! - [`sse`]: the WHATWG event-stream decoder (backend side) and our encoder (client side).
 //! - [`openai`]: the chat-completions request body and the streamed chunk format.
 //! - [`http1`]: HTTP/1.1 framing: backend request head, response head and body
@@ -46,6 +48,7 @@
 //! an error.
 
 pub mod admission;
+pub mod attachments;
 pub mod balance;
 pub mod config;
 pub mod guard;
