@@ -118,6 +118,15 @@ pub fn admit(
     }
 }
 
+/// Refuses a handoff that was admitted but failed a check that comes after
+/// admission because it costs I/O (reading the files it names): those checks run
+/// only for handoffs that get a slot, so a full or draining daemon reads nothing.
+/// Counted as a bad handoff, not a started stream; the slot is freed.
+pub fn refuse_admitted(admission: Admission, error: HandoffError) -> Refusal {
+    admission.into_bad_handoff();
+    Refusal::BadHandoff(error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +194,20 @@ mod tests {
         assert_eq!(refusals(&snapshot), (3, 0, 0), "bad handoffs, rejected, rejected draining");
         assert_eq!((snapshot.started, snapshot.active), (1, 1), "no slot was taken");
         drop(held);
+    }
+
+    #[test]
+    fn a_handoff_refused_after_admission_frees_its_slot_and_counts_as_bad_not_started() {
+        let limits = Limits::new(1);
+        let (_, admission) = admit(&limits, false, good()).expect("admitted");
+        let error = HandoffError::InvalidField { field: "image_paths", reason: "entry 0: gone".into() };
+        let refusal = refuse_admitted(admission, error.clone());
+        assert_eq!(refusal, Refusal::BadHandoff(error));
+        assert_eq!(refusal.status(), ErrorStatus::BadRequest);
+        let snapshot = limits.snapshot();
+        assert_eq!((snapshot.active, snapshot.started), (0, 0));
+        assert_eq!(refusals(&snapshot), (1, 0, 0));
+        assert!(admit(&limits, false, good()).is_ok(), "the slot is free again");
     }
 
     #[test]

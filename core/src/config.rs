@@ -247,6 +247,17 @@ pub struct Settings {
     /// Send the handoff's `user_id` as the request's `user` (for the provider's
     /// abuse monitoring) when the handoff sets no `user` itself.
     pub openai_user_from_user_id: bool,
+    /// The directory a handoff's `image_paths` and `attachments` are relative to
+    /// (`None`: handoffs naming files are refused).
+    pub data_dir: Option<PathBuf>,
+    /// Largest attachment or image file read, in bytes.
+    pub max_attachment_bytes: u64,
+    /// Most bytes of images and attachments one handoff may bring.
+    pub max_attachments_total_bytes: u64,
+    /// Most files one handoff may name.
+    pub max_attachments: usize,
+    /// Delete a handoff's files once a backend has taken its request (2xx).
+    pub delete_attachments: bool,
 }
 
 impl Default for Settings {
@@ -290,6 +301,11 @@ impl Default for Settings {
             allow_uid: Vec::new(),
             allow_gid: Vec::new(),
             openai_user_from_user_id: false,
+            data_dir: None,
+            max_attachment_bytes: crate::attachments::defaults::MAX_FILE_BYTES,
+            max_attachments_total_bytes: crate::attachments::defaults::MAX_TOTAL_BYTES,
+            max_attachments: crate::attachments::defaults::MAX_FILES,
+            delete_attachments: false,
         }
     }
 }
@@ -350,6 +366,11 @@ impl std::fmt::Debug for Settings {
             allow_uid,
             allow_gid,
             openai_user_from_user_id,
+            data_dir,
+            max_attachment_bytes,
+            max_attachments_total_bytes,
+            max_attachments,
+            delete_attachments,
         } = self;
         f.debug_struct("Settings")
             .field("socket", socket)
@@ -389,6 +410,11 @@ impl std::fmt::Debug for Settings {
             .field("allow_uid", allow_uid)
             .field("allow_gid", allow_gid)
             .field("openai_user_from_user_id", openai_user_from_user_id)
+            .field("data_dir", data_dir)
+            .field("max_attachment_bytes", max_attachment_bytes)
+            .field("max_attachments_total_bytes", max_attachments_total_bytes)
+            .field("max_attachments", max_attachments)
+            .field("delete_attachments", delete_attachments)
             .finish()
     }
 }
@@ -545,6 +571,8 @@ pub struct Config {
     pub allow_gids: Vec<String>,
     /// The fd reserve and the rate of guard log lines.
     pub fd_guard: crate::guard::FdGuard,
+    /// Where a handoff's files are read from and their limits.
+    pub attachments: crate::attachments::AttachmentConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -572,6 +600,9 @@ pub enum ConfigError {
     ClientBufferTooSmall(usize),
     /// `--metrics-addr` is neither `HOST:PORT` nor a path.
     BadMetricsAddr(String),
+    /// `--data-dir` must be absolute: a relative one would follow the daemon's
+    /// working directory, which a service manager sets.
+    RelativeDataDir,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -592,6 +623,7 @@ impl std::fmt::Display for ConfigError {
                 write!(f, "--client-buffer {bytes} is below the minimum of {MIN_CLIENT_BUFFER} bytes")
             }
             ConfigError::BadMetricsAddr(why) => write!(f, "--metrics-addr {why}"),
+            ConfigError::RelativeDataDir => write!(f, "--data-dir must be an absolute path"),
         }
     }
 }
@@ -608,6 +640,7 @@ impl ConfigError {
             ConfigError::ConnectionWindowBelowStreamWindow { .. } => "--h2-connection-window",
             ConfigError::ClientBufferTooSmall(_) => "--client-buffer",
             ConfigError::BadMetricsAddr(_) => "--metrics-addr",
+            ConfigError::RelativeDataDir => "--data-dir",
         }
     }
 }
@@ -651,6 +684,9 @@ impl Settings {
         }
         if self.backend_connections == 0 {
             return Err(ConfigError::ZeroValue("--backend-connections"));
+        }
+        if self.data_dir.as_ref().is_some_and(|dir| !dir.is_absolute()) {
+            return Err(ConfigError::RelativeDataDir);
         }
         if self.client_buffer < MIN_CLIENT_BUFFER {
             return Err(ConfigError::ClientBufferTooSmall(self.client_buffer));
@@ -742,6 +778,13 @@ impl Settings {
             allow_uids: self.allow_uid,
             allow_gids: self.allow_gid,
             fd_guard: crate::guard::FdGuard::default(),
+            attachments: crate::attachments::AttachmentConfig {
+                data_dir: self.data_dir,
+                max_file_bytes: self.max_attachment_bytes,
+                max_total_bytes: self.max_attachments_total_bytes,
+                max_files: self.max_attachments,
+                delete_after_use: self.delete_attachments,
+            },
         })
     }
 }

@@ -138,6 +138,16 @@ impl Limits {
     }
 }
 
+impl Admission {
+    /// The handoff turned out bad after it was admitted (a file it names could not
+    /// be used): it never started, so it counts as a bad handoff, and its slot is
+    /// freed now.
+    pub fn into_bad_handoff(self) {
+        self.limits.started.fetch_sub(1, Relaxed);
+        self.limits.record_bad_handoff();
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         self.limits.active.fetch_sub(1, Relaxed);

@@ -204,6 +204,29 @@ pub struct Cli {
     /// abuse monitoring) when the handoff sets no `user` itself.
     #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub openai_user_from_user_id: bool,
+
+    /// Directory (absolute) that a handoff's `image_paths` and `attachments` are
+    /// relative to; files are opened beneath it only, never through a symlink.
+    /// Without it, handoffs that name files get a 400.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// Largest image or attachment file read, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = handoff_core::attachments::defaults::MAX_FILE_BYTES)]
+    pub max_attachment_bytes: u64,
+
+    /// Most bytes of images and attachments one handoff may bring.
+    #[arg(long, value_name = "BYTES", default_value_t = handoff_core::attachments::defaults::MAX_TOTAL_BYTES)]
+    pub max_attachments_total_bytes: u64,
+
+    /// Most files (image_paths and attachments) one handoff may name.
+    #[arg(long, value_name = "COUNT", default_value_t = handoff_core::attachments::defaults::MAX_FILES)]
+    pub max_attachments: usize,
+
+    /// Delete a handoff's files once a backend has answered its request with a
+    /// success status (never when it failed, so a retry still finds them).
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub delete_attachments: bool,
 }
 
 impl Cli {
@@ -247,6 +270,11 @@ impl Cli {
         settings.allow_uid = self.allow_uid;
         settings.allow_gid = self.allow_gid;
         settings.openai_user_from_user_id = self.openai_user_from_user_id;
+        settings.data_dir = self.data_dir;
+        settings.max_attachment_bytes = self.max_attachment_bytes;
+        settings.max_attachments_total_bytes = self.max_attachments_total_bytes;
+        settings.max_attachments = self.max_attachments;
+        settings.delete_attachments = self.delete_attachments;
         settings
     }
 

@@ -183,6 +183,8 @@ pub struct Shared<R: Runtime> {
     receive_timeout: Duration,
     retry_after_secs: u32,
     backend: Option<OpenAiBackend<R>>,
+    /// `--data-dir`, opened, for the files handoffs name.
+    data_dir: Option<crate::attachments::DataDir>,
     /// Who may hand off (`--allow-uid` / `--allow-gid`).
     peers: PeerPolicy,
     fd_guard: FdGuard,
@@ -233,6 +235,7 @@ impl<R: Runtime> Shared<R> {
             receive_timeout: Duration::from_secs(5),
             retry_after_secs: 1,
             backend: None,
+            data_dir: None,
             peers: PeerPolicy::default(),
             fd_guard: FdGuard::default(),
             fd_log: LogLimit::new(FdGuard::default().log_interval),
@@ -443,6 +446,8 @@ pub async fn run_worker<R: Runtime>(
                 .map_err(DaemonError::Backend)?,
         ),
     };
+    let data_dir = crate::attachments::DataDir::open(&config.attachments)
+        .map_err(|e| DaemonError::Io("opening --data-dir", e))?;
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
         limits: Arc::clone(&global.limits),
@@ -456,6 +461,7 @@ pub async fn run_worker<R: Runtime>(
         receive_timeout: config.receive_timeout,
         retry_after_secs: config.retry_after_secs,
         backend,
+        data_dir,
         peers,
         fd_guard: config.fd_guard,
         fd_log: LogLimit::new(config.fd_guard.log_interval),
@@ -976,13 +982,14 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     };
     let draining =
         shared.global.draining.load(Ordering::Acquire) && shared.socket_origin.refuses_late_handoffs();
-    let (handoff, admission) = match admission::admit(&shared.limits, draining, decoded) {
+    let (mut handoff, admission) = match admission::admit(&shared.limits, draining, decoded) {
         Ok(admitted) => admitted,
-        Err(refusal) => {
-            shared.metrics.record_rejected(Rejection::of(&refusal));
-            tracing::info!(%refusal, "handoff refused");
-            return respond(shared, client, refusal.response(shared.retry_after_secs));
-        }
+        Err(refusal) => return refuse(shared, client, refusal),
+    };
+    // Files are read only for a handoff that got a slot.
+    let used_files = match crate::attachments::load(shared.data_dir.as_ref(), &mut handoff) {
+        Ok(used) => used.map(Box::new),
+        Err(error) => return refuse(shared, client, admission::refuse_admitted(admission, error)),
     };
     for rejected in &handoff.rejected_headers {
         tracing::info!(header = %rejected.name, reason = rejected.reason, "response header dropped");
@@ -1007,8 +1014,16 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     drop(handoff);
     let machine = Stream::with_delivery(shared.runtime.now(), &shared.stream_config, head, source, delivery);
     let task: driver::StreamTask<R> =
-        driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission).with_identity(identity);
+        driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission)
+            .with_identity(identity)
+            .with_used_files(used_files);
     shared.runtime.spawn(task);
+}
+
+fn refuse<R: Runtime>(shared: &Arc<Shared<R>>, client: OwnedFd, refusal: admission::Refusal) {
+    shared.metrics.record_rejected(Rejection::of(&refusal));
+    tracing::info!(%refusal, "handoff refused");
+    respond(shared, client, refusal.response(shared.retry_after_secs));
 }
 
 fn respond<R: Runtime>(shared: &Arc<Shared<R>>, client: OwnedFd, response: bytes::Bytes) {

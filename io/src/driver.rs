@@ -51,6 +51,8 @@ pub struct StreamTask<R: Runtime, C: ClientIo = FdClient<<R as Runtime>::Fd>> {
     stop_registered: bool,
     /// Who the stream is for (boxed: one pointer per stream), for its log line.
     identity: Option<Box<Identity>>,
+    /// The handoff's files, when they are to be deleted after a used request.
+    used_files: Option<Box<crate::attachments::UsedFiles>>,
     /// Built when the outcome is decided; logged once the socket has closed
     /// (with the bytes the client took). `None` when streams are not logged.
     summary: Option<Box<StreamSummary>>,
@@ -82,6 +84,7 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             shutdown_sent: false,
             stop_registered: false,
             identity: None,
+            used_files: None,
             summary: None,
             _hold: hold,
         };
@@ -97,6 +100,12 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
     /// Who the stream is for, named in its log line.
     pub fn with_identity(mut self, identity: Option<Box<Identity>>) -> Self {
         self.identity = identity;
+        self
+    }
+
+    /// Files the handoff brought, deleted after the outcome if core allows it.
+    pub fn with_used_files(mut self, used_files: Option<Box<crate::attachments::UsedFiles>>) -> Self {
+        self.used_files = used_files;
         self
     }
 
@@ -224,6 +233,9 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
         let now = self.shared.runtime.now();
         let summary = self.machine.summary(now, &outcome);
         self.shared.metrics.record_stream(&summary);
+        if let Some(used_files) = self.used_files.take() {
+            used_files.finish(&summary);
+        }
         if self.shared.log_streams {
             self.summary = Some(Box::new(summary));
         }

@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod activation;
+pub mod attachments;
 pub mod backend;
 pub mod cli;
 pub mod client;

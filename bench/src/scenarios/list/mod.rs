@@ -1,6 +1,7 @@
 //! The scenarios, grouped by the part of the contract they check, and what they share.
 
 pub mod activation;
+pub mod attachments;
 pub mod backend;
 pub mod cancel;
 pub mod flow;
