@@ -42,6 +42,53 @@
 //! whichever comes first. Anything queued for output shows up as due at once, so a
 //! caller that follows the rule never leaves output waiting for an unrelated timer.
 //!
+//! # The drive loop
+//! Decode the handoff, build a [`stream::Stream`], then alternate: drain
+//! `poll_output` until `Timeout`, wait, feed what happened back. Here the client
+//! takes every write at once and the mock backend's pacing deadlines are met by
+//! jumping the clock to them.
+//!
+//! ```
+//! use std::time::Instant;
+//! use handoff_core::stream::{Input, Outcome, Output, Source, Stream, StreamConfig};
+//! use handoff_core::{handoff, http1, mock};
+//!
+//! let handoff = handoff::decode(br#"{"prompt":"hi"}"#).expect("a valid handoff");
+//! let config = StreamConfig::default();
+//! let head = http1::client_head(&handoff.response_headers);
+//! let mut now = Instant::now();
+//! let script = mock::Script::for_handoff(1, &handoff);
+//! let mut stream = Stream::new(now, &config, head, Source::Mock(script));
+//!
+//! let mut client = Vec::new();
+//! let outcome = 'run: loop {
+//!     // The drain rule: take outputs until the machine names its next deadline.
+//!     let mut took = 0;
+//!     let deadline = loop {
+//!         match stream.poll_output() {
+//!             Output::Write(bytes) => {
+//!                 took += bytes.len();
+//!                 client.extend_from_slice(&bytes);
+//!             }
+//!             Output::CancelBackend | Output::CloseClient => {}
+//!             Output::Done(outcome) => break 'run outcome,
+//!             Output::Timeout(deadline) => break deadline,
+//!         }
+//!     };
+//!     if took > 0 {
+//!         // A real runtime writes to the socket and reports what it took.
+//!         stream.handle_input(now, Input::ClientTook(took));
+//!     } else {
+//!         // Nothing else will happen: sleep until the deadline.
+//!         now = now.max(deadline);
+//!         stream.handle_input(now, Input::Timeout);
+//!     }
+//! };
+//! assert_eq!(outcome, Outcome::Completed);
+//! assert!(client.starts_with(b"HTTP/1.1 200"));
+//! assert!(client.ends_with(b"data: [DONE]\n\n"));
+//! ```
+//!
 //! # Errors and panics
 //! Every decoder returns a typed error for bad input and never panics on any byte
 //! sequence; the fuzz targets in `fuzz/` hold it to that. `NeedData` is a value, not

@@ -201,7 +201,7 @@ impl FdEvent {
 }
 
 impl HandoffOutcome {
-    /// Every value, in the order of [`HandoffOutcome::index`].
+    /// Every value, in the order of the counters (`HandoffOutcome::index`, private).
     pub const ALL: [HandoffOutcome; 22] = [
         HandoffOutcome::Completed,
         HandoffOutcome::ClientGone,
