@@ -158,6 +158,10 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT_SECS: u64 = 10;
     /// `--h2-stream-window`, bytes.
     pub const H2_STREAM_WINDOW: u64 = 64 * 1024;
+    /// `--backend-idle-timeout`, seconds.
+    pub const BACKEND_IDLE_TIMEOUT_SECS: u64 = 90;
+    /// `--backend-tcp-keepalive`, seconds (0: off).
+    pub const BACKEND_TCP_KEEPALIVE_SECS: u64 = 30;
 }
 
 /// The daemon's settings as an operator gives them (flags, environment, config
@@ -258,6 +262,10 @@ pub struct Settings {
     pub max_attachments: usize,
     /// Delete a handoff's files once a backend has taken its request (2xx).
     pub delete_attachments: bool,
+    /// Seconds a backend connection carrying no stream stays open.
+    pub backend_idle_timeout: u64,
+    /// Seconds of silence before TCP keepalive probes a backend socket (0: off).
+    pub backend_tcp_keepalive: u64,
 }
 
 impl Default for Settings {
@@ -306,6 +314,8 @@ impl Default for Settings {
             max_attachments_total_bytes: crate::attachments::defaults::MAX_TOTAL_BYTES,
             max_attachments: crate::attachments::defaults::MAX_FILES,
             delete_attachments: false,
+            backend_idle_timeout: BACKEND_IDLE_TIMEOUT_SECS,
+            backend_tcp_keepalive: BACKEND_TCP_KEEPALIVE_SECS,
         }
     }
 }
@@ -371,6 +381,8 @@ impl std::fmt::Debug for Settings {
             max_attachments_total_bytes,
             max_attachments,
             delete_attachments,
+            backend_idle_timeout,
+            backend_tcp_keepalive,
         } = self;
         f.debug_struct("Settings")
             .field("socket", socket)
@@ -415,6 +427,8 @@ impl std::fmt::Debug for Settings {
             .field("max_attachments_total_bytes", max_attachments_total_bytes)
             .field("max_attachments", max_attachments)
             .field("delete_attachments", delete_attachments)
+            .field("backend_idle_timeout", backend_idle_timeout)
+            .field("backend_tcp_keepalive", backend_tcp_keepalive)
             .finish()
     }
 }
@@ -673,6 +687,7 @@ impl Settings {
             (self.linger, "--linger"),
             (self.receive_timeout, "--receive-timeout"),
             (self.connect_timeout, "--connect-timeout"),
+            (self.backend_idle_timeout, "--backend-idle-timeout"),
             (u64::from(self.retry_after), "--retry-after"),
         ] {
             if value == 0 {
@@ -751,6 +766,9 @@ impl Settings {
             connect_timeout: Duration::from_secs(self.connect_timeout),
             h2_stream_window,
             h2_connection_window,
+            idle_timeout: Duration::from_secs(self.backend_idle_timeout),
+            tcp_keepalive: (self.backend_tcp_keepalive > 0)
+                .then(|| crate::pool::TcpKeepalive::after(Duration::from_secs(self.backend_tcp_keepalive))),
             ..PoolConfig::default()
         };
         Ok(Config {

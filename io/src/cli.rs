@@ -155,6 +155,17 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = defaults::CONNECT_TIMEOUT_SECS)]
     pub connect_timeout: u64,
 
+    /// Seconds a backend connection carrying no stream stays open before it is
+    /// closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = defaults::BACKEND_IDLE_TIMEOUT_SECS)]
+    pub backend_idle_timeout: u64,
+
+    /// Seconds of silence before TCP keepalive probes a backend socket (three
+    /// probes a third of this apart, at least a second; 0: off), so a backend
+    /// host that vanished is noticed even on an idle connection.
+    #[arg(long, value_name = "SECONDS", default_value_t = defaults::BACKEND_TCP_KEEPALIVE_SECS)]
+    pub backend_tcp_keepalive: u64,
+
     /// HTTP/2 flow-control window of each backend stream, in bytes (1 to
     /// 2147483647): the most one stream has in flight, so the most a stalled
     /// client pins in its connection.
@@ -263,6 +274,8 @@ impl Cli {
         settings.receive_timeout = self.receive_timeout;
         settings.retry_after = self.retry_after;
         settings.connect_timeout = self.connect_timeout;
+        settings.backend_idle_timeout = self.backend_idle_timeout;
+        settings.backend_tcp_keepalive = self.backend_tcp_keepalive;
         settings.h2_stream_window = self.h2_stream_window;
         settings.log_format = self.log_format;
         settings.h2_connection_window = self.h2_connection_window;

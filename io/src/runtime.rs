@@ -1,6 +1,7 @@
 //! The four things a runtime must provide. Everything else in the daemon is written
 //! once, against these traits, and runs unchanged on tokio and on smol.
 
+pub use handoff_core::pool::TcpKeepalive;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,7 +35,14 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn register(&self, fd: OwnedFd) -> io::Result<Self::Fd>;
 
     /// Resolves `host` (skipped for IP literals) and connects.
-    fn connect_tcp(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
+    /// A connected TCP socket with TCP_NODELAY and, when given, the keepalive
+    /// probing core chose.
+    fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+        keepalive: Option<TcpKeepalive>,
+    ) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
 }
 
 /// A resettable one-shot timer.

@@ -3,6 +3,8 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
+use handoff_core::pool::TcpKeepalive;
+
 /// One non-blocking write; `Ok(n)` bytes were taken by the socket.
 pub fn write(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     rustix::io::write(fd, bytes).map_err(io::Error::from)
@@ -25,6 +27,17 @@ pub fn discard_input(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// AF_UNIX socketpairs), where the option does not exist.
 pub fn set_nodelay_best_effort(fd: BorrowedFd<'_>) {
     let _ = rustix::net::sockopt::set_tcp_nodelay(fd, true);
+}
+
+/// SO_KEEPALIVE with the probing core chose (`None`: left off).
+pub fn set_tcp_keepalive(fd: BorrowedFd<'_>, keepalive: Option<TcpKeepalive>) -> io::Result<()> {
+    use rustix::net::sockopt;
+    let Some(keepalive) = keepalive else { return Ok(()) };
+    sockopt::set_tcp_keepidle(fd, keepalive.idle)?;
+    sockopt::set_tcp_keepintvl(fd, keepalive.interval)?;
+    sockopt::set_tcp_keepcnt(fd, keepalive.probes)?;
+    sockopt::set_socket_keepalive(fd, true)?;
+    Ok(())
 }
 
 /// Best-effort SO_SNDBUF (0 leaves the kernel's autotuning alone).

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use handoff_io::runtime::{ReadyFd, Runtime, Timer};
+use handoff_io::runtime::{ReadyFd, Runtime, TcpKeepalive, Timer};
 use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -56,7 +56,12 @@ impl Runtime for SmolRuntime {
         Source::new(fd, true).map(SmolFd)
     }
 
-    fn connect_tcp(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Tcp>> + Send {
+    fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+        keepalive: Option<TcpKeepalive>,
+    ) -> impl Future<Output = io::Result<Self::Tcp>> + Send {
         let host = host.to_owned();
         async move {
             let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -70,7 +75,7 @@ impl Runtime for SmolRuntime {
             let mut last_error =
                 io::Error::new(io::ErrorKind::NotFound, "the host name resolved to no address");
             for address in addresses {
-                match connect(address).await {
+                match connect(address, keepalive).await {
                     Ok(stream) => return Ok(stream),
                     Err(error) => {
                         last_error = io::Error::new(error.kind(), format!("connecting to {address}: {error}"))
@@ -83,7 +88,7 @@ impl Runtime for SmolRuntime {
 }
 
 /// A non-blocking connect: wait writable, then read `SO_ERROR`.
-async fn connect(address: SocketAddr) -> io::Result<SmolTcp> {
+async fn connect(address: SocketAddr, keepalive: Option<TcpKeepalive>) -> io::Result<SmolTcp> {
     let family = if address.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
     let socket = rustix::net::socket_with(
         family,
@@ -92,6 +97,7 @@ async fn connect(address: SocketAddr) -> io::Result<SmolTcp> {
         None,
     )?;
     rustix::net::sockopt::set_tcp_nodelay(&socket, true)?;
+    handoff_io::sys::set_tcp_keepalive(socket.as_fd(), keepalive)?;
     match rustix::net::connect(&socket, &address) {
         Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
         Err(error) => return Err(error.into()),

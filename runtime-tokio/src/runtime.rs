@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use handoff_io::runtime::{ReadyFd, Runtime, Timer};
+use handoff_io::runtime::{ReadyFd, Runtime, TcpKeepalive, Timer};
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::signal::unix::{signal, SignalKind};
@@ -49,7 +49,12 @@ impl Runtime for TokioRuntime {
         unsafe { AsyncFd::register(fd) }.map(TokioFd).map_err(io::Error::from)
     }
 
-    fn connect_tcp(&self, host: &str, port: u16) -> impl Future<Output = io::Result<TcpStream>> + Send {
+    fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+        keepalive: Option<TcpKeepalive>,
+    ) -> impl Future<Output = io::Result<TcpStream>> + Send {
         let host = host.to_owned();
         async move {
             let stream = match host.parse::<IpAddr>() {
@@ -57,6 +62,7 @@ impl Runtime for TokioRuntime {
                 Err(_) => TcpStream::connect((host.as_str(), port)).await?,
             };
             stream.set_nodelay(true)?;
+            handoff_io::sys::set_tcp_keepalive(stream.as_fd(), keepalive)?;
             Ok(stream)
         }
     }

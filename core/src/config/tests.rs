@@ -90,3 +90,34 @@ fn enum_names_parse_back_and_unknown_names_say_what_is_accepted() {
     let error = "xml".parse::<LogFormat>().unwrap_err().to_string();
     assert_eq!(error, r#"unknown log format "xml" (expected one of: text, json)"#);
 }
+
+#[test]
+fn backend_connections_idle_out_and_probe_as_the_flags_say() {
+    let config = Settings::default().validate().unwrap();
+    assert_eq!(config.pool.idle_timeout, Duration::from_secs(defaults::BACKEND_IDLE_TIMEOUT_SECS));
+    let keepalive = crate::pool::TcpKeepalive {
+        idle: Duration::from_secs(30),
+        interval: Duration::from_secs(10),
+        probes: 3,
+    };
+    assert_eq!(config.pool.tcp_keepalive, Some(keepalive));
+
+    let changed = with(|s| {
+        s.backend_idle_timeout = 5;
+        s.backend_tcp_keepalive = 2;
+    })
+    .unwrap();
+    assert_eq!(changed.pool.idle_timeout, Duration::from_secs(5));
+    let short = changed.pool.tcp_keepalive.unwrap();
+    assert_eq!(
+        (short.idle, short.interval),
+        (Duration::from_secs(2), Duration::from_secs(1)),
+        "probes at least a second apart"
+    );
+    assert_eq!(
+        with(|s| s.backend_tcp_keepalive = 0).unwrap().pool.tcp_keepalive,
+        None,
+        "0 turns keepalive off"
+    );
+    assert_eq!(with(|s| s.backend_idle_timeout = 0).unwrap_err().flag(), "--backend-idle-timeout");
+}

@@ -117,6 +117,31 @@ pub struct PoolConfig {
     pub h1_drain_timeout: Duration,
     /// ...and at most this many bytes; otherwise the connection is closed.
     pub h1_drain_max_bytes: usize,
+    /// TCP keepalive on backend sockets (`None`: off), so a peer that vanished
+    /// without a FIN or RST (a rebooted host, a dropped NAT entry) is noticed by
+    /// the kernel even while the connection is idle.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// TCP keepalive probing: the kernel declares the connection dead after `idle`
+/// of silence plus `probes` unanswered probes `interval` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    /// Silence before the first probe (TCP_KEEPIDLE).
+    pub idle: Duration,
+    /// Between probes (TCP_KEEPINTVL).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (TCP_KEEPCNT).
+    pub probes: u32,
+}
+
+impl TcpKeepalive {
+    /// Probes after `idle` of silence, three of them a third of `idle` apart (at
+    /// least a second): a dead peer is noticed within twice `idle`.
+    pub fn after(idle: Duration) -> TcpKeepalive {
+        let interval = (idle / 3).max(Duration::from_secs(1));
+        TcpKeepalive { idle, interval, probes: 3 }
+    }
 }
 
 impl PoolConfig {
@@ -144,6 +169,7 @@ impl Default for PoolConfig {
             h2_connection_window: PoolConfig::connection_window_for(100, 64 * 1024),
             h1_drain_timeout: Duration::from_secs(5),
             h1_drain_max_bytes: 1 << 20,
+            tcp_keepalive: Some(TcpKeepalive::after(Duration::from_secs(30))),
         }
     }
 }

@@ -34,10 +34,17 @@ pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Set on every socket opened to it.
+    pub keepalive: Option<handoff_core::pool::TcpKeepalive>,
 }
 
 impl Endpoint {
-    pub fn new(host: &str, port: u16, tls: Option<Arc<rustls::ClientConfig>>) -> io::Result<Endpoint> {
+    pub fn new(
+        host: &str,
+        port: u16,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        keepalive: Option<handoff_core::pool::TcpKeepalive>,
+    ) -> io::Result<Endpoint> {
         let tls = match tls {
             Some(config) => {
                 let name = ServerName::try_from(host.to_owned()).map_err(|e| {
@@ -47,11 +54,11 @@ impl Endpoint {
             }
             None => None,
         };
-        Ok(Endpoint { host: host.to_owned(), port, tls })
+        Ok(Endpoint { host: host.to_owned(), port, tls, keepalive })
     }
 
     pub async fn connect<R: Runtime>(&self, runtime: &R) -> io::Result<BackendIo<R::Tcp>> {
-        let tcp = runtime.connect_tcp(&self.host, self.port).await?;
+        let tcp = runtime.connect_tcp(&self.host, self.port, self.keepalive).await?;
         match &self.tls {
             None => Ok(BackendIo::Plain(tcp)),
             Some((connector, name)) => {

@@ -169,7 +169,7 @@ impl<R: Runtime> OpenAiBackend<R> {
         } else {
             None
         };
-        let endpoint = Endpoint::new(&base.host, base.port, tls)
+        let endpoint = Endpoint::new(&base.host, base.port, tls, pool.tcp_keepalive)
             .map_err(|e| BackendSetupError(format!("backend endpoint: {e}")))?;
         let scheme = if base.tls { "https" } else { "http" };
         let path = base.completions_path();

@@ -192,7 +192,12 @@ impl Runtime for FakeRuntime {
         Err(io::Error::new(io::ErrorKind::Unsupported, "the fake runtime has no fds"))
     }
 
-    fn connect_tcp(&self, _host: &str, _port: u16) -> impl Future<Output = io::Result<Self::Tcp>> + Send {
+    fn connect_tcp(
+        &self,
+        _host: &str,
+        _port: u16,
+        _keepalive: Option<handoff_core::pool::TcpKeepalive>,
+    ) -> impl Future<Output = io::Result<Self::Tcp>> + Send {
         let network = lock(&self.net).network.clone();
         let connect: Pin<Box<dyn Future<Output = io::Result<FakeTcp>> + Send>> = match network {
             Network::Refused => {

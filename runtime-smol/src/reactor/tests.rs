@@ -247,7 +247,7 @@ fn connect_reads_and_writes_through_the_reactor_and_refusal_is_an_error() {
     });
     let (echoed, refused, nodelay) = run(move |_| async move {
         let runtime = crate::runtime::SmolRuntime::new(Arc::new(smol::Executor::new()));
-        let mut tcp = handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", address.port())
+        let mut tcp = handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", address.port(), None)
             .await
             .expect("connected");
         let nodelay = rustix::net::sockopt::tcp_nodelay(&tcp).expect("TCP_NODELAY");
@@ -269,7 +269,8 @@ fn connect_reads_and_writes_through_the_reactor_and_refusal_is_an_error() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
         let port = closed.local_addr().expect("an address").port();
         drop(closed);
-        let refused = handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", port).await.is_err();
+        let refused =
+            handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", port, None).await.is_err();
         (out, refused, nodelay)
     });
     echo.join().expect("the echo thread");
@@ -304,9 +305,10 @@ fn a_hang_up_reported_with_the_last_bytes_is_still_read_after_a_short_read() {
         });
         let (first, second) = run(move |_| async move {
             let runtime = crate::runtime::SmolRuntime::new(Arc::new(smol::Executor::new()));
-            let mut tcp = handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", address.port())
-                .await
-                .expect("connected");
+            let mut tcp =
+                handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", address.port(), None)
+                    .await
+                    .expect("connected");
             // Not reading while the reactor turns, so it reports both edges first.
             let mut pause = Timer::new(Instant::now() + 50 * MS);
             std::future::poll_fn(|cx| pause.poll_expired(cx)).await;
@@ -587,4 +589,35 @@ fn stress_many_tasks_many_timers_none_early_none_lost() {
         early
     });
     assert_eq!(early, 0, "timers fired early");
+}
+
+#[test]
+fn backend_sockets_carry_the_keepalive_core_chose_and_none_when_it_is_off() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let port = listener.local_addr().expect("an address").port();
+    let chosen = handoff_io::runtime::TcpKeepalive {
+        idle: Duration::from_secs(42),
+        interval: Duration::from_secs(7),
+        probes: 5,
+    };
+    let (on, off) = run(move |_| async move {
+        let runtime = crate::runtime::SmolRuntime::new(Arc::new(smol::Executor::new()));
+        let with = handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", port, Some(chosen))
+            .await
+            .expect("connected");
+        let without = handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", port, None)
+            .await
+            .expect("connected");
+        use rustix::net::sockopt;
+        let on = (
+            sockopt::socket_keepalive(&with).expect("SO_KEEPALIVE"),
+            sockopt::tcp_keepidle(&with).expect("TCP_KEEPIDLE"),
+            sockopt::tcp_keepintvl(&with).expect("TCP_KEEPINTVL"),
+            sockopt::tcp_keepcnt(&with).expect("TCP_KEEPCNT"),
+        );
+        (on, sockopt::socket_keepalive(&without).expect("SO_KEEPALIVE"))
+    });
+    assert_eq!(on, (true, Duration::from_secs(42), Duration::from_secs(7), 5));
+    assert!(!off, "no keepalive unless core asks for it");
+    drop(listener);
 }
