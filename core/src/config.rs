@@ -18,6 +18,7 @@ pub const MAX_H2_WINDOW: u32 = (1 << 31) - 1;
 /// and the stream would stop reading its backend after every chunk.
 pub const MIN_CLIENT_BUFFER: usize = 1024;
 
+/// Which backend serves the streams (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     /// The built-in 18-event script; needs nothing else running.
@@ -26,6 +27,7 @@ pub enum BackendKind {
     Openai,
 }
 
+/// The module socket's type (`--socket-type`); must match mod_socket_handoff's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketType {
     /// One message per connection (mod_socket_handoff's current protocol).
@@ -34,6 +36,7 @@ pub enum SocketType {
     Stream,
 }
 
+/// How log lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines (coloured only on a terminal, never with NO_COLOR).
@@ -436,9 +439,11 @@ impl std::fmt::Debug for Settings {
 /// A backend base URL, split into what the connection and the request need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
+    /// Whether the connection uses TLS (`https://`).
     pub tls: bool,
     /// Host name or IP literal (IPv6 without brackets).
     pub host: String,
+    /// TCP port (the scheme's default when the URL gives none).
     pub port: u16,
     /// Path prefix without a trailing slash, e.g. `/v1` (empty for none).
     pub path: String,
@@ -465,11 +470,17 @@ impl BaseUrl {
 /// `Debug` shows whether there is an API key, never the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OpenAiConfig {
+    /// Where the backend is and the path its endpoints sit under.
     pub base: BaseUrl,
+    /// Bearer token sent as `Authorization`, if any.
     pub api_key: Option<String>,
+    /// Model used when the handoff names none.
     pub default_model: String,
+    /// Speak HTTP/2 to the backend (false: HTTP/1.1 with keep-alive).
     pub http2: bool,
+    /// Skip TLS certificate verification (testing only).
     pub insecure_tls: bool,
+    /// PEM file with one more CA certificate to trust for the backend.
     pub extra_ca: Option<PathBuf>,
     /// Send the handoff's `user_id` as `user` when it sets no `user`.
     pub user_from_user_id: bool,
@@ -501,9 +512,12 @@ impl std::fmt::Debug for OpenAiConfig {
     }
 }
 
+/// The backend streams are served from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
+    /// The built-in scripted stream; needs nothing else running.
     Mock,
+    /// An OpenAI-compatible chat completions API.
     OpenAi(OpenAiConfig),
 }
 
@@ -546,20 +560,29 @@ impl SocketOrigin {
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// Path of the module socket to bind (`--socket`).
     pub socket_path: PathBuf,
+    /// Permission bits the bound socket file gets (`--mode`, octal).
     pub socket_mode: u32,
     /// `--socket-owner` / `--socket-group` as given (a name or a numeric id);
     /// resolved when the socket is bound.
     pub socket_owner: Option<String>,
+    /// Group to give the socket file, as given (a name or a numeric id).
     pub socket_group: Option<String>,
+    /// Socket type to bind or expect (`--socket-type`).
     pub socket_type: SocketType,
+    /// How log lines are written.
     pub log_format: LogFormat,
     /// Whether the daemon bound the socket or inherited it (socket activation):
     /// what stopping does with it follows from this.
     pub socket_origin: SocketOrigin,
+    /// Shared-nothing workers (0: one per two CPUs, at least one).
     pub threads: usize,
+    /// Quiet mode: no per-stream logs, a summary printed on exit.
     pub benchmark: bool,
+    /// Concurrent streams before new handoffs are refused 503.
     pub max_streams: u64,
+    /// How long running streams may take to finish after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
     /// How long an accepted module connection may take to deliver its handoff.
     pub receive_timeout: Duration,
@@ -574,14 +597,18 @@ pub struct Config {
     pub forced_stop_grace: Duration,
     /// What a 503 tells the client to wait, in seconds.
     pub retry_after_secs: u32,
+    /// The backend streams are served from.
     pub backend: Backend,
+    /// Per-stream timeouts and buffers.
     pub stream: StreamConfig,
+    /// The backend connection pool.
     pub pool: PoolConfig,
     /// The metrics endpoint (`--metrics-addr`), when on.
     pub metrics: Option<crate::metrics::endpoint::MetricsConfig>,
     /// `--allow-uid` / `--allow-gid` as given (names or numeric ids), resolved
     /// into a [`crate::guard::PeerPolicy`] at start.
     pub allow_uids: Vec<String>,
+    /// `--allow-gid` as given (names or numeric ids); see `allow_uids`.
     pub allow_gids: Vec<String>,
     /// The fd reserve and the rate of guard log lines.
     pub fd_guard: crate::guard::FdGuard,
@@ -589,25 +616,34 @@ pub struct Config {
     pub attachments: crate::attachments::AttachmentConfig,
 }
 
+/// Why a set of flags is not a valid [`Config`]; `Display` names the flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// `--mode` is not an octal permission of at most `0o7777`.
     BadMode(String),
+    /// The backend base URL could not be used.
     BadUrl {
+        /// The URL as given.
         url: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// The flag named must be greater than zero.
     ZeroValue(&'static str),
     /// An HTTP/2 window flag outside 1..=[`MAX_H2_WINDOW`].
     WindowOutOfRange {
+        /// The flag that was out of range.
         flag: &'static str,
+        /// The value it was given.
         value: u64,
     },
     /// `--h2-connection-window` below `--h2-stream-window`: a single stream could
     /// then exhaust the connection's window by itself.
     ConnectionWindowBelowStreamWindow {
+        /// The `--h2-connection-window` given.
         connection: u32,
+        /// The `--h2-stream-window` it is below.
         stream: u32,
     },
     /// `--client-buffer` below [`MIN_CLIENT_BUFFER`].
