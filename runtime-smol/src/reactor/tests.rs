@@ -296,8 +296,12 @@ fn a_hang_up_reported_with_the_last_bytes_is_still_read_after_a_short_read() {
     for end in [PeerEnd::Close, PeerEnd::Reset] {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
         let address = listener.local_addr().expect("an address");
+        // The peer answers only once the connect has completed: a reset before
+        // that would fail the connect itself (SO_ERROR), which is not under test.
+        let (connected, wait_connected) = std::sync::mpsc::channel::<()>();
         let peer = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().expect("accepted");
+            wait_connected.recv().expect("the client connected");
             stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").expect("written");
             if let PeerEnd::Reset = end {
                 rustix::net::sockopt::set_socket_linger(&stream, Some(Duration::ZERO)).expect("SO_LINGER");
@@ -309,6 +313,7 @@ fn a_hang_up_reported_with_the_last_bytes_is_still_read_after_a_short_read() {
                 handoff_io::runtime::Runtime::connect_tcp(&runtime, "127.0.0.1", address.port(), None)
                     .await
                     .expect("connected");
+            connected.send(()).expect("the peer waits");
             // Not reading while the reactor turns, so it reports both edges first.
             let mut pause = Timer::new(Instant::now() + 50 * MS);
             std::future::poll_fn(|cx| pause.poll_expired(cx)).await;
