@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use handoff_core::attachments::{self, AttachmentConfig, FileFailure, FileToRead, Plan};
 use handoff_core::handoff::{Handoff, HandoffError};
@@ -20,40 +21,40 @@ use rustix::fs::{self as fs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 const RESOLVE: ResolveFlags =
     ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
-/// `--data-dir`, opened once.
-pub struct DataDir {
-    dir: OwnedFd,
+/// The attachment settings, with `--data-dir` opened once. The directory's fd is
+/// shared by the streams that will delete their files, not duplicated per stream.
+#[derive(Default)]
+pub struct Attachments {
     config: AttachmentConfig,
+    dir: Option<Arc<OwnedFd>>,
 }
 
-impl DataDir {
+impl Attachments {
     /// Opens the directory when one is configured. Fails when it cannot be opened
     /// or the kernel has no `openat2` (Linux before 5.6), since files could then
     /// not be opened safely.
-    pub fn open(config: &AttachmentConfig) -> io::Result<Option<DataDir>> {
-        let Some(path) = &config.data_dir else { return Ok(None) };
+    pub fn open(config: &AttachmentConfig) -> io::Result<Attachments> {
+        let Some(path) = &config.data_dir else {
+            return Ok(Attachments { config: config.clone(), dir: None });
+        };
         let dir = fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| with_context(e.into(), "opening --data-dir", path))?;
         fs::openat2(&dir, ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
-            .map_err(|e| {
-                let error: io::Error = e.into();
-                if error.raw_os_error() == Some(libc_enosys()) {
-                    io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        "--data-dir needs openat2 (Linux 5.6 or later)",
-                    )
-                } else {
-                    with_context(error, "checking --data-dir with openat2", path)
-                }
+            .map_err(|e| match e {
+                rustix::io::Errno::NOSYS => io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "--data-dir needs openat2 (Linux 5.6 or later)",
+                ),
+                e => with_context(e.into(), "checking --data-dir with openat2", path),
             })?;
-        Ok(Some(DataDir { dir, config: config.clone() }))
+        Ok(Attachments { config: config.clone(), dir: Some(Arc::new(dir)) })
     }
 }
 
 /// The files of one stream to delete after it, when core allows it.
 #[derive(Debug)]
 pub struct UsedFiles {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     files: Vec<ReadFile>,
 }
 
@@ -87,32 +88,27 @@ impl Identity {
 
 /// Reads what the handoff's attachments need and puts it into its messages.
 /// `Ok(Some)` holds the files to delete later (only with `--delete-attachments`).
-pub fn load(data_dir: Option<&DataDir>, handoff: &mut Handoff) -> Result<Option<UsedFiles>, HandoffError> {
-    let default_config = AttachmentConfig::default();
-    let config = data_dir.map_or(&default_config, |dir| &dir.config);
-    let Some(plan) = Plan::new(handoff, config)? else { return Ok(None) };
+pub fn load(attachments: &Attachments, handoff: &mut Handoff) -> Result<Option<UsedFiles>, HandoffError> {
+    // Core's plan refuses files when no directory is configured.
+    let Some(plan) = Plan::new(handoff, &attachments.config)? else { return Ok(None) };
     let mut contents = Vec::new();
     let mut read = Vec::new();
     let mut taken = 0;
-    if let Some(data_dir) = data_dir {
+    if let Some(dir) = &attachments.dir {
         for file in plan.files() {
-            let (bytes, identity) = read_file(&data_dir.dir, file, plan.read_limit(taken))
-                .map_err(|failure| plan.failed(file, failure))?;
+            let (bytes, identity) =
+                read_file(dir, file, plan.read_limit(taken)).map_err(|failure| plan.failed(file, failure))?;
             taken += bytes.len() as u64;
             contents.push(bytes);
             read.push(ReadFile { path: file.path.to_owned(), identity });
         }
     }
     plan.apply(handoff, contents)?;
-    let Some(data_dir) = data_dir.filter(|dir| dir.config.delete_after_use && !read.is_empty()) else {
-        return Ok(None);
-    };
-    match data_dir.dir.try_clone() {
-        Ok(dir) => Ok(Some(UsedFiles { dir, files: read })),
-        Err(error) => {
-            tracing::warn!(%error, "keeping a handoff's files: no fd to delete them with");
-            Ok(None)
+    match &attachments.dir {
+        Some(dir) if attachments.config.delete_after_use && !read.is_empty() => {
+            Ok(Some(UsedFiles { dir: Arc::clone(dir), files: read }))
         }
+        _ => Ok(None),
     }
 }
 
@@ -189,10 +185,6 @@ impl UsedFiles {
 
 fn with_context(error: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{what} {}: {error}", path.display()))
-}
-
-fn libc_enosys() -> i32 {
-    rustix::io::Errno::NOSYS.raw_os_error()
 }
 
 #[cfg(test)]

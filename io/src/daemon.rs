@@ -183,8 +183,8 @@ pub struct Shared<R: Runtime> {
     receive_timeout: Duration,
     retry_after_secs: u32,
     backend: Option<OpenAiBackend<R>>,
-    /// `--data-dir`, opened, for the files handoffs name.
-    data_dir: Option<crate::attachments::DataDir>,
+    /// The attachment limits and `--data-dir`, opened, for the files handoffs name.
+    attachments: crate::attachments::Attachments,
     /// Who may hand off (`--allow-uid` / `--allow-gid`).
     peers: PeerPolicy,
     fd_guard: FdGuard,
@@ -235,7 +235,7 @@ impl<R: Runtime> Shared<R> {
             receive_timeout: Duration::from_secs(5),
             retry_after_secs: 1,
             backend: None,
-            data_dir: None,
+            attachments: crate::attachments::Attachments::default(),
             peers: PeerPolicy::default(),
             fd_guard: FdGuard::default(),
             fd_log: LogLimit::new(FdGuard::default().log_interval),
@@ -446,7 +446,7 @@ pub async fn run_worker<R: Runtime>(
                 .map_err(DaemonError::Backend)?,
         ),
     };
-    let data_dir = crate::attachments::DataDir::open(&config.attachments)
+    let attachments = crate::attachments::Attachments::open(&config.attachments)
         .map_err(|e| DaemonError::Io("opening --data-dir", e))?;
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
@@ -461,7 +461,7 @@ pub async fn run_worker<R: Runtime>(
         receive_timeout: config.receive_timeout,
         retry_after_secs: config.retry_after_secs,
         backend,
-        data_dir,
+        attachments,
         peers,
         fd_guard: config.fd_guard,
         fd_log: LogLimit::new(config.fd_guard.log_interval),
@@ -987,7 +987,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
         Err(refusal) => return refuse(shared, client, refusal),
     };
     // Files are read only for a handoff that got a slot.
-    let used_files = match crate::attachments::load(shared.data_dir.as_ref(), &mut handoff) {
+    let used_files = match crate::attachments::load(&shared.attachments, &mut handoff) {
         Ok(used) => used.map(Box::new),
         Err(error) => return refuse(shared, client, admission::refuse_admitted(admission, error)),
     };

@@ -33,10 +33,10 @@ impl Tree {
         std::fs::write(self.data().join(relative), bytes).expect("write");
     }
 
-    fn open(&self, adjust: impl FnOnce(&mut AttachmentConfig)) -> DataDir {
+    fn open(&self, adjust: impl FnOnce(&mut AttachmentConfig)) -> Attachments {
         let mut config = AttachmentConfig { data_dir: Some(self.data()), ..AttachmentConfig::default() };
         adjust(&mut config);
-        DataDir::open(&config).expect("open").expect("configured")
+        Attachments::open(&config).expect("open")
     }
 }
 
@@ -50,8 +50,8 @@ fn decoded(json: &str) -> Handoff {
     handoff::decode(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"))
 }
 
-fn refusal(dir: &DataDir, json: &str) -> String {
-    match load(Some(dir), &mut decoded(json)) {
+fn refusal(attachments: &Attachments, json: &str) -> String {
+    match load(attachments, &mut decoded(json)) {
         Err(HandoffError::InvalidField { field, reason }) => format!("{field}: {reason}"),
         other => panic!("{json}: expected a 400, got {other:?}"),
     }
@@ -78,7 +78,7 @@ fn files_under_the_data_dir_reach_the_messages() {
     let mut handoff = decoded(
         r#"{"prompt":"Read {n}","image_paths":["sub/cat.png"],"attachments":[{"ref":"n","path":"./notes.txt"}]}"#,
     );
-    let used = load(Some(&dir), &mut handoff).expect("loaded");
+    let used = load(&dir, &mut handoff).expect("loaded");
     assert!(used.is_none(), "nothing to delete unless --delete-attachments");
     let content = handoff.messages[0].content.get();
     assert!(content.starts_with(r#"[{"type":"text","text":"Read the notes"},"#), "{content}");
@@ -128,7 +128,7 @@ fn only_regular_files_within_the_limits_are_read() {
         refusal(&dir, &image("fifo")).contains("not a regular file"),
         "a FIFO neither blocks nor is read"
     );
-    load(Some(&dir), &mut decoded(&image("small.png"))).expect("within the limit");
+    load(&dir, &mut decoded(&image("small.png"))).expect("within the limit");
 
     let two = r#"{"prompt":"x","image_paths":["small.png","small.png"]}"#;
     let tight = tree.open(|config| config.max_total_bytes = PNG.len() as u64 + 5);
@@ -144,21 +144,21 @@ fn files_are_deleted_only_when_configured_and_after_a_backend_took_them() {
     tree.write("sub/a.png", PNG);
 
     let keep = tree.open(|_| {});
-    assert!(load(Some(&keep), &mut decoded(json)).expect("loaded").is_none());
+    assert!(load(&keep, &mut decoded(json)).expect("loaded").is_none());
 
     let delete = tree.open(|config| config.delete_after_use = true);
-    let used = load(Some(&delete), &mut decoded(json)).expect("loaded").expect("files to delete");
+    let used = load(&delete, &mut decoded(json)).expect("loaded").expect("files to delete");
     used.finish(&summary(Some(500)));
     assert!(path.exists(), "a failed request keeps its files");
-    let used = load(Some(&delete), &mut decoded(json)).expect("loaded").expect("files to delete");
+    let used = load(&delete, &mut decoded(json)).expect("loaded").expect("files to delete");
     used.finish(&summary(None));
     assert!(path.exists(), "no backend answer keeps its files");
-    let used = load(Some(&delete), &mut decoded(json)).expect("loaded").expect("files to delete");
+    let used = load(&delete, &mut decoded(json)).expect("loaded").expect("files to delete");
     used.finish(&summary(Some(200)));
     assert!(!path.exists(), "used files are deleted");
 
     tree.write("sub/a.png", PNG);
-    let used = load(Some(&delete), &mut decoded(json)).expect("loaded").expect("files to delete");
+    let used = load(&delete, &mut decoded(json)).expect("loaded").expect("files to delete");
     std::fs::remove_file(&path).expect("remove");
     tree.write("sub/a.png", b"a new file in its place");
     used.finish(&summary(Some(200)));
@@ -167,10 +167,21 @@ fn files_are_deleted_only_when_configured_and_after_a_backend_took_them() {
 
 #[test]
 fn without_a_data_dir_files_are_refused_and_inline_images_still_work() {
+    let without = Attachments::open(&AttachmentConfig::default()).expect("nothing to open");
     let mut handoff = decoded(r#"{"prompt":"x","image_paths":["a.png"]}"#);
-    assert!(matches!(load(None, &mut handoff), Err(HandoffError::InvalidField { field: "image_paths", .. })));
-    let mut handoff = decoded(r#"{"prompt":"x","images":[{"base64":"AAAA","mime_type":"image/png"}]}"#);
-    load(None, &mut handoff).expect("inline images need no directory");
+    assert!(matches!(
+        load(&without, &mut handoff),
+        Err(HandoffError::InvalidField { field: "image_paths", .. })
+    ));
+    let inline = r#"{"prompt":"x","images":[{"base64":"AAAA","mime_type":"image/png"}]}"#;
+    let tight = Attachments::open(&AttachmentConfig { max_total_bytes: 2, ..AttachmentConfig::default() })
+        .expect("nothing to open");
+    assert!(
+        refusal(&tight, inline).starts_with("images:"),
+        "the configured limit holds without a data dir too"
+    );
+    let mut handoff = decoded(inline);
+    load(&without, &mut handoff).expect("inline images need no directory");
     assert!(handoff.messages[0].content.get().contains("data:image/png;base64,AAAA"));
 }
 
@@ -178,6 +189,6 @@ fn without_a_data_dir_files_are_refused_and_inline_images_still_work() {
 fn a_relative_or_missing_data_dir_fails_at_start_with_its_path() {
     let missing =
         AttachmentConfig { data_dir: Some(PathBuf::from("/nonexistent/handoff-data")), ..Default::default() };
-    let error = DataDir::open(&missing).err().expect("fails");
+    let error = Attachments::open(&missing).err().expect("fails");
     assert!(error.to_string().contains("/nonexistent/handoff-data"), "{error}");
 }
