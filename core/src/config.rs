@@ -165,6 +165,10 @@ pub mod defaults {
     pub const BACKEND_IDLE_TIMEOUT_SECS: u64 = 90;
     /// `--backend-tcp-keepalive`, seconds (0: off).
     pub const BACKEND_TCP_KEEPALIVE_SECS: u64 = 30;
+    /// `--backend-ping-interval`, seconds (0: off).
+    pub const BACKEND_PING_INTERVAL_SECS: u64 = 30;
+    /// `--backend-ping-timeout`, seconds.
+    pub const BACKEND_PING_TIMEOUT_SECS: u64 = 10;
 }
 
 /// The daemon's settings as an operator gives them (flags, environment, config
@@ -269,6 +273,10 @@ pub struct Settings {
     pub backend_idle_timeout: u64,
     /// Seconds of silence before TCP keepalive probes a backend socket (0: off).
     pub backend_tcp_keepalive: u64,
+    /// Seconds between HTTP/2 PINGs on an idle backend connection (0: off).
+    pub backend_ping_interval: u64,
+    /// Seconds a PING's answer may take before the connection counts as dead.
+    pub backend_ping_timeout: u64,
 }
 
 impl Default for Settings {
@@ -319,6 +327,8 @@ impl Default for Settings {
             delete_attachments: false,
             backend_idle_timeout: BACKEND_IDLE_TIMEOUT_SECS,
             backend_tcp_keepalive: BACKEND_TCP_KEEPALIVE_SECS,
+            backend_ping_interval: BACKEND_PING_INTERVAL_SECS,
+            backend_ping_timeout: BACKEND_PING_TIMEOUT_SECS,
         }
     }
 }
@@ -386,6 +396,8 @@ impl std::fmt::Debug for Settings {
             delete_attachments,
             backend_idle_timeout,
             backend_tcp_keepalive,
+            backend_ping_interval,
+            backend_ping_timeout,
         } = self;
         f.debug_struct("Settings")
             .field("socket", socket)
@@ -432,6 +444,8 @@ impl std::fmt::Debug for Settings {
             .field("delete_attachments", delete_attachments)
             .field("backend_idle_timeout", backend_idle_timeout)
             .field("backend_tcp_keepalive", backend_tcp_keepalive)
+            .field("backend_ping_interval", backend_ping_interval)
+            .field("backend_ping_timeout", backend_ping_timeout)
             .finish()
     }
 }
@@ -724,6 +738,7 @@ impl Settings {
             (self.receive_timeout, "--receive-timeout"),
             (self.connect_timeout, "--connect-timeout"),
             (self.backend_idle_timeout, "--backend-idle-timeout"),
+            (self.backend_ping_timeout, "--backend-ping-timeout"),
             (u64::from(self.retry_after), "--retry-after"),
         ] {
             if value == 0 {
@@ -805,6 +820,11 @@ impl Settings {
             idle_timeout: Duration::from_secs(self.backend_idle_timeout),
             tcp_keepalive: (self.backend_tcp_keepalive > 0)
                 .then(|| crate::pool::TcpKeepalive::after(Duration::from_secs(self.backend_tcp_keepalive))),
+            // HTTP/1.1 has no PING; TCP keepalive is all it gets.
+            ping: (http2 && self.backend_ping_interval > 0).then(|| crate::pool::PingConfig {
+                interval: Duration::from_secs(self.backend_ping_interval),
+                timeout: Duration::from_secs(self.backend_ping_timeout),
+            }),
             ..PoolConfig::default()
         };
         Ok(Config {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use handoff_core::pool::{Command, ConnId, Event, Pool, PoolConfig, Rejection, StreamId};
+use handoff_core::pool::{Command, ConnId, Event, PingConfig, Pool, PoolConfig, Rejection, StreamId};
 use handoff_core::stream::{BackendFailure, FailureKind};
 
 struct Runtime {
@@ -435,7 +435,8 @@ fn a_stream_cancelled_while_queued_loses_its_place() {
 #[test]
 fn an_idle_connection_closes_after_the_idle_timeout() {
     let idle_timeout = Duration::from_secs(90);
-    let mut rt = Runtime::new(PoolConfig { idle_timeout, ..config(10) });
+    // Pings off: their deadlines would come first (they have a test of their own).
+    let mut rt = Runtime::new(PoolConfig { idle_timeout, ping: None, ..config(10) });
     rt.request([0]);
     rt.ready(0, None);
     assert_eq!(rt.pool.poll_timeout(), None, "a busy connection has no idle deadline");
@@ -575,4 +576,79 @@ fn enormous_configured_durations_do_not_overflow_the_clock() {
     rt.ready(0, None);
     rt.finish(0);
     assert!(rt.pool.poll_timeout().is_some_and(|deadline| deadline > rt.now));
+}
+
+fn pinging(interval: u64, timeout: u64) -> PoolConfig {
+    let ping = PingConfig { interval: Duration::from_secs(interval), timeout: Duration::from_secs(timeout) };
+    PoolConfig { idle_timeout: Duration::from_secs(90), ping: Some(ping), ..config(10) }
+}
+
+/// Streams 0.. run on connection 0, then finish: it is idle.
+fn idle_connection(rt: &mut Runtime, streams: u64) {
+    rt.request(0..streams);
+    rt.ready(0, None);
+    for stream in 0..streams {
+        rt.finish(stream);
+    }
+}
+
+#[test]
+fn an_idle_connection_is_pinged_and_one_that_answers_stays_until_its_idle_timeout() {
+    let mut rt = Runtime::new(pinging(30, 10));
+    idle_connection(&mut rt, 1);
+    let idle_since = rt.now;
+    assert_eq!(rt.pool.poll_timeout(), Some(idle_since + Duration::from_secs(30)));
+    assert_eq!(rt.advance(Duration::from_secs(30)), [Command::Ping(ConnId(0))]);
+    assert_eq!(rt.pool.poll_timeout(), Some(rt.now + Duration::from_secs(10)), "the answer is due");
+    assert!(rt.advance(Duration::from_secs(5)).is_empty());
+    assert!(rt.report(Event::Pong(ConnId(0))).is_empty());
+    assert!(rt.report(Event::Pong(ConnId(0))).is_empty(), "a second answer changes nothing");
+    assert_eq!(rt.pool.poll_timeout(), Some(rt.now + Duration::from_secs(30)), "the next PING");
+    assert_eq!(rt.advance(Duration::from_secs(30)), [Command::Ping(ConnId(0))]);
+    assert!(rt.report(Event::Pong(ConnId(0))).is_empty());
+    // 65 s idle; the idle timeout (90 s) still closes it, pings or not.
+    assert!(rt.advance(Duration::from_secs(24)).is_empty());
+    assert_eq!(rt.advance(Duration::from_secs(1)), [Command::Close(ConnId(0))]);
+    assert_eq!(rt.pool.poll_timeout(), None, "nothing is left to ping");
+    assert_eq!(rt.pool.stats().ping_timeouts_total, 0);
+}
+
+#[test]
+fn a_connection_that_does_not_answer_a_ping_is_dead_and_its_streams_fail_at_the_deadline() {
+    let mut rt = Runtime::new(pinging(30, 10));
+    idle_connection(&mut rt, 1);
+    assert_eq!(rt.advance(Duration::from_secs(30)), [Command::Ping(ConnId(0))]);
+    // A stream arrives while the answer is awaited: the connection still looks fine.
+    assert_eq!(assigns(&rt.request([1])), [(1, 0)]);
+    assert!(rt.advance(Duration::from_secs(9)).is_empty());
+    let commands = rt.advance(Duration::from_secs(1));
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    let failed = fails(&commands);
+    assert_eq!(failed.len(), 1, "{commands:?}");
+    assert_eq!((failed[0].0, failed[0].1), (1, FailureKind::Reset));
+    assert!(failed[0].2.contains("PING"), "{}", failed[0].2);
+    assert_eq!(commands[1], Command::Abort(ConnId(0)), "after its streams' failures");
+    let stats = rt.pool.stats();
+    assert_eq!((stats.open, stats.active_streams, stats.ping_timeouts_total), (0, 0, 1));
+    // Forgotten: a late answer or the stream's own report changes nothing, and the
+    // next stream gets a new connection.
+    assert!(rt.report(Event::Pong(ConnId(0))).is_empty());
+    assert!(rt.finish(1).is_empty());
+    assert_eq!(opens(&rt.request([2])), [1]);
+}
+
+#[test]
+fn a_busy_connection_is_not_pinged_and_pings_off_sends_none() {
+    let mut rt = Runtime::new(pinging(30, 10));
+    rt.request([0]);
+    rt.ready(0, None);
+    assert_eq!(rt.pool.poll_timeout(), None, "a busy connection has no PING due");
+    assert!(rt.advance(Duration::from_secs(120)).is_empty());
+    rt.finish(0);
+    assert_eq!(rt.advance(Duration::from_secs(30)), [Command::Ping(ConnId(0))]);
+
+    let mut off = Runtime::new(PoolConfig { ping: None, ..pinging(30, 10) });
+    idle_connection(&mut off, 1);
+    assert_eq!(off.pool.poll_timeout(), Some(off.now + Duration::from_secs(90)), "only the idle timeout");
+    assert_eq!(off.advance(Duration::from_secs(90)), [Command::Close(ConnId(0))]);
 }

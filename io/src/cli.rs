@@ -166,6 +166,16 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = defaults::BACKEND_TCP_KEEPALIVE_SECS)]
     pub backend_tcp_keepalive: u64,
 
+    /// Seconds between HTTP/2 PINGs on an idle backend connection (0: off), so
+    /// a connection that died silently is found before a stream is put on it.
+    #[arg(long, value_name = "SECONDS", default_value_t = defaults::BACKEND_PING_INTERVAL_SECS)]
+    pub backend_ping_interval: u64,
+
+    /// Seconds a PING's answer may take; a connection that does not answer in
+    /// time is dropped and its streams fail.
+    #[arg(long, value_name = "SECONDS", default_value_t = defaults::BACKEND_PING_TIMEOUT_SECS)]
+    pub backend_ping_timeout: u64,
+
     /// HTTP/2 flow-control window of each backend stream, in bytes (1 to
     /// 2147483647): the most one stream has in flight, so the most a stalled
     /// client pins in its connection.
@@ -276,6 +286,8 @@ impl Cli {
         settings.connect_timeout = self.connect_timeout;
         settings.backend_idle_timeout = self.backend_idle_timeout;
         settings.backend_tcp_keepalive = self.backend_tcp_keepalive;
+        settings.backend_ping_interval = self.backend_ping_interval;
+        settings.backend_ping_timeout = self.backend_ping_timeout;
         settings.h2_stream_window = self.h2_stream_window;
         settings.log_format = self.log_format;
         settings.h2_connection_window = self.h2_connection_window;

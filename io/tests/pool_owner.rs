@@ -19,7 +19,7 @@ use handoff_core::config::{parse_base_url, OpenAiConfig};
 use handoff_core::handoff::Handoff;
 use handoff_core::http1;
 use handoff_core::limits::{Limits, Snapshot};
-use handoff_core::pool::{PoolConfig, StreamId};
+use handoff_core::pool::{PingConfig, PoolConfig, StreamId};
 use handoff_core::stream::{FailureKind, Source, Stream, StreamConfig};
 use handoff_io::backend::{BackendStream, OpenAiBackend};
 use handoff_io::daemon::Shared;
@@ -510,4 +510,80 @@ fn shutdown_fails_a_stream_waiting_for_a_connection_and_stops_the_attempt() {
     client.leave();
     runtime.run_until_stalled();
     assert_eq!(runtime.live_tasks(), 0, "no connection attempt outlives shutdown");
+}
+
+fn pinging_pool() -> PoolConfig {
+    let ping = PingConfig { interval: Duration::from_secs(30), timeout: Duration::from_secs(10) };
+    PoolConfig { idle_timeout: Duration::from_secs(90), ping: Some(ping), ..h2_pool() }
+}
+
+/// One stream run to its end on the first connection, which is then idle.
+fn after_one_stream(daemon: &mut Daemon, runtime: &FakeRuntime) -> FakeClient {
+    let client = FakeClient::with_room(usize::MAX);
+    daemon.stream(&client);
+    runtime.run_until_stalled();
+    assert!(client.received_text().ends_with(DONE));
+    assert_eq!(runtime.connections_open(), 1);
+    client
+}
+
+#[test]
+fn an_idle_connection_that_answers_its_pings_stays_and_serves_the_next_stream() {
+    let runtime = FakeRuntime::new();
+    let log = server::h2(&runtime, |_| H2Conn::Serve, |_| H2Reply::Body(short_answer()));
+    let mut daemon = Daemon::start(&runtime, true, pinging_pool());
+    let first = after_one_stream(&mut daemon, &runtime);
+    // Two PINGs go out and are answered; the connection stays.
+    runtime.advance(Duration::from_secs(30));
+    runtime.advance(Duration::from_secs(15));
+    runtime.advance(Duration::from_secs(30));
+    assert_eq!(runtime.connections_open(), 1, "an answered PING keeps the connection");
+    let second = FakeClient::with_room(usize::MAX);
+    daemon.stream(&second);
+    runtime.run_until_stalled();
+    assert!(second.received_text().ends_with(DONE));
+    assert_eq!((runtime.connections_opened(), log.requests()), (1, 2), "both on the first connection");
+    daemon.finish(&[&first, &second]);
+}
+
+#[test]
+fn a_connection_that_stops_answering_pings_is_dropped_and_its_stream_fails_at_the_ping_deadline() {
+    let runtime = FakeRuntime::new();
+    let (freeze, release) = (Gate::default(), Gate::default());
+    let (first_freeze, first_release) = (freeze.clone(), release.clone());
+    let log = server::h2(
+        &runtime,
+        move |conn| {
+            if conn == 0 {
+                H2Conn::FreezeWhen { freeze: first_freeze.clone(), release: first_release.clone() }
+            } else {
+                H2Conn::Serve
+            }
+        },
+        |_| H2Reply::Body(short_answer()),
+    );
+    let mut daemon = Daemon::start(&runtime, true, pinging_pool());
+    let first = after_one_stream(&mut daemon, &runtime);
+    // The host vanishes: no FIN, no RST, no answer.
+    freeze.open();
+    runtime.advance(Duration::from_secs(30));
+    // The PING is out; a stream arriving now still goes to the connection.
+    let stuck = FakeClient::with_room(usize::MAX);
+    daemon.stream(&stuck);
+    runtime.advance(Duration::from_secs(9));
+    assert_eq!(daemon.snapshot().failed, 0, "not before the PING deadline");
+    runtime.advance(Duration::from_secs(1));
+    let text = stuck.received_text();
+    assert!(text.contains("event: error") && text.contains(FailureKind::Reset.client_message()), "{text}");
+    assert_eq!(daemon.snapshot().failed, 1);
+    assert_eq!(runtime.connections_open(), 0, "the dead connection is dropped");
+    // The next stream gets a new connection and is served.
+    let next = FakeClient::with_room(usize::MAX);
+    daemon.stream(&next);
+    runtime.run_until_stalled();
+    assert!(next.received_text().ends_with(DONE), "{}", next.received_text());
+    assert_eq!(runtime.connections_opened(), 2);
+    assert_eq!(log.seen().last().map(|seen| seen.conn), Some(1));
+    release.open();
+    daemon.finish(&[&first, &stuck, &next]);
 }

@@ -121,3 +121,33 @@ fn backend_connections_idle_out_and_probe_as_the_flags_say() {
     );
     assert_eq!(with(|s| s.backend_idle_timeout = 0).unwrap_err().flag(), "--backend-idle-timeout");
 }
+
+#[test]
+fn idle_http2_backend_connections_are_pinged_as_the_flags_say_and_http1_ones_never() {
+    let openai = |change: fn(&mut Settings)| {
+        with(|s| {
+            s.backend = BackendKind::Openai;
+            change(s);
+        })
+    };
+    let default = crate::pool::PingConfig {
+        interval: Duration::from_secs(defaults::BACKEND_PING_INTERVAL_SECS),
+        timeout: Duration::from_secs(defaults::BACKEND_PING_TIMEOUT_SECS),
+    };
+    assert_eq!(openai(|s| s.openai_http2 = true).unwrap().pool.ping, Some(default));
+    let changed = openai(|s| {
+        s.openai_http2 = true;
+        s.backend_ping_interval = 5;
+        s.backend_ping_timeout = 2;
+    })
+    .unwrap();
+    let ping = changed.pool.ping.map(|p| (p.interval, p.timeout));
+    assert_eq!(ping, Some((Duration::from_secs(5), Duration::from_secs(2))));
+    assert_eq!(openai(|s| s.openai_http2 = false).unwrap().pool.ping, None, "HTTP/1.1 has no PING");
+    let off = openai(|s| {
+        s.openai_http2 = true;
+        s.backend_ping_interval = 0;
+    });
+    assert_eq!(off.unwrap().pool.ping, None, "0 turns pings off");
+    assert_eq!(with(|s| s.backend_ping_timeout = 0).unwrap_err().flag(), "--backend-ping-timeout");
+}

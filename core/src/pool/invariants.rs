@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::HashSet;
 
 use super::queue::WaitQueue;
-use super::{capacity, is_queued, ConnState, Pool, StreamSlot};
+use super::{capacity, is_queued, ConnState, PingTimer, Pool, StreamSlot};
 
 impl Pool {
     /// Checks every rule the pool's indexes and counters must keep, and names the
@@ -72,6 +72,28 @@ impl Pool {
                     return Err(format!("{id:?} missing from the idle set"));
                 }
             }
+            // Idle and pinging: a PING is due or out. Busy: none is due.
+            match conn.ping {
+                PingTimer::Off if should_idle && config.ping.is_some() => {
+                    return Err(format!("{id:?} is idle and nothing pings it"));
+                }
+                PingTimer::SendAt(_) if !should_idle || config.ping.is_none() => {
+                    return Err(format!("{id:?} ({:?}, {running} running) has a PING due", conn.state));
+                }
+                PingTimer::AnswerBy(_) if config.ping.is_none() => {
+                    return Err(format!("{id:?} awaits a PING answer with pings off"));
+                }
+                _ => {}
+            }
+            if let Some(deadline) = conn.ping.deadline() {
+                if !self.pings.contains(&(deadline, id)) {
+                    return Err(format!("{id:?} missing from the ping set"));
+                }
+            }
+        }
+        let timed = self.conns.values().filter(|conn| conn.ping.deadline().is_some()).count();
+        if self.pings.len() != timed {
+            return Err(format!("ping set holds {} entries for {timed} connections", self.pings.len()));
         }
         let indexed_available = self.conns.values().filter(|conn| conn.available_as.is_some()).count();
         if self.available.len() != indexed_available {

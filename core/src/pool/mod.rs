@@ -50,6 +50,14 @@
 //! - **ConnectionClosed** fails every stream still on the connection as `Reset`
 //!   (`ConnectionFailed` about a ready connection means the same).
 //! - **Idle**: a ready connection carrying nothing for `idle_timeout` is closed.
+//! - **PING** (`ping`, HTTP/2 only): a ready connection carrying nothing is pinged
+//!   every `ping.interval` ([`Command::Ping`]); one whose answer ([`Event::Pong`])
+//!   has not come within `ping.timeout` is dead, whatever it carries by then: the
+//!   pool forgets it, fails its streams as `Reset` and commands [`Command::Abort`].
+//!   So a connection that died silently (no FIN, no RST: a vanished host, a
+//!   dropped NAT entry) is found while idle, before streams are put on it, and a
+//!   stream put on it meanwhile fails at the ping deadline rather than at its own
+//!   much longer timeouts.
 //!
 //! A connection the pool commands `Close` (or that failed or closed) is forgotten at
 //! once; later events naming it, like events naming unknown streams, are ignored.
@@ -121,6 +129,20 @@ pub struct PoolConfig {
     /// without a FIN or RST (a rebooted host, a dropped NAT entry) is noticed by
     /// the kernel even while the connection is idle.
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// HTTP/2 PING on idle connections (`None`: off, as for HTTP/1.1, which has
+    /// no ping).
+    pub ping: Option<PingConfig>,
+}
+
+/// HTTP/2 PING keepalive: how often an idle connection is pinged and how long
+/// its answer may take before the connection counts as dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingConfig {
+    /// From the moment a connection carries nothing (or its last answer came)
+    /// to the next PING.
+    pub interval: Duration,
+    /// How long the answer may take.
+    pub timeout: Duration,
 }
 
 /// TCP keepalive probing: the kernel declares the connection dead after `idle`
@@ -170,6 +192,7 @@ impl Default for PoolConfig {
             h1_drain_timeout: Duration::from_secs(5),
             h1_drain_max_bytes: 1 << 20,
             tcp_keepalive: Some(TcpKeepalive::after(Duration::from_secs(30))),
+            ping: Some(PingConfig { interval: Duration::from_secs(30), timeout: Duration::from_secs(10) }),
         }
     }
 }
@@ -204,6 +227,8 @@ pub enum Event {
     GoAway(ConnId),
     /// The connection is gone; streams still on it have failed.
     ConnectionClosed { conn: ConnId, reason: String },
+    /// The answer to this connection's [`Command::Ping`] arrived.
+    Pong(ConnId),
 }
 
 /// What the transport knows about a request that got no response head.
@@ -250,6 +275,12 @@ pub enum Command {
     Fail { stream: StreamId, failure: BackendFailure },
     /// Close this connection (idle, or drained after GOAWAY).
     Close(ConnId),
+    /// Send an HTTP/2 PING on this connection and report [`Event::Pong`] when its
+    /// answer comes. At most one is outstanding per connection.
+    Ping(ConnId),
+    /// Drop this connection now, without waiting for its streams: it did not
+    /// answer a PING in time. Its streams have already been failed.
+    Abort(ConnId),
 }
 
 /// A snapshot for logs and the benchmark summary.
@@ -263,6 +294,8 @@ pub struct PoolStats {
     pub opened_total: u64,
     /// Rejected requests queued to be sent again, since start.
     pub retries_total: u64,
+    /// Connections found dead because a PING went unanswered, since start.
+    pub ping_timeouts_total: u64,
 }
 
 #[derive(Debug)]
@@ -274,6 +307,8 @@ pub struct Pool {
     available: BTreeSet<(Reverse<u32>, ConnId)>,
     /// Ready connections carrying nothing, by the instant they have idled too long.
     idle: BTreeSet<(Instant, ConnId)>,
+    /// Each connection's PING deadline: when to send one, or when its answer is due.
+    pings: BTreeSet<(Instant, ConnId)>,
     /// New streams waiting for a slot.
     queue: WaitQueue<()>,
     /// Rejected streams waiting for their one retry, served before `queue`; each
@@ -291,6 +326,7 @@ pub struct Pool {
     active: usize,
     opened_total: u64,
     retries_total: u64,
+    ping_timeouts_total: u64,
 }
 
 #[derive(Debug)]
@@ -303,6 +339,26 @@ struct Conn {
     available_as: Option<u32>,
     /// Its key in `idle`.
     idle_deadline: Option<Instant>,
+    /// Its PING state; the instant is its key in `pings`.
+    ping: PingTimer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PingTimer {
+    Off,
+    /// Idle: a PING goes out at this instant.
+    SendAt(Instant),
+    /// A PING is out; the connection is dead if no answer came by this instant.
+    AnswerBy(Instant),
+}
+
+impl PingTimer {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            PingTimer::Off => None,
+            PingTimer::SendAt(at) | PingTimer::AnswerBy(at) => Some(at),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +409,7 @@ impl Pool {
             streams: HashMap::new(),
             available: BTreeSet::new(),
             idle: BTreeSet::new(),
+            pings: BTreeSet::new(),
             queue: WaitQueue::new(),
             retries: WaitQueue::new(),
             commands: VecDeque::new(),
@@ -364,6 +421,7 @@ impl Pool {
             active: 0,
             opened_total: 0,
             retries_total: 0,
+            ping_timeouts_total: 0,
         }
     }
 
@@ -387,6 +445,7 @@ impl Pool {
             Event::ConnectionFailed { conn, reason } => self.handle_connection_lost(now, conn, reason),
             Event::GoAway(conn) => self.handle_go_away(now, conn),
             Event::ConnectionClosed { conn, reason } => self.handle_connection_lost(now, conn, reason),
+            Event::Pong(conn) => self.handle_pong(now, conn),
         }
         self.serve_waiting(now);
     }
@@ -395,15 +454,14 @@ impl Pool {
         self.commands.pop_front()
     }
 
-    /// The next instant `handle_timeout` has work: closing an idle connection, or
-    /// opening one for waiting streams once a connect backoff ends.
+    /// The next instant `handle_timeout` has work: closing an idle connection,
+    /// sending a PING or giving up on its answer, or opening a connection for
+    /// waiting streams once a connect backoff ends.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.idle.first().map(|&(deadline, _)| deadline);
+        let ping = self.pings.first().map(|&(deadline, _)| deadline);
         let retry = self.failures.retry_at.filter(|_| self.waiting() > 0);
-        match (idle, retry) {
-            (Some(idle), Some(retry)) => Some(idle.min(retry)),
-            (idle, retry) => idle.or(retry),
-        }
+        [idle, ping, retry].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -415,7 +473,62 @@ impl Pool {
             self.remove_conn(conn);
             self.commands.push_back(Command::Close(conn));
         }
+        self.expire_pings(now);
         self.serve_waiting(now);
+    }
+
+    /// Sends the PINGs that are due and declares dead the connections whose
+    /// answer is overdue.
+    fn expire_pings(&mut self, now: Instant) {
+        let Some(ping) = self.config.ping else {
+            return;
+        };
+        while let Some(&(deadline, conn)) = self.pings.first() {
+            if deadline > now {
+                break;
+            }
+            let timer = self.conns.get(&conn).map_or(PingTimer::Off, |entry| entry.ping);
+            match timer {
+                PingTimer::SendAt(_) => {
+                    self.set_ping(conn, PingTimer::AnswerBy(later(now, ping.timeout)));
+                    self.commands.push_back(Command::Ping(conn));
+                }
+                PingTimer::AnswerBy(_) => {
+                    self.ping_timeouts_total += 1;
+                    let reason =
+                        format!("the backend did not answer an HTTP/2 PING within {:?}", ping.timeout);
+                    if let Some(entry) = self.remove_conn(conn) {
+                        self.fail_streams_of(entry, &reason);
+                    }
+                    self.commands.push_back(Command::Abort(conn));
+                }
+                // Not in the set under a deadline; dropped should one linger.
+                PingTimer::Off => {
+                    self.pings.remove(&(deadline, conn));
+                }
+            }
+        }
+    }
+
+    fn handle_pong(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.get(&conn).is_some_and(|entry| matches!(entry.ping, PingTimer::AnswerBy(_))) {
+            self.set_ping(conn, PingTimer::Off);
+            self.reindex(conn, now);
+        }
+    }
+
+    /// Moves the connection's PING timer, keeping `pings` in step.
+    fn set_ping(&mut self, conn_id: ConnId, timer: PingTimer) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if let Some(deadline) = conn.ping.deadline() {
+            self.pings.remove(&(deadline, conn_id));
+        }
+        if let Some(deadline) = timer.deadline() {
+            self.pings.insert((deadline, conn_id));
+        }
+        conn.ping = timer;
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -426,6 +539,7 @@ impl Pool {
             active_streams: self.active,
             opened_total: self.opened_total,
             retries_total: self.retries_total,
+            ping_timeouts_total: self.ping_timeouts_total,
         }
     }
 
@@ -573,13 +687,18 @@ impl Pool {
             self.record_connect_failure(now, reason);
             return;
         }
+        self.fail_streams_of(entry, &reason);
+    }
+
+    /// Fails, as `Reset`, every stream still on a connection just forgotten.
+    fn fail_streams_of(&mut self, entry: Conn, reason: &str) {
         let mut orphans = entry.streams;
         // Sorted so the runtime sees the failures in a reproducible order.
         orphans.sort_unstable();
         for stream in orphans {
             self.streams.remove(&stream);
             self.active -= 1;
-            self.fail(stream, FailureKind::Reset, reason.clone());
+            self.fail(stream, FailureKind::Reset, reason.to_owned());
         }
     }
 
@@ -682,6 +801,7 @@ impl Pool {
                     streams: Vec::new(),
                     available_as: None,
                     idle_deadline: None,
+                    ping: PingTimer::Off,
                 },
             );
             self.connecting += 1;
@@ -766,6 +886,16 @@ impl Pool {
             }
             _ => {}
         }
+        // An idle connection is pinged; a busy one shows its health through its
+        // streams. A PING already out keeps its deadline either way.
+        let ping = match (conn.ping, self.config.ping) {
+            (PingTimer::Off, Some(ping)) if is_idle => PingTimer::SendAt(later(now, ping.interval)),
+            (PingTimer::SendAt(_), _) if !is_idle => PingTimer::Off,
+            (current, _) => current,
+        };
+        if ping != conn.ping {
+            self.set_ping(conn_id, ping);
+        }
     }
 
     /// Forgets a connection and its index entries; its streams are the caller's.
@@ -776,6 +906,9 @@ impl Pool {
         }
         if let Some(deadline) = conn.idle_deadline {
             self.idle.remove(&(deadline, conn_id));
+        }
+        if let Some(deadline) = conn.ping.deadline() {
+            self.pings.remove(&(deadline, conn_id));
         }
         match conn.state {
             ConnState::Connecting => self.connecting -= 1,

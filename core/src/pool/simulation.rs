@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::{Command, ConnId, Event, Pool, PoolConfig, Rejection, StreamId};
+use super::{Command, ConnId, Event, PingConfig, Pool, PoolConfig, Rejection, StreamId};
 use crate::stream::{BackendFailure, FailureKind};
 
 const REJECTIONS: [Rejection; 4] =
@@ -38,6 +38,7 @@ pub fn simulate(start: Instant, script: &[u8]) -> Result<(), String> {
         connect_backoff: Duration::from_millis(100),
         max_connect_backoff: Duration::from_secs(1),
         max_connect_failures: 1 + u32::from(bytes.next() % 3),
+        ping: ping_config(bytes.next()),
         ..PoolConfig::default()
     };
     let mut sim = Simulation::new(start, config);
@@ -46,6 +47,15 @@ pub fn simulate(start: Instant, script: &[u8]) -> Result<(), String> {
     }
     let backend_works = script.first().is_some_and(|byte| byte % 2 == 0);
     sim.settle(backend_works)
+}
+
+/// Pings off for a third of the scripts; else an interval and a timeout of a
+/// few seconds, so both race the idle timeout and the streams.
+fn ping_config(choice: u8) -> Option<PingConfig> {
+    (choice % 3 != 0).then(|| PingConfig {
+        interval: Duration::from_millis(500 * (1 + u64::from(choice / 3 % 6))),
+        timeout: Duration::from_millis(300 * (1 + u64::from(choice / 18 % 5))),
+    })
 }
 
 /// The script's bytes; a script that runs out reads as zeros.
@@ -76,6 +86,8 @@ struct ModelConn {
     draining: bool,
     peer_max_streams: Option<u32>,
     streams: BTreeSet<StreamId>,
+    /// When the PING now out was sent.
+    ping_sent: Option<Instant>,
 }
 
 struct Simulation {
@@ -105,7 +117,7 @@ impl Simulation {
     }
 
     fn step(&mut self, op: u8, bytes: &mut Bytes<'_>) -> Result<(), String> {
-        match op % 12 {
+        match op % 13 {
             0 | 1 => {
                 let stream = StreamId(self.next_stream);
                 self.next_stream += 1;
@@ -180,6 +192,22 @@ impl Simulation {
                 self.drain()
             }
             10 => self.jump_to_deadline().map(|_| ()),
+            11 => {
+                let choice = bytes.next();
+                let pinged = self.conns.iter().filter(|(_, c)| c.ping_sent.is_some()).map(|(id, _)| id);
+                match pick(pinged, choice) {
+                    Some(conn) => self.pong(conn),
+                    // An answer nobody waits for changes nothing.
+                    None => {
+                        let before = self.pool.stats();
+                        self.send(Event::Pong(ConnId(u64::MAX - u64::from(choice))))?;
+                        if self.pool.stats() != before {
+                            return Err("a PONG nobody waited for changed the pool".to_owned());
+                        }
+                        Ok(())
+                    }
+                }
+            }
             _ => self.send_nonsense(bytes.next()),
         }
     }
@@ -224,6 +252,20 @@ impl Simulation {
             self.conn_mut(conn)?.streams.remove(&stream);
         }
         self.send(Event::StreamFinished(stream))
+    }
+
+    fn pong(&mut self, conn: ConnId) -> Result<(), String> {
+        self.conn_mut(conn)?.ping_sent = None;
+        self.send(Event::Pong(conn))
+    }
+
+    /// Whether the PING out on `conn` has gone unanswered past its timeout.
+    fn ping_overdue(&self, conn: ConnId) -> bool {
+        let sent = self.conns.get(&conn).and_then(|model| model.ping_sent);
+        match (sent, self.config.ping) {
+            (Some(sent), Some(ping)) => self.now >= sent + ping.timeout,
+            _ => false,
+        }
     }
 
     fn close(&mut self, conn: ConnId) -> Result<(), String> {
@@ -375,6 +417,11 @@ impl Simulation {
                     Some(StreamState::Waiting) => {
                         matches!(failure.kind, FailureKind::Overloaded | FailureKind::Unavailable)
                     }
+                    // Its connection did not answer a PING in time.
+                    Some(StreamState::Running(conn)) if self.ping_overdue(conn) => {
+                        self.conn_mut(conn)?.streams.remove(&stream);
+                        failure.kind == FailureKind::Reset
+                    }
                     other => return Err(format!("stream is {other:?}")),
                 };
                 if !answered || failure.message.is_empty() {
@@ -387,6 +434,29 @@ impl Simulation {
                 Some(model) => return Err(format!("closed with {} streams running", model.streams.len())),
                 None => return Err("unknown connection".to_owned()),
             },
+            Command::Ping(conn) => {
+                if self.config.ping.is_none() {
+                    return Err("a PING with pings off".to_owned());
+                }
+                let now = self.now;
+                let model = self.conn_mut(conn)?;
+                if !model.ready || model.draining || !model.streams.is_empty() || model.ping_sent.is_some() {
+                    return Err(format!("pinged a connection that is not idle or already pinged: {model:?}"));
+                }
+                model.ping_sent = Some(now);
+            }
+            Command::Abort(conn) => {
+                if !self.ping_overdue(conn) {
+                    return Err("aborted a connection whose PING was not overdue".to_owned());
+                }
+                match self.conns.remove(&conn) {
+                    Some(model) if model.streams.is_empty() => {}
+                    Some(model) => {
+                        return Err(format!("aborted with {} streams not failed", model.streams.len()))
+                    }
+                    None => return Err("unknown connection".to_owned()),
+                }
+            }
         }
         Ok(())
     }
@@ -421,6 +491,13 @@ impl Simulation {
             }
             let connecting: Vec<ConnId> =
                 self.conns.iter().filter(|(_, c)| !c.ready && !c.draining).map(|(id, _)| *id).collect();
+            if backend_works {
+                let pinged: Vec<ConnId> =
+                    self.conns.iter().filter(|(_, c)| c.ping_sent.is_some()).map(|(id, _)| *id).collect();
+                for conn in pinged {
+                    self.pong(conn)?;
+                }
+            }
             for conn in connecting {
                 if backend_works {
                     self.conn_mut(conn)?.ready = true;

@@ -68,12 +68,29 @@ pub enum PoolMsg<R: Runtime> {
 }
 
 pub enum ConnEvent<R: Runtime> {
-    ReadyH2 { send: h2::client::SendRequest<Bytes> },
-    ReadyH1 { io: BackendIo<R::Tcp> },
+    ReadyH2 {
+        send: h2::client::SendRequest<Bytes>,
+    },
+    ReadyH1 {
+        io: BackendIo<R::Tcp>,
+    },
     PeerSettings(Option<u32>),
+    /// The answer to the PING the pool asked for arrived.
+    Pong,
     Failed(String),
     Closed(String),
 }
+
+/// What the pool asks of a running HTTP/2 connection's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnControl {
+    /// Send a PING; report [`ConnEvent::Pong`] when answered.
+    Ping,
+    /// Drop the connection now (it did not answer a PING in time).
+    Abort,
+}
+
+type ControlSender = mpsc::UnboundedSender<ConnControl>;
 
 pub type PoolSender<R> = mpsc::UnboundedSender<PoolMsg<R>>;
 
@@ -108,6 +125,7 @@ pub fn start<R: Runtime>(
         opening: HashMap::new(),
         h2: HashMap::new(),
         h1_idle: HashMap::new(),
+        controls: HashMap::new(),
         metrics,
     };
     runtime.spawn(owner.run(rx));
@@ -125,6 +143,9 @@ struct PoolOwner<R: Runtime> {
     opening: HashMap<ConnId, oneshot::Sender<()>>,
     h2: HashMap<ConnId, h2::client::SendRequest<Bytes>>,
     h1_idle: HashMap<ConnId, BackendIo<R::Tcp>>,
+    /// Each connection task's control channel. Dropping one leaves the task to
+    /// end by itself (after its streams); only `ConnControl::Abort` ends it early.
+    controls: HashMap<ConnId, ControlSender>,
     /// The worker's counters: the pool's gauges are copied in after each event.
     metrics: std::sync::Arc<WorkerMetrics>,
 }
@@ -215,12 +236,15 @@ impl<R: Runtime> PoolOwner<R> {
                 Event::ConnectionReady { conn, peer_max_streams: Some(1) }
             }
             ConnEvent::PeerSettings(peer_max_streams) => Event::PeerSettings { conn, peer_max_streams },
+            ConnEvent::Pong => Event::Pong(conn),
             ConnEvent::Failed(reason) => {
+                self.controls.remove(&conn);
                 tracing::warn!(conn = conn.0, %reason, "backend connection failed");
                 Event::ConnectionFailed { conn, reason }
             }
             ConnEvent::Closed(reason) => {
                 tracing::debug!(conn = conn.0, %reason, "backend connection closed");
+                self.controls.remove(&conn);
                 self.h2.remove(&conn);
                 self.h1_idle.remove(&conn);
                 // Only HTTP/2 connections report this, and each of their streams
@@ -244,7 +268,10 @@ impl<R: Runtime> PoolOwner<R> {
                     let tx = self.tx.clone();
                     let (keep, abandoned) = oneshot::channel();
                     self.opening.insert(conn, keep);
-                    self.runtime.spawn(open_connection(runtime, connector, conn, tx, abandoned));
+                    let (control, controlled) = mpsc::unbounded();
+                    self.controls.insert(conn, control);
+                    let task = Connection { runtime, connector, conn, tx, abandoned, control: controlled };
+                    self.runtime.spawn(task.run());
                 }
                 Command::Assign { stream, conn } => self.assign(stream, conn),
                 Command::Fail { stream, failure } => {
@@ -258,6 +285,24 @@ impl<R: Runtime> PoolOwner<R> {
                     self.h2.remove(&conn);
                     self.h1_idle.remove(&conn);
                     self.opening.remove(&conn);
+                    self.controls.remove(&conn);
+                }
+                Command::Ping(conn) => {
+                    if let Some(control) = self.controls.get(&conn) {
+                        let _ = control.unbounded_send(ConnControl::Ping);
+                    }
+                }
+                Command::Abort(conn) => {
+                    tracing::warn!(
+                        conn = conn.0,
+                        "backend connection did not answer a PING in time; dropped"
+                    );
+                    self.h2.remove(&conn);
+                    self.h1_idle.remove(&conn);
+                    self.opening.remove(&conn);
+                    if let Some(control) = self.controls.remove(&conn) {
+                        let _ = control.unbounded_send(ConnControl::Abort);
+                    }
                 }
             }
         }
@@ -311,6 +356,7 @@ impl<R: Runtime> PoolOwner<R> {
         }
         self.h2.clear();
         self.h1_idle.clear();
+        self.controls.clear();
         // The gauges read zero through the rest of the drain; the totals stay.
         let totals = self.pool.stats();
         self.metrics.record_pool(&handoff_core::pool::PoolStats {
@@ -323,71 +369,119 @@ impl<R: Runtime> PoolOwner<R> {
     }
 }
 
-/// Opens a connection, then (HTTP/2) drives it until it closes. An attempt the
-/// pool abandons (it shut down) ends at once rather than at its timeout.
-async fn open_connection<R: Runtime>(
+/// One connection's task: opens it, then (HTTP/2) drives it until it closes,
+/// sending the PINGs the pool asks for.
+struct Connection<R: Runtime> {
     runtime: R,
     connector: Connector,
     conn: ConnId,
     tx: PoolSender<R>,
-    mut abandoned: oneshot::Receiver<()>,
-) {
-    let report = |event| {
-        let _ = tx.unbounded_send(PoolMsg::Connection { conn, event });
-    };
-    let deadline = runtime.now() + connector.connect_timeout;
-    let connect = with_deadline(&runtime, deadline, connector.endpoint.connect(&runtime));
-    let io = match unless_abandoned(&mut abandoned, connect).await {
-        None => return,
-        Some(Some(Ok(io))) => io,
-        Some(Some(Err(error))) => {
-            return report(ConnEvent::Failed(format!("connecting to the backend: {error}")))
-        }
-        Some(None) => return report(ConnEvent::Failed("connecting to the backend timed out".into())),
-    };
-    if !connector.http2 {
-        return report(ConnEvent::ReadyH1 { io });
+    /// An attempt the pool abandons (it shut down) ends at once rather than at
+    /// its timeout.
+    abandoned: oneshot::Receiver<()>,
+    control: mpsc::UnboundedReceiver<ConnControl>,
+}
+
+impl<R: Runtime> Connection<R> {
+    fn report(&self, event: ConnEvent<R>) {
+        let _ = self.tx.unbounded_send(PoolMsg::Connection { conn: self.conn, event });
     }
-    if let Some(alpn) = io.alpn() {
-        if alpn != b"h2" {
-            return report(ConnEvent::Failed(
-                "the backend did not negotiate HTTP/2 over TLS (set OPENAI_HTTP2_ENABLED=false)".into(),
-            ));
+
+    async fn run(mut self) {
+        let connector = &self.connector;
+        let deadline = self.runtime.now() + connector.connect_timeout;
+        let connect = with_deadline(&self.runtime, deadline, connector.endpoint.connect(&self.runtime));
+        let io = match unless_abandoned(&mut self.abandoned, connect).await {
+            None => return,
+            Some(Some(Ok(io))) => io,
+            Some(Some(Err(error))) => {
+                return self.report(ConnEvent::Failed(format!("connecting to the backend: {error}")))
+            }
+            Some(None) => {
+                return self.report(ConnEvent::Failed("connecting to the backend timed out".into()))
+            }
+        };
+        if !connector.http2 {
+            return self.report(ConnEvent::ReadyH1 { io });
         }
-    }
-    // Flow control that isolates streams: each may have `stream_window` bytes in
-    // flight, and the connection window holds every stream's at once.
-    let handshake = h2::client::Builder::new()
-        .initial_max_send_streams(connector.max_streams as usize)
-        .initial_window_size(connector.stream_window)
-        .initial_connection_window_size(connector.connection_window)
-        .handshake::<_, Bytes>(io);
-    let (send, mut connection) =
-        match unless_abandoned(&mut abandoned, with_deadline(&runtime, deadline, handshake)).await {
+        if let Some(alpn) = io.alpn() {
+            if alpn != b"h2" {
+                return self.report(ConnEvent::Failed(
+                    "the backend did not negotiate HTTP/2 over TLS (set OPENAI_HTTP2_ENABLED=false)".into(),
+                ));
+            }
+        }
+        // Flow control that isolates streams: each may have `stream_window` bytes in
+        // flight, and the connection window holds every stream's at once.
+        let handshake = h2::client::Builder::new()
+            .initial_max_send_streams(connector.max_streams as usize)
+            .initial_window_size(connector.stream_window)
+            .initial_connection_window_size(connector.connection_window)
+            .handshake::<_, Bytes>(io);
+        let handshake = with_deadline(&self.runtime, deadline, handshake);
+        let (send, connection) = match unless_abandoned(&mut self.abandoned, handshake).await {
             None => return,
             Some(Some(Ok(parts))) => parts,
-            Some(Some(Err(error))) => return report(ConnEvent::Failed(format!("HTTP/2 handshake: {error}"))),
-            Some(None) => return report(ConnEvent::Failed("HTTP/2 handshake timed out".into())),
+            Some(Some(Err(error))) => {
+                return self.report(ConnEvent::Failed(format!("HTTP/2 handshake: {error}")))
+            }
+            Some(None) => return self.report(ConnEvent::Failed("HTTP/2 handshake timed out".into())),
         };
-    report(ConnEvent::ReadyH2 { send });
-    // Drive the connection here, and tell the pool when the server's stream limit
-    // changes (h2 applies SETTINGS while being polled).
-    let mut announced = connection.max_concurrent_send_streams();
-    let result = std::future::poll_fn(|cx| {
-        let polled = Pin::new(&mut connection).poll(cx);
-        let current = connection.max_concurrent_send_streams();
-        if current != announced {
-            announced = current;
-            report(ConnEvent::PeerSettings(Some(u32::try_from(current).unwrap_or(u32::MAX))));
-        }
-        polled
-    })
-    .await;
-    let reason = match result {
-        Ok(()) => "closed".to_owned(),
-        Err(error) => error.to_string(),
-    };
-    report(ConnEvent::Closed(reason));
+        self.report(ConnEvent::ReadyH2 { send });
+        let reason = self.drive(connection).await;
+        self.report(ConnEvent::Closed(reason));
+    }
+
+    /// Polls the connection until it ends or the pool aborts it, telling the pool
+    /// when the server's stream limit changes (h2 applies SETTINGS while being
+    /// polled) and when a PING is answered. Dropping the connection on abort fails
+    /// its streams (h2 ends them with an error).
+    async fn drive(&mut self, mut connection: h2::client::Connection<BackendIo<R::Tcp>, Bytes>) -> String {
+        let mut announced = connection.max_concurrent_send_streams();
+        let mut pings = connection.ping_pong();
+        let mut ping_out = false;
+        let mut controlled = true;
+        std::future::poll_fn(|cx| {
+            while controlled {
+                match Pin::new(&mut self.control).poll_next(cx) {
+                    Poll::Ready(Some(ConnControl::Ping)) => {
+                        // At most one is out: the pool asks again only after an answer.
+                        if let (false, Some(pings)) = (ping_out, pings.as_mut()) {
+                            ping_out = pings.send_ping(h2::Ping::opaque()).is_ok();
+                        }
+                    }
+                    Poll::Ready(Some(ConnControl::Abort)) => {
+                        return Poll::Ready("dropped: no answer to a PING in time".to_owned())
+                    }
+                    // The pool let go of the connection: it ends with its streams.
+                    Poll::Ready(None) => controlled = false,
+                    Poll::Pending => break,
+                }
+            }
+            let polled = Pin::new(&mut connection).poll(cx);
+            let current = connection.max_concurrent_send_streams();
+            if current != announced {
+                announced = current;
+                self.report(ConnEvent::PeerSettings(Some(u32::try_from(current).unwrap_or(u32::MAX))));
+            }
+            if let (true, Some(pings)) = (ping_out, pings.as_mut()) {
+                match pings.poll_pong(cx) {
+                    Poll::Ready(Ok(_)) => {
+                        ping_out = false;
+                        self.report(ConnEvent::Pong);
+                    }
+                    // The connection failed; its own poll says how.
+                    Poll::Ready(Err(_)) => ping_out = false,
+                    Poll::Pending => {}
+                }
+            }
+            polled.map(|result| match result {
+                Ok(()) => "closed".to_owned(),
+                Err(error) => error.to_string(),
+            })
+        })
+        .await
+    }
 }
 
 /// Runs `future` unless the pool drops its end of `abandoned` first (`None`).

@@ -66,6 +66,10 @@ pub enum H2Conn {
     /// Once the gate opens: the handshake, then at once GOAWAY(last stream id 0,
     /// NO_ERROR) and close. Nothing sent on the connection is processed.
     GoAwayWhen(Gate),
+    /// Serves as `Serve` until `freeze` opens, then goes silent without closing
+    /// (a vanished host): nothing more is read or answered, PINGs included, until
+    /// `release` opens and the connection is dropped.
+    FreezeWhen { freeze: Gate, release: Gate },
 }
 
 /// How an HTTP/2 server answers one request (numbered across connections).
@@ -100,6 +104,11 @@ pub fn h2(
             let runtime = accepted.runtime.clone();
             runtime.spawn(go_away_h2(accepted.io, gate))
         }
+        H2Conn::FreezeWhen { freeze, release } => {
+            let runtime = accepted.runtime.clone();
+            let serving = serve_h2_until(accepted, server_log.clone(), Arc::clone(&reply), freeze, release);
+            runtime.spawn(serving)
+        }
     });
     log
 }
@@ -116,20 +125,69 @@ async fn serve_h2(accepted: ServerConn, log: ServerLog, reply: Script<H2Reply>) 
     let Ok(mut connection) = h2::server::handshake(io).await else {
         return;
     };
-    while let Some(Ok((request, mut respond))) = connection.accept().await {
-        let nth = log.record(index);
-        match reply(nth) {
-            H2Reply::Body(body) => {
-                runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, body, false))
-            }
-            H2Reply::Hold(body) => {
-                runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, body, true))
-            }
-            H2Reply::Reset(reason) => respond.send_reset(reason),
-            // Dropping the connection drops the pipe: the daemon reads EOF.
-            H2Reply::DropConnection => return,
+    while let Some(Ok((request, respond))) = connection.accept().await {
+        if !answer(&runtime, &log, &reply, index, request, respond) {
+            return;
         }
     }
+}
+
+/// Starts the answer `reply` scripts for one request; false: drop the connection.
+fn answer(
+    runtime: &FakeRuntime,
+    log: &ServerLog,
+    reply: &Script<H2Reply>,
+    index: usize,
+    request: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) -> bool {
+    let nth = log.record(index);
+    match reply(nth) {
+        H2Reply::Body(body) => {
+            runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, body, false))
+        }
+        H2Reply::Hold(body) => {
+            runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, body, true))
+        }
+        H2Reply::Reset(reason) => respond.send_reset(reason),
+        // Dropping the connection drops the pipe: the daemon reads EOF.
+        H2Reply::DropConnection => return false,
+    }
+    true
+}
+
+async fn serve_h2_until(
+    accepted: ServerConn,
+    log: ServerLog,
+    reply: Script<H2Reply>,
+    freeze: Gate,
+    release: Gate,
+) {
+    let ServerConn { io, index, runtime } = accepted;
+    let Ok(mut connection) = h2::server::handshake(io).await else {
+        return;
+    };
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            if freeze.poll_open(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            connection.poll_accept(cx).map(Some)
+        })
+        .await;
+        match next {
+            Some(Some(Ok((request, respond)))) => {
+                if !answer(&runtime, &log, &reply, index, request, respond) {
+                    return;
+                }
+            }
+            Some(_) => return,
+            // Frozen: the connection is held, never polled, until released.
+            None => break,
+        }
+    }
+    release.wait().await;
+    drop(connection);
 }
 
 async fn go_away_h2(io: DuplexStream, gate: Gate) {
