@@ -446,12 +446,13 @@ impl Stream {
         stream
     }
 
-    /// Feeds one input at `now` (the runtime's monotonic clock): what the backend sent, what the client's socket did, or
-    /// [`Input::Timeout`] when the instant of the last [`Output::Timeout`]
-    /// passed. Every input also runs the deadlines due at `now`. The machine
-    /// never blocks and does no I/O: after each call the driver drains
-    /// [`Stream::poll_output`] and carries the outputs out. Inputs after the
-    /// outcome is decided are ignored.
+    /// Feeds one input at `now` (the runtime's monotonic clock): what the
+    /// backend sent, what the client's socket did, or [`Input::Timeout`] when
+    /// the instant of the last [`Output::Timeout`] passed. Every input also
+    /// runs the deadlines due at `now`. The machine never blocks and does no
+    /// I/O: after each call the driver drains [`Stream::poll_output`] and
+    /// carries the outputs out. Inputs after the outcome is decided are
+    /// ignored.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         if !matches!(self.end, End::Running) {
             return;
