@@ -53,12 +53,18 @@ pub struct PeerPolicy {
 /// `connect`): its pid, effective uid and effective (primary) gid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
+    /// Process id of the process that connected (for the log only; the
+    /// policy does not look at it).
     pub pid: i32,
+    /// Effective uid, checked against `--allow-uid`.
     pub uid: u32,
+    /// Effective (primary) gid, checked against `--allow-gid`.
     pub gid: u32,
 }
 
 impl PeerPolicy {
+    /// A policy allowing the peers whose uid is in `uids` or whose gid is in
+    /// `gids` (numeric ids, already resolved from names). Both empty: open.
     pub fn new(uids: Vec<u32>, gids: Vec<u32>) -> PeerPolicy {
         PeerPolicy { uids, gids }
     }
@@ -86,20 +92,29 @@ impl PeerPolicy {
 /// into datagrams, land in a file or a pipe, or fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FdKind {
+    /// A `SOCK_STREAM` socket (TCP or Unix stream): the only kind served.
     StreamSocket,
+    /// A `SOCK_DGRAM` socket (UDP or Unix datagram).
     DatagramSocket,
+    /// A `SOCK_SEQPACKET` socket.
     SeqpacketSocket,
     /// A socket of another type (raw, RDM).
     OtherSocket,
+    /// A pipe or FIFO.
     Pipe,
+    /// A regular file.
     RegularFile,
+    /// A character device (`/dev/null`, a terminal).
     CharDevice,
+    /// A directory.
     Directory,
     /// Anything else, or an fd whose type could not be read.
     Other,
 }
 
 impl FdKind {
+    /// Every kind, once each. The position in this list is the kind's bit in
+    /// [`OncePerKind`], so a new variant must be added here too.
     pub const ALL: [FdKind; 9] = [
         FdKind::StreamSocket,
         FdKind::DatagramSocket,
@@ -164,6 +179,8 @@ pub struct LogLimit {
 }
 
 impl LogLimit {
+    /// A limit of one line per `interval` (kept at millisecond resolution);
+    /// the first [`LogLimit::check`] always lets its line through.
     pub fn new(interval: Duration) -> LogLimit {
         LogLimit { interval, last: AtomicU64::new(u64::MAX), suppressed: AtomicU64::new(0) }
     }

@@ -38,6 +38,8 @@ const MAX_REJECTED_NAME_BYTES: usize = 64;
 /// One chat message, forwarded to the backend as given.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The `role` (`system`, `user`, `assistant`, `tool`, ...): required, any
+    /// string, not checked against a list.
     pub role: String,
     /// The `content`: a string, an array of content parts (objects with a string
     /// `type`), or null (also when absent, as for an assistant message that only
@@ -72,6 +74,7 @@ pub enum Format {
 /// How a stream's events are written for its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Delivery {
+    /// What each event carries (`format`; [`Format::Content`] when absent).
     pub format: Format,
     /// In [`Format::Content`], forward `reasoning_content` deltas as
     /// `event: reasoning` (`reasoning: true`); dropped otherwise.
@@ -90,11 +93,16 @@ pub struct Handoff {
     pub user_id: Option<String>,
     /// A valid header value (sent upstream as `X-Request-Id`); `None` when empty.
     pub request_id: Option<String>,
+    /// `max_tokens`, forwarded as given (0 to `u32::MAX`).
     pub max_tokens: Option<u32>,
+    /// `max_completion_tokens`, forwarded as given (0 to `u32::MAX`); set
+    /// independently of `max_tokens`, both are sent when both are given.
     pub max_completion_tokens: Option<u32>,
+    /// From 0 to 2.
     pub temperature: Option<f64>,
     /// From 0 to 1.
     pub top_p: Option<f64>,
+    /// `seed`, any 64-bit signed integer.
     pub seed: Option<i64>,
     /// From -2 to 2.
     pub presence_penalty: Option<f64>,
@@ -146,14 +154,21 @@ impl Handoff {
 pub struct HeaderRejection {
     /// The name as given (cut to a bounded length for logging).
     pub name: String,
+    /// Why it was dropped (invalid name or value, duplicate, over the count
+    /// or size cap), for the log line.
     pub reason: &'static str,
 }
 
+/// Why a handoff was refused as a whole: no stream starts, and the client is
+/// answered `400` with the `Display` text (key-like parts redacted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandoffError {
     /// The payload is larger than [`MAX_HANDOFF_BYTES`].
-    TooLarge { len: usize },
+    TooLarge {
+        /// The payload's size, in bytes.
+        len: usize,
+    },
     /// The message was longer than [`MAX_HANDOFF_BYTES`], so the runtime received
     /// only part of it (MSG_TRUNC, or a stream past the limit).
     Truncated,
@@ -162,7 +177,13 @@ pub enum HandoffError {
     /// JSON, but not an object.
     NotObject,
     /// A known field with the wrong type or an out-of-range value.
-    InvalidField { field: &'static str, reason: String },
+    InvalidField {
+        /// The field's name as it appears in the JSON (`messages` for any
+        /// problem inside a message).
+        field: &'static str,
+        /// What is wrong, for the client and the log (`must be a string`).
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for HandoffError {

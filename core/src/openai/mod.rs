@@ -39,11 +39,16 @@ pub enum ChunkEvent<'a> {
 /// its text already redacted, so it may be forwarded to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamError {
+    /// `error.message`; a fixed text when the upstream gave none.
     pub message: String,
+    /// `error.type`; `upstream_error` when the upstream gave none.
     pub error_type: String,
+    /// `error.code` (a number is rendered as text), when given.
     pub code: Option<String>,
 }
 
+/// Why a `data` payload could not be read as a chunk: the stream ends with an
+/// `upstream_protocol` error event for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChunkError {

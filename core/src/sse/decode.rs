@@ -72,6 +72,8 @@ impl Default for SseDecoder {
 }
 
 impl SseDecoder {
+    /// A decoder for one stream, bounded by `limits` (each capped at 1 GiB).
+    /// Its buffers start empty and grow only as a line or event needs them.
     pub fn new(limits: SseLimits) -> Self {
         let clamp = |limit: usize| u32::try_from(limit.min(LIMIT_CEILING)).unwrap_or(u32::MAX);
         SseDecoder {

@@ -39,13 +39,22 @@ pub struct SseEvent<'a> {
     pub last_event_id: &'a str,
 }
 
+/// Why the decoder gave up on the stream: a bound of [`SseLimits`] was passed.
+/// Every later [`SseDecoder::decode`] returns the same error; the stream must
+/// be failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SseError {
-    /// A line grew past `SseLimits::max_line` before its terminator arrived.
-    LineTooLong { limit: usize },
-    /// An event's data grew past `SseLimits::max_event`.
-    EventTooLarge { limit: usize },
+    /// A line grew past [`SseLimits::max_line`] before its terminator arrived.
+    LineTooLong {
+        /// The line limit in force, in bytes ([`SseLimits::max_line`], at most 1 GiB).
+        limit: usize,
+    },
+    /// An event's data grew past [`SseLimits::max_event`].
+    EventTooLarge {
+        /// The event limit in force, in bytes ([`SseLimits::max_event`], at most 1 GiB).
+        limit: usize,
+    },
 }
 
 impl std::fmt::Display for SseError {

@@ -89,6 +89,13 @@ impl Closing {
         }
     }
 
+    /// Feeds what happened to the socket at `now` (the runtime's monotonic
+    /// clock). While [`Closing::is_flushing`] the runtime writes what is left
+    /// and reports `ClientTook` per write and `Flushed` once nothing waits;
+    /// afterwards it reports EOF or an error as `ClientGone`. In either phase,
+    /// `Timeout` when the armed instant passes. Every input also checks the
+    /// deadline, so a passed one closes even without `Timeout`.
+    /// Inputs after `Close` was decided are ignored.
     pub fn handle_input(&mut self, now: Instant, input: CloseInput) {
         match (self.phase, input) {
             (Phase::Closing | Phase::Closed, _) => return,
@@ -111,6 +118,10 @@ impl Closing {
         }
     }
 
+    /// The next thing to do; call after every input until it returns
+    /// [`CloseOutput::Timeout`], then arm a timer for that instant. After
+    /// [`CloseOutput::Close`] (once, last) the runtime closes the fd; any later
+    /// `Timeout` is far away and means nothing.
     pub fn poll_output(&mut self) -> CloseOutput {
         match self.phase {
             Phase::Flushed => {

@@ -60,6 +60,8 @@ pub struct StreamConfig {
     pub total_timeout: Duration,
     /// Spacing of the mock backend's events.
     pub mock_delay: Duration,
+    /// Bounds on the backend's SSE lines and events; past one the stream fails
+    /// as [`FailureReason::UpstreamProtocol`].
     pub sse_limits: SseLimits,
     /// Most bytes of a non-2xx backend body kept to find its error message.
     pub max_error_body: usize,
@@ -117,11 +119,14 @@ pub enum Source {
 /// `message` may name hosts, addresses or OS errors and goes to the log only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendFailure {
+    /// What kind of failure: picks the client's error event and the metric.
     pub kind: FailureKind,
     /// Detail for the log (never written to a client).
     pub message: String,
 }
 
+/// How the backend failed, coarsely: what the client and the metrics are told
+/// (the detail stays in [`BackendFailure::message`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureKind {
@@ -165,7 +170,10 @@ impl FailureKind {
 pub enum Input<'a> {
     /// The backend's response status (HTTP/1.1 status line or HTTP/2 `:status`).
     /// Exactly one, before any body byte; the runtime filters out 1xx heads.
-    BackendHead { status: u16 },
+    BackendHead {
+        /// The HTTP status code (2xx: events follow; otherwise an error body).
+        status: u16,
+    },
     /// Response body bytes, split anywhere. The machine takes all of them.
     BackendData(&'a [u8]),
     /// The response body ended cleanly (END_STREAM, or the HTTP/1.1 body's end).
@@ -197,6 +205,8 @@ pub enum Outcome {
     ClientStalled,
 }
 
+/// Why a stream ended with an error event ([`Outcome::Failed`]), for the
+/// metrics and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureReason {
@@ -208,10 +218,18 @@ pub enum FailureReason {
     UpstreamTruncated,
     /// Undecodable upstream bytes (SSE limits, chunk JSON).
     UpstreamProtocol,
+    /// The backend failed as the runtime reported ([`Input::BackendFailed`])
+    /// before the answer was complete.
     Backend(FailureKind),
+    /// No response head came within [`StreamConfig::first_byte_timeout`] of the
+    /// stream's start.
     FirstByteTimeout,
+    /// The backend sent nothing for [`StreamConfig::idle_timeout`] after its
+    /// head (time spent waiting on a slow client is not counted).
     IdleTimeout,
+    /// The stream reached [`StreamConfig::total_timeout`].
     TotalTimeout,
+    /// The daemon's drain deadline passed ([`Input::Shutdown`]).
     Shutdown,
 }
 
@@ -428,6 +446,13 @@ impl Stream {
         stream
     }
 
+    /// Feeds one input at `now` (the runtime's monotonic clock): what the
+    /// backend sent, what the client's socket did, or [`Input::Timeout`] when
+    /// the instant of the last [`Output::Timeout`] passed. Every input also
+    /// runs the deadlines due at `now`. The machine never blocks and does no
+    /// I/O: after each call the driver drains [`Stream::poll_output`] and
+    /// carries the outputs out. Inputs after the outcome is decided are
+    /// ignored.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         if !matches!(self.end, End::Running) {
             return;
@@ -490,6 +515,12 @@ impl Stream {
         }
     }
 
+    /// The next thing the runtime must do. Call it after [`Stream::new`] and
+    /// after every [`Stream::handle_input`], in a loop, until it returns
+    /// [`Output::Timeout`]; arm a timer for that instant and feed
+    /// [`Input::Timeout`] when it passes. `Write`s are queued to the client in
+    /// the order returned; the ending sequence is described on [`Output`].
+    /// After [`Output::Done`] it only returns a meaningless `Timeout`.
     pub fn poll_output(&mut self) -> Output {
         if !self.write.is_empty() {
             return Output::Write(std::mem::take(&mut self.write));
