@@ -587,3 +587,45 @@ fn a_connection_that_stops_answering_pings_is_dropped_and_its_stream_fails_at_th
     release.open();
     daemon.finish(&[&first, &stuck, &next]);
 }
+
+#[test]
+fn a_graceful_goaway_lets_the_running_stream_finish_and_sends_new_ones_to_a_new_connection() {
+    let runtime = FakeRuntime::new();
+    let (drain, finish) = (Gate::default(), Gate::default());
+    let (first_drain, first_finish) = (drain.clone(), finish.clone());
+    let log = server::h2(
+        &runtime,
+        move |conn| if conn == 0 { H2Conn::DrainWhen(first_drain.clone()) } else { H2Conn::Serve },
+        move |nth| {
+            if nth == 0 {
+                let rest = Bytes::from_static(DONE.as_bytes());
+                H2Reply::Then { first: unfinished_answer(), gate: first_finish.clone(), rest }
+            } else {
+                H2Reply::Body(short_answer())
+            }
+        },
+    );
+    let mut daemon = Daemon::start(&runtime, true, h2_pool());
+    let running = FakeClient::with_room(usize::MAX);
+    daemon.stream(&running);
+    runtime.run_until_stalled();
+    assert_eq!(content_events(&running), 1, "the first stream is under way");
+    // GOAWAY while it runs: it is not cut, and nothing new goes there.
+    drain.open();
+    runtime.run_until_stalled();
+    let next = FakeClient::with_room(usize::MAX);
+    daemon.stream(&next);
+    runtime.run_until_stalled();
+    assert!(next.received_text().ends_with(DONE), "{}", next.received_text());
+    assert_eq!(runtime.connections_opened(), 2, "the new stream opened a new connection");
+    assert_eq!(log.seen().iter().map(|seen| seen.conn).collect::<Vec<_>>(), [0, 1]);
+    assert!(!running.received_text().ends_with(DONE), "the first stream still runs");
+    // The draining connection's stream ends as the server wants, not as an error.
+    finish.open();
+    runtime.run_until_stalled();
+    let text = running.received_text();
+    assert!(text.ends_with(DONE) && !text.contains("event: error"), "{text}");
+    assert_eq!(daemon.snapshot().completed, 2);
+    assert_eq!(runtime.connections_open(), 1, "the drained connection closed; the new one stays");
+    daemon.finish(&[&running, &next]);
+}

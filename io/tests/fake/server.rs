@@ -70,6 +70,10 @@ pub enum H2Conn {
     /// (a vanished host): nothing more is read or answered, PINGs included, until
     /// `release` opens and the connection is dropped.
     FreezeWhen { freeze: Gate, release: Gate },
+    /// Serves as `Serve`; once the gate opens, shuts down gracefully: GOAWAY
+    /// (h2's two-step one, with a PING between), the streams it holds run to
+    /// their end, then it closes.
+    DrainWhen(Gate),
 }
 
 /// How an HTTP/2 server answers one request (numbered across connections).
@@ -82,6 +86,8 @@ pub enum H2Reply {
     Reset(Reason),
     /// The whole connection dropped without a word once the request was read.
     DropConnection,
+    /// 200 and `first`; once the gate opens, `rest` and the end.
+    Then { first: Bytes, gate: Gate, rest: Bytes },
 }
 
 type Script<T> = Arc<dyn Fn(usize) -> T + Send + Sync>;
@@ -103,6 +109,10 @@ pub fn h2(
         H2Conn::GoAwayWhen(gate) => {
             let runtime = accepted.runtime.clone();
             runtime.spawn(go_away_h2(accepted.io, gate))
+        }
+        H2Conn::DrainWhen(gate) => {
+            let runtime = accepted.runtime.clone();
+            runtime.spawn(drain_h2(accepted, server_log.clone(), Arc::clone(&reply), gate))
         }
         H2Conn::FreezeWhen { freeze, release } => {
             let runtime = accepted.runtime.clone();
@@ -144,10 +154,14 @@ fn answer(
     let nth = log.record(index);
     match reply(nth) {
         H2Reply::Body(body) => {
-            runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, body, false))
+            runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, body, Rest::End))
         }
         H2Reply::Hold(body) => {
-            runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, body, true))
+            runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, body, Rest::Hold))
+        }
+        H2Reply::Then { first, gate, rest } => {
+            let rest = Rest::When(gate, rest);
+            runtime.spawn(answer_h2(log.clone(), nth, request.into_body(), respond, first, rest))
         }
         H2Reply::Reset(reason) => respond.send_reset(reason),
         // Dropping the connection drops the pipe: the daemon reads EOF.
@@ -190,6 +204,33 @@ async fn serve_h2_until(
     drop(connection);
 }
 
+async fn drain_h2(accepted: ServerConn, log: ServerLog, reply: Script<H2Reply>, gate: Gate) {
+    let ServerConn { io, index, runtime } = accepted;
+    let Ok(mut connection) = h2::server::handshake(io).await else {
+        return;
+    };
+    let mut draining = false;
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            if !draining && gate.poll_open(cx).is_ready() {
+                connection.graceful_shutdown();
+                draining = true;
+            }
+            connection.poll_accept(cx)
+        })
+        .await;
+        match next {
+            Some(Ok((request, respond))) => {
+                if !answer(&runtime, &log, &reply, index, request, respond) {
+                    return;
+                }
+            }
+            // Drained (or failed): every stream it took has ended.
+            _ => return,
+        }
+    }
+}
+
 async fn go_away_h2(io: DuplexStream, gate: Gate) {
     gate.wait().await;
     let Ok(mut connection) = h2::server::handshake(io).await else {
@@ -205,7 +246,7 @@ async fn answer_h2(
     mut request: RecvStream,
     mut respond: SendResponse<Bytes>,
     body: Bytes,
-    hold: bool,
+    rest: Rest,
 ) {
     // The request body, bounded by what a test sends (a few hundred bytes).
     let mut received = Vec::new();
@@ -225,14 +266,32 @@ async fn answer_h2(
     if send_within_windows(&log, nth, &mut stream, body).await.is_err() {
         return;
     }
-    if hold {
-        // Open until the daemon cancels.
-        let _ = std::future::poll_fn(|cx| stream.poll_reset(cx)).await;
-        return;
+    match rest {
+        Rest::End => {}
+        Rest::Hold => {
+            // Open until the daemon cancels.
+            let _ = std::future::poll_fn(|cx| stream.poll_reset(cx)).await;
+            return;
+        }
+        Rest::When(gate, rest) => {
+            gate.wait().await;
+            if send_within_windows(&log, nth, &mut stream, rest).await.is_err() {
+                return;
+            }
+        }
     }
     if stream.send_data(Bytes::new(), true).is_ok() {
         log.update(nth, |seen| seen.done = true);
     }
+}
+
+/// What follows the first part of an answer.
+enum Rest {
+    End,
+    /// Nothing: the stream stays open until the client resets it.
+    Hold,
+    /// This, once the gate opens, then the end.
+    When(Gate, Bytes),
 }
 
 /// Writes `body` only as fast as the client's windows let it, as a real server
