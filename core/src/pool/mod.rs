@@ -215,18 +215,45 @@ pub enum Event {
     /// [`Event::GoAway`] does. When a connection dies, report its streams'
     /// rejections before its `ConnectionClosed`, which fails the streams still on it
     /// as `Reset`.
-    StreamRejected { stream: StreamId, rejection: Rejection, failure: BackendFailure },
+    StreamRejected {
+        /// The stream whose request got no head.
+        stream: StreamId,
+        /// What the transport knows about whether the server processed it.
+        rejection: Rejection,
+        /// The failure the stream gets if it is not sent again.
+        failure: BackendFailure,
+    },
     /// The connection's handshake completed; `peer_max_streams` is the server's
     /// SETTINGS_MAX_CONCURRENT_STREAMS (`None`: no limit announced).
-    ConnectionReady { conn: ConnId, peer_max_streams: Option<u32> },
+    ConnectionReady {
+        /// The connection the pool asked for with [`Command::Open`].
+        conn: ConnId,
+        /// The server's stream limit; `Some(1)` for HTTP/1.1.
+        peer_max_streams: Option<u32>,
+    },
     /// The server changed SETTINGS_MAX_CONCURRENT_STREAMS.
-    PeerSettings { conn: ConnId, peer_max_streams: Option<u32> },
+    PeerSettings {
+        /// The connection whose server changed its limit.
+        conn: ConnId,
+        /// The new limit (`None`: no limit).
+        peer_max_streams: Option<u32>,
+    },
     /// The connection could not be opened.
-    ConnectionFailed { conn: ConnId, reason: String },
+    ConnectionFailed {
+        /// The connection being opened.
+        conn: ConnId,
+        /// Why, for logs and for the failure of streams that gave up waiting.
+        reason: String,
+    },
     /// The server sent GOAWAY: running streams finish, no new ones go there.
     GoAway(ConnId),
     /// The connection is gone; streams still on it have failed.
-    ConnectionClosed { conn: ConnId, reason: String },
+    ConnectionClosed {
+        /// The connection that ended.
+        conn: ConnId,
+        /// Why, carried into the failures of its streams.
+        reason: String,
+    },
     /// The answer to this connection's [`Command::Ping`] arrived.
     Pong(ConnId),
 }
@@ -270,9 +297,19 @@ pub enum Command {
     /// Open a connection and report `ConnectionReady` or `ConnectionFailed`.
     Open(ConnId),
     /// Start the stream on this open connection.
-    Assign { stream: StreamId, conn: ConnId },
+    Assign {
+        /// The stream to start.
+        stream: StreamId,
+        /// The ready connection to start it on.
+        conn: ConnId,
+    },
     /// The stream cannot get a backend stream; tell its machine.
-    Fail { stream: StreamId, failure: BackendFailure },
+    Fail {
+        /// The stream that gets no backend stream.
+        stream: StreamId,
+        /// What its machine is told, and so what the client sees.
+        failure: BackendFailure,
+    },
     /// Close this connection (idle, or drained after GOAWAY).
     Close(ConnId),
     /// Send an HTTP/2 PING on this connection and report [`Event::Pong`] when its
@@ -286,9 +323,13 @@ pub enum Command {
 /// A snapshot for logs and the benchmark summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
+    /// Connections open (ready or draining).
     pub open: usize,
+    /// Connections whose handshake is in flight.
     pub connecting: usize,
+    /// Streams waiting for a slot, retries included.
     pub queued: usize,
+    /// Streams running on a connection.
     pub active_streams: usize,
     /// Connections opened since start.
     pub opened_total: u64,
@@ -298,6 +339,8 @@ pub struct PoolStats {
     pub ping_timeouts_total: u64,
 }
 
+/// The pool machine: one per backend and worker, fed by the runtime that owns
+/// the connections (see the module docs for the rules it keeps).
 #[derive(Debug)]
 pub struct Pool {
     config: PoolConfig,
@@ -394,6 +437,7 @@ struct ConnectFailures {
 }
 
 impl Pool {
+    /// A pool with no connections, which opens them as streams ask.
     pub fn new(config: PoolConfig) -> Pool {
         let config = PoolConfig {
             max_streams_per_connection: config.max_streams_per_connection.max(1),
@@ -425,6 +469,8 @@ impl Pool {
         }
     }
 
+    /// Takes one report from the runtime; then drain [`Pool::poll_command`] and
+    /// re-arm the timer from [`Pool::poll_timeout`].
     pub fn handle_event(&mut self, now: Instant, event: Event) {
         self.expire_backoff(now);
         match event {
@@ -450,6 +496,7 @@ impl Pool {
         self.serve_waiting(now);
     }
 
+    /// The next thing the runtime must do, in order; `None` once all are taken.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
     }
@@ -464,6 +511,8 @@ impl Pool {
         [idle, ping, retry].into_iter().flatten().min()
     }
 
+    /// Acts on every deadline up to `now` (idle closes, PINGs, the end of a
+    /// connect backoff); harmless when called early.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire_backoff(now);
         while let Some(&(deadline, conn)) = self.idle.first() {
@@ -531,6 +580,7 @@ impl Pool {
         conn.ping = timer;
     }
 
+    /// The gauges and totals now.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             open: self.conns.len() - self.connecting,
