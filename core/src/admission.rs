@@ -36,6 +36,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The response status: 400 for a bad handoff, 503 otherwise.
     pub fn status(&self) -> ErrorStatus {
         match self {
             Refusal::BadHandoff(_) => ErrorStatus::BadRequest,

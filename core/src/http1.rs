@@ -28,7 +28,9 @@ pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
+    /// Exactly this many bytes (`Content-Length`; always 0 for a 204 or 304).
     ContentLength(u64),
+    /// `Transfer-Encoding: chunked` as the last coding.
     Chunked,
     /// Until the connection closes (no length, not chunked).
     UntilClose,
@@ -37,13 +39,16 @@ pub enum BodyFraming {
 /// A parsed backend response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
+    /// The final status, 200..=999 (1xx heads are skipped, never returned).
     pub status: u16,
+    /// How the body that follows the head is delimited.
     pub framing: BodyFraming,
     /// False when the backend said `Connection: close`, framed the body by close,
     /// or spoke HTTP/1.0 without keep-alive.
     pub keep_alive: bool,
 }
 
+/// Why a backend's HTTP/1.1 response head or body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HttpError {

@@ -38,11 +38,18 @@ pub struct Admission {
 /// A consistent-enough copy of the counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// Streams admitted now (their [`Admission`] not yet dropped).
     pub active: u64,
+    /// The most streams admitted at once since start; never above the limit.
     pub peak_concurrent: u64,
+    /// Streams admitted since start, less those later found bad
+    /// ([`Admission::into_bad_handoff`]).
     pub started: u64,
+    /// Streams that ended with `[DONE]`.
     pub completed: u64,
+    /// Streams that ended with an error event (or could not be sent one).
     pub failed: u64,
+    /// Streams whose client went away first.
     pub client_gone: u64,
     /// Streams ended because their client took nothing for the write timeout.
     pub client_stalled: u64,
@@ -52,10 +59,12 @@ pub struct Snapshot {
     pub rejected_draining: u64,
     /// Handoffs answered 400.
     pub bad_handoffs: u64,
+    /// Bytes written to clients.
     pub bytes_sent: u64,
 }
 
 impl Limits {
+    /// Zeroed counters admitting at most `max_streams` streams at once (0 admits none).
     pub fn new(max_streams: u64) -> Arc<Limits> {
         Arc::new(Limits { max_streams, ..Default::default() })
     }
@@ -121,6 +130,8 @@ impl Limits {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Every counter now, each read on its own (`Relaxed`), so counters may be
+    /// a moment apart from each other.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             active: self.active.load(Relaxed),

@@ -51,6 +51,8 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Counts one observation, in whole microseconds (a longer one than
+    /// `u64::MAX` µs saturates); a value equal to a bound goes in that bound's bucket.
     pub fn observe(&self, value: Duration) {
         let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
         // A value equal to a bound belongs to that bucket (Prometheus' `le`).
@@ -59,6 +61,8 @@ impl Histogram {
         self.sum_micros.fetch_add(micros, Relaxed);
     }
 
+    /// The counts now. Each bucket and the sum are read one by one, not as a
+    /// whole, so an observation racing the read may show in some but not others.
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
             buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
@@ -72,14 +76,17 @@ impl Histogram {
 pub struct HistogramSnapshot {
     /// Observations per bucket of [`BUCKET_BOUNDS`] (not cumulative), then `+Inf`.
     pub buckets: [u64; BUCKETS],
+    /// Every observation added together, in microseconds (saturating when summed).
     pub sum_micros: u64,
 }
 
 impl HistogramSnapshot {
+    /// How many observations there were (all buckets together).
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
     }
 
+    /// [`HistogramSnapshot::sum_micros`] in seconds, the unit the exposition uses.
     pub fn sum_seconds(&self) -> f64 {
         self.sum_micros as f64 / 1_000_000.0
     }
@@ -102,11 +109,15 @@ impl HistogramSnapshot {
 /// `handoff_handoffs_total`, and the same words in the per-stream log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HandoffOutcome {
+    /// The stream ended with `[DONE]`.
     Completed,
+    /// The client went away before the stream ended.
     ClientGone,
+    /// The client took no bytes for the write timeout, so its stream was ended.
     ClientStalled,
     /// The backend failed; the type is the client's error event `type`.
     BackendError(BackendError),
+    /// A stream deadline passed; which one is the `type`.
     Timeout(TimeoutKind),
     /// The drain deadline passed and the stream was ended.
     Shutdown,
@@ -114,27 +125,39 @@ pub enum HandoffOutcome {
     Rejected(Rejection),
 }
 
+/// How the backend failed a stream: the `type` label of a
+/// [`HandoffOutcome::BackendError`] (`upstream_status`, `backend_unavailable`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendError {
     /// A non-2xx status (the status itself is in `handoff_backend_responses_total`).
     UpstreamStatus,
     /// An `{"error":..}` object in the upstream stream.
     UpstreamError,
+    /// The upstream ended with neither `[DONE]` nor a `finish_reason`.
     UpstreamTruncated,
     /// Undecodable SSE or chunk JSON, or HTTP/HTTP/2 rules broken.
     UpstreamProtocol,
+    /// No connection, or it died before the response started (`backend_unavailable`).
     Unavailable,
+    /// The stream was reset or its connection died mid-response (`upstream_reset`).
     Reset,
+    /// No backend capacity: the pool's wait queue was full (`overloaded`).
     Overloaded,
 }
 
+/// Which deadline ended a stream: the `type` label of a [`HandoffOutcome::Timeout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TimeoutKind {
+    /// The backend sent no response head within `--first-byte-timeout`.
     FirstByte,
+    /// The backend sent nothing mid-stream for `--idle-timeout`.
     Idle,
+    /// The stream reached `--total-timeout`.
     Total,
 }
 
+/// Why a handoff never became a stream: the `type` label of a
+/// [`HandoffOutcome::Rejected`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rejection {
     /// 503: every stream slot was taken.
@@ -175,6 +198,7 @@ pub enum FdEvent {
 }
 
 impl FdEvent {
+    /// Every event, in the order of the counters and of [`Totals::fd_events`].
     pub const ALL: [FdEvent; 5] = [
         FdEvent::AcceptFailed,
         FdEvent::NoRoomForClient,
@@ -322,6 +346,7 @@ impl HandoffOutcome {
 }
 
 impl Rejection {
+    /// How an admission refusal is counted (see also [`HandoffOutcome::of_refusal`]).
     pub fn of(refusal: &Refusal) -> Rejection {
         match refusal {
             Refusal::BadHandoff(_) => Rejection::BadHandoff,
@@ -335,6 +360,7 @@ impl Rejection {
 /// and what the histograms observe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSummary {
+    /// What became of the stream: its `handoff_handoffs_total` series.
     pub outcome: HandoffOutcome,
     /// From the handoff to the outcome.
     pub duration: Duration,
@@ -455,19 +481,31 @@ pub struct Metrics {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     handoffs: [u64; HandoffOutcome::COUNT],
+    /// [`StreamSummary::ttfb`] of every stream that had one.
     pub ttfb: HistogramSnapshot,
+    /// [`StreamSummary::first_event`] of every stream that had one.
     pub first_event: HistogramSnapshot,
+    /// [`StreamSummary::duration`] of every stream.
     pub duration: HistogramSnapshot,
+    /// Bytes written to clients, counted as each stream's socket closes.
     pub bytes_sent: u64,
+    /// Content events written to clients ([`StreamSummary::events`] summed).
     pub events_sent: u64,
     /// `(status, responses)` for each status seen, ascending; `None` for a
     /// status outside 100..=599.
     pub backend_statuses: Vec<(Option<u16>, u64)>,
+    /// Gauge: backend connections open now, as of each pool's latest event.
     pub backend_connections_open: u64,
+    /// Gauge: backend connections being opened now.
     pub backend_connections_connecting: u64,
+    /// Gauge: backend requests waiting for a connection slot now.
     pub backend_streams_queued: u64,
+    /// Gauge: backend requests on a connection now.
     pub backend_streams_active: u64,
+    /// Backend connections opened since start.
     pub backend_connections_opened: u64,
+    /// Backend requests sent again after a rejection the server cannot have
+    /// processed, since start.
     pub backend_retries: u64,
     fd_events: [u64; FdEvent::COUNT],
 }
@@ -486,6 +524,7 @@ impl Totals {
 }
 
 impl Metrics {
+    /// An empty registry, shared by every worker and the metrics endpoint.
     pub fn new() -> Arc<Metrics> {
         Arc::new(Metrics::default())
     }
@@ -499,6 +538,8 @@ impl Metrics {
         worker
     }
 
+    /// Every registered worker's counters summed, for one scrape. Takes the
+    /// registry's lock; a poisoned lock reads as all zeros.
     pub fn totals(&self) -> Totals {
         let mut totals = Totals::default();
         let mut statuses = [0u64; STATUSES + 1];

@@ -75,6 +75,8 @@ enum SizeLinePart {
 }
 
 impl BodyDecoder {
+    /// A decoder for a body with this framing, positioned at its first byte (a
+    /// `ContentLength(0)` body is already at `End`).
     pub fn new(framing: BodyFraming) -> Self {
         let state = match framing {
             BodyFraming::ContentLength(0) => State::Done,

@@ -119,11 +119,14 @@ fn denied_name(name: &str) -> Option<&'static str> {
 /// Error statuses the daemon answers with before the head is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorStatus {
+    /// 400 Bad Request: the request (the handoff) itself is wrong.
     BadRequest,
+    /// 503 Service Unavailable: not now (at capacity or draining); worth a retry.
     ServiceUnavailable,
 }
 
 impl ErrorStatus {
+    /// The numeric status code (400 or 503).
     pub fn code(self) -> u16 {
         match self {
             ErrorStatus::BadRequest => 400,

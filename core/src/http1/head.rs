@@ -23,6 +23,7 @@ pub struct ResponseHeadParser {
 }
 
 impl ResponseHeadParser {
+    /// A parser at the start of a fresh buffer.
     pub fn new() -> Self {
         Self::default()
     }

@@ -8,6 +8,7 @@ const MAX_HEADERS: usize = 64;
 /// A complete request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// The method as sent, case kept (`GET`, `POST`, ...).
     pub method: String,
     /// The request target as sent (`/path?query`).
     pub target: String,
@@ -40,7 +41,12 @@ pub enum ParsedRequest {
     /// The head is not complete yet and within the bound: read more.
     Incomplete,
     /// A complete head of `len` bytes; any body follows it.
-    Complete { head: RequestHead, len: usize },
+    Complete {
+        /// The parsed head.
+        head: RequestHead,
+        /// The head's length in bytes, blank line included: the body starts at `buf[len..]`.
+        len: usize,
+    },
     /// Answer with this status and close: 400 malformed, 411 a body framed other than
     /// by `Content-Length`, 431 a head over the bound or with too many headers,
     /// 505 not HTTP/1.1.

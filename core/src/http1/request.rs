@@ -14,10 +14,14 @@ pub struct BackendRequest<'a> {
     pub authority: &'a str,
     /// Absolute path, e.g. `/v1/chat/completions`.
     pub path: &'a str,
+    /// Sent as `Authorization: Bearer {key}`; no header when `None`.
     pub api_key: Option<&'a str>,
+    /// The handoff's `test_pattern`, sent as `X-Test-Pattern` (mock-llm's
+    /// behaviours, for tests).
     pub test_pattern: Option<&'a str>,
     /// The handoff's `request_id`, sent as `X-Request-Id`.
     pub request_id: Option<&'a str>,
+    /// The JSON body's length in bytes, sent as `Content-Length`.
     pub content_length: usize,
 }
 

@@ -9,7 +9,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetricsAddr {
     /// `HOST:PORT` (an IP literal, `[v6]:port`, or a name resolved at start).
-    Tcp { host: String, port: u16 },
+    Tcp {
+        /// The host without brackets (an IPv6 literal is bare); [`MetricsAddr::parse`]
+        /// never leaves it empty.
+        host: String,
+        /// The TCP port; 0 lets the kernel choose one.
+        port: u16,
+    },
     /// A path (anything with a `/`): a Unix stream socket.
     Unix(PathBuf),
 }
@@ -75,14 +81,18 @@ impl Default for EndpointLimits {
 /// `--metrics-addr` and its bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
+    /// Where the endpoint listens.
     pub addr: MetricsAddr,
+    /// The endpoint's bounds.
     pub limits: EndpointLimits,
 }
 
 /// Which page a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// `/metrics`: the Prometheus text exposition.
     Metrics,
+    /// `/healthz`: the [`Health`] check.
     Healthz,
 }
 
@@ -91,8 +101,13 @@ pub enum Route {
 pub enum Parsed {
     /// The head is not complete yet (and within the size bound).
     Incomplete,
-    /// A complete head: answer it. `head_only` for `HEAD`.
-    Request { route: Option<Route>, head_only: bool },
+    /// A complete head: answer it.
+    Request {
+        /// The page asked for (the query ignored); `None` for any other path (404).
+        route: Option<Route>,
+        /// `HEAD` rather than `GET`: answer without the body.
+        head_only: bool,
+    },
     /// Answer with this error status and close.
     Refused(u16),
 }
@@ -135,6 +150,8 @@ pub enum Health {
 }
 
 impl Health {
+    /// The health of a daemon that is `draining` (or not) and whose accept loops
+    /// are all `alive` (or not); draining wins over hung.
     pub fn of(draining: bool, alive: bool) -> Health {
         match (draining, alive) {
             (true, _) => Health::Draining,
@@ -143,6 +160,8 @@ impl Health {
         }
     }
 
+    /// The complete `/healthz` response: 200 or 503 with a one-line text body
+    /// (left out when `head_only`).
     pub fn response(self, head_only: bool) -> Vec<u8> {
         let (status, body): (u16, &[u8]) = match self {
             Health::Ok => (200, b"ok\n"),
