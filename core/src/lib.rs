@@ -94,6 +94,10 @@
 //! sequence; the fuzz targets in `fuzz/` hold it to that. `NeedData` is a value, not
 //! an error.
 
+// A library others embed: every public item says what it is for (clippy -D
+// warnings in CI turns a missing doc into a failure).
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod attachments;
 pub mod balance;

@@ -400,6 +400,7 @@ pub struct WorkerMetrics {
     pool_streams: AtomicU64,
     pool_opened_total: AtomicU64,
     pool_retries_total: AtomicU64,
+    pool_ping_timeouts_total: AtomicU64,
     fd_events: [AtomicU64; FdEvent::COUNT],
 }
 
@@ -419,6 +420,7 @@ impl Default for WorkerMetrics {
             pool_streams: AtomicU64::new(0),
             pool_opened_total: AtomicU64::new(0),
             pool_retries_total: AtomicU64::new(0),
+            pool_ping_timeouts_total: AtomicU64::new(0),
             fd_events: Default::default(),
         }
     }
@@ -468,6 +470,7 @@ impl WorkerMetrics {
         self.pool_streams.store(as_u64(stats.active_streams), Relaxed);
         self.pool_opened_total.store(stats.opened_total, Relaxed);
         self.pool_retries_total.store(stats.retries_total, Relaxed);
+        self.pool_ping_timeouts_total.store(stats.ping_timeouts_total, Relaxed);
     }
 }
 
@@ -507,6 +510,8 @@ pub struct Totals {
     /// Backend requests sent again after a rejection the server cannot have
     /// processed, since start.
     pub backend_retries: u64,
+    /// Backend connections dropped because a PING went unanswered, since start.
+    pub backend_ping_timeouts: u64,
     fd_events: [u64; FdEvent::COUNT],
 }
 
@@ -562,6 +567,7 @@ impl Metrics {
             totals.backend_streams_active += worker.pool_streams.load(Relaxed);
             totals.backend_connections_opened += worker.pool_opened_total.load(Relaxed);
             totals.backend_retries += worker.pool_retries_total.load(Relaxed);
+            totals.backend_ping_timeouts += worker.pool_ping_timeouts_total.load(Relaxed);
             for (total, count) in totals.fd_events.iter_mut().zip(worker.fd_events.iter()) {
                 *total += count.load(Relaxed);
             }

@@ -132,9 +132,17 @@ fn totals_sum_every_worker() {
         active_streams: 7,
         opened_total: 3,
         retries_total: 1,
+        ping_timeouts_total: 2,
         ..Default::default()
     });
-    second.record_pool(&PoolStats { open: 1, active_streams: 1, opened_total: 1, ..Default::default() });
+    let second_pool = PoolStats {
+        open: 1,
+        active_streams: 1,
+        opened_total: 1,
+        ping_timeouts_total: 1,
+        ..Default::default()
+    };
+    second.record_pool(&second_pool);
 
     first.record_rejected(Rejection::NotStreamSocket);
     second.record_rejected(Rejection::NotStreamSocket);
@@ -166,6 +174,7 @@ fn totals_sum_every_worker() {
     assert_eq!(totals.backend_statuses, [(Some(200), 2), (Some(503), 1), (None, 1)]);
     assert_eq!((totals.backend_connections_open, totals.backend_streams_active), (3, 8));
     assert_eq!((totals.backend_connections_opened, totals.backend_retries), (4, 1));
+    assert_eq!(totals.backend_ping_timeouts, 3, "summed over workers");
 }
 
 #[test]

@@ -198,6 +198,13 @@ impl Collector for Families {
             None,
             totals.backend_retries,
         )?;
+        counter(
+            &mut encoder,
+            "backend_ping_timeouts",
+            "Backend connections dropped because they did not answer an HTTP/2 PING in time.",
+            None,
+            totals.backend_ping_timeouts,
+        )?;
         {
             let mut family = encoder.encode_descriptor(
                 "backend_responses",
