@@ -277,6 +277,8 @@ pub struct Settings {
     pub backend_ping_interval: u64,
     /// Seconds a PING's answer may take before the connection counts as dead.
     pub backend_ping_timeout: u64,
+    /// The config file's `[backends.NAME]` tables, in the file's order.
+    pub backends: Vec<(String, crate::backends::BackendTable)>,
 }
 
 impl Default for Settings {
@@ -329,6 +331,7 @@ impl Default for Settings {
             backend_tcp_keepalive: BACKEND_TCP_KEEPALIVE_SECS,
             backend_ping_interval: BACKEND_PING_INTERVAL_SECS,
             backend_ping_timeout: BACKEND_PING_TIMEOUT_SECS,
+            backends: Vec::new(),
         }
     }
 }
@@ -398,6 +401,7 @@ impl std::fmt::Debug for Settings {
             backend_tcp_keepalive,
             backend_ping_interval,
             backend_ping_timeout,
+            backends,
         } = self;
         f.debug_struct("Settings")
             .field("socket", socket)
@@ -446,6 +450,7 @@ impl std::fmt::Debug for Settings {
             .field("backend_tcp_keepalive", backend_tcp_keepalive)
             .field("backend_ping_interval", backend_ping_interval)
             .field("backend_ping_timeout", backend_ping_timeout)
+            .field("backends", backends)
             .finish()
     }
 }
@@ -498,6 +503,9 @@ pub struct OpenAiConfig {
     pub extra_ca: Option<PathBuf>,
     /// Send the handoff's `user_id` as `user` when it sets no `user`.
     pub user_from_user_id: bool,
+    /// Sent with every request, in order (a named backend's `headers`;
+    /// validated by [`crate::backends::request_header_rejection`]).
+    pub headers: Vec<(String, String)>,
 }
 
 impl OpenAiConfig {
@@ -512,8 +520,16 @@ impl OpenAiConfig {
 
 impl std::fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let OpenAiConfig { base, api_key, default_model, http2, insecure_tls, extra_ca, user_from_user_id } =
-            self;
+        let OpenAiConfig {
+            base,
+            api_key,
+            default_model,
+            http2,
+            insecure_tls,
+            extra_ca,
+            user_from_user_id,
+            headers,
+        } = self;
         f.debug_struct("OpenAiConfig")
             .field("base", base)
             .field("api_key", &redacted_key(api_key))
@@ -522,6 +538,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("insecure_tls", insecure_tls)
             .field("extra_ca", extra_ca)
             .field("user_from_user_id", user_from_user_id)
+            .field("headers", headers)
             .finish()
     }
 }
@@ -617,6 +634,10 @@ pub struct Config {
     pub stream: StreamConfig,
     /// The backend connection pool.
     pub pool: PoolConfig,
+    /// The config file's named backends, picked by a handoff's `backend`
+    /// ([`crate::backends::select`]); `backend`, `stream` and `pool` above are
+    /// the default one's.
+    pub named_backends: Vec<crate::backends::NamedBackend>,
     /// The metrics endpoint (`--metrics-addr`), when on.
     pub metrics: Option<crate::metrics::endpoint::MetricsConfig>,
     /// `--allow-uid` / `--allow-gid` as given (names or numeric ids), resolved
@@ -667,6 +688,13 @@ pub enum ConfigError {
     /// `--data-dir` must be absolute: a relative one would follow the daemon's
     /// working directory, which a service manager sets.
     RelativeDataDir,
+    /// A `[backends.NAME]` table is refused.
+    Backend {
+        /// The table's name (empty when the refusal is about all of them).
+        name: String,
+        /// What is wrong, naming the table's key.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -688,6 +716,8 @@ impl std::fmt::Display for ConfigError {
             }
             ConfigError::BadMetricsAddr(why) => write!(f, "--metrics-addr {why}"),
             ConfigError::RelativeDataDir => write!(f, "--data-dir must be an absolute path"),
+            ConfigError::Backend { name, reason } if name.is_empty() => write!(f, "[backends]: {reason}"),
+            ConfigError::Backend { name, reason } => write!(f, "[backends.{name}]: {reason}"),
         }
     }
 }
@@ -705,6 +735,7 @@ impl ConfigError {
             ConfigError::ClientBufferTooSmall(_) => "--client-buffer",
             ConfigError::BadMetricsAddr(_) => "--metrics-addr",
             ConfigError::RelativeDataDir => "--data-dir",
+            ConfigError::Backend { .. } => "backends",
         }
     }
 }
@@ -765,6 +796,47 @@ impl Settings {
             })
             .transpose()?
             .map(|addr| crate::metrics::endpoint::MetricsConfig { addr, limits: Default::default() });
+        let (backend, stream, pool) = self.backend_parts()?;
+        let named_backends = crate::backends::validate(&self)?;
+        Ok(Config {
+            socket_path: self.socket,
+            socket_mode,
+            socket_owner: self.socket_owner,
+            socket_group: self.socket_group,
+            socket_type: self.socket_type,
+            log_format: self.log_format,
+            socket_origin: SocketOrigin::Bound,
+            threads: self.threads,
+            benchmark: self.benchmark,
+            max_streams: self.max_connections,
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            receive_timeout: Duration::from_secs(self.receive_timeout),
+            accept_backoff: Duration::from_millis(100),
+            accept_balance: crate::balance::AcceptBalance::default(),
+            liveness: crate::liveness::Liveness::default(),
+            forced_stop_grace: Duration::from_secs(5),
+            retry_after_secs: self.retry_after,
+            backend,
+            stream,
+            pool,
+            named_backends,
+            metrics,
+            allow_uids: self.allow_uid,
+            allow_gids: self.allow_gid,
+            fd_guard: crate::guard::FdGuard::default(),
+            attachments: crate::attachments::AttachmentConfig {
+                data_dir: self.data_dir,
+                max_file_bytes: self.max_attachment_bytes,
+                max_total_bytes: self.max_attachments_total_bytes,
+                max_files: self.max_attachments,
+                delete_after_use: self.delete_attachments,
+            },
+        })
+    }
+
+    /// The backend the flags configure, with its streams' and pool's settings;
+    /// named backends are built by the same code over their merged settings.
+    pub(crate) fn backend_parts(&self) -> Result<(Backend, StreamConfig, PoolConfig), ConfigError> {
         let h2_stream_window = h2_window("--h2-stream-window", self.h2_stream_window)?;
         let h2_connection_window = self
             .h2_connection_window
@@ -774,11 +846,12 @@ impl Settings {
             BackendKind::Mock => Backend::Mock,
             BackendKind::Openai => Backend::OpenAi(OpenAiConfig {
                 base: parse_base_url(&self.openai_base)?,
-                api_key: self.openai_api_key.filter(|key| !key.is_empty()),
-                default_model: self.openai_model,
+                api_key: self.openai_api_key.clone().filter(|key| !key.is_empty()),
+                default_model: self.openai_model.clone(),
                 http2: self.openai_http2,
                 insecure_tls: self.openai_insecure_ssl,
-                extra_ca: self.openai_ca,
+                extra_ca: self.openai_ca.clone(),
+                headers: Vec::new(),
                 user_from_user_id: self.openai_user_from_user_id,
             }),
         };
@@ -827,39 +900,7 @@ impl Settings {
             }),
             ..PoolConfig::default()
         };
-        Ok(Config {
-            socket_path: self.socket,
-            socket_mode,
-            socket_owner: self.socket_owner,
-            socket_group: self.socket_group,
-            socket_type: self.socket_type,
-            log_format: self.log_format,
-            socket_origin: SocketOrigin::Bound,
-            threads: self.threads,
-            benchmark: self.benchmark,
-            max_streams: self.max_connections,
-            drain_timeout: Duration::from_secs(self.drain_timeout),
-            receive_timeout: Duration::from_secs(self.receive_timeout),
-            accept_backoff: Duration::from_millis(100),
-            accept_balance: crate::balance::AcceptBalance::default(),
-            liveness: crate::liveness::Liveness::default(),
-            forced_stop_grace: Duration::from_secs(5),
-            retry_after_secs: self.retry_after,
-            backend,
-            stream,
-            pool,
-            metrics,
-            allow_uids: self.allow_uid,
-            allow_gids: self.allow_gid,
-            fd_guard: crate::guard::FdGuard::default(),
-            attachments: crate::attachments::AttachmentConfig {
-                data_dir: self.data_dir,
-                max_file_bytes: self.max_attachment_bytes,
-                max_total_bytes: self.max_attachments_total_bytes,
-                max_files: self.max_attachments,
-                delete_after_use: self.delete_attachments,
-            },
-        })
+        Ok((backend, stream, pool))
     }
 }
 

@@ -129,6 +129,9 @@ pub struct Handoff {
     /// `images`, `image_paths` and `attachments`, not yet read: taken out by
     /// [`crate::attachments::Plan::new`] and put into `messages` by its `apply`.
     pub attachments: crate::attachments::Requested,
+    /// The named backend to serve it ([`crate::backends::select`]); `None` (or
+    /// empty) for the default one.
+    pub backend: Option<String>,
 }
 
 impl Handoff {
@@ -233,6 +236,7 @@ const FIELDS: &[&str] = &[
     "images",
     "image_paths",
     "attachments",
+    "backend",
 ];
 
 /// Decodes a handoff payload. Trailing (and leading) NUL bytes and ASCII whitespace
@@ -255,7 +259,7 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
         Err(e) => return Err(not_json(&e, prefix)),
     };
     let field = |index: usize| fields.get(index).copied().flatten();
-    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning, images, image_paths, attachments] =
+    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning, images, image_paths, attachments, backend] =
         std::array::from_fn(field);
 
     let prompt = string_field("prompt", prompt)?;
@@ -300,6 +304,7 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
         response_headers: Vec::new(),
         rejected_headers: Vec::new(),
         attachments: crate::attachments::decode_fields(images, image_paths, attachments)?,
+        backend: string_field("backend", backend)?.filter(|name| !name.is_empty()),
     };
     if handoff.messages.is_empty() {
         // `messages` is the whole conversation when given; `system` and `prompt`

@@ -100,6 +100,7 @@
 
 pub mod admission;
 pub mod attachments;
+pub mod backends;
 pub mod balance;
 pub mod config;
 pub mod guard;

@@ -40,20 +40,46 @@ pub const REDACTED: &str = "[redacted]";
 /// `none` (self-hosted servers take any) protects nothing and is a common word.
 pub const MIN_REGISTERED_SECRET: usize = 8;
 
-/// The daemon's own secret, set once at start.
-static REGISTERED: OnceLock<Box<str>> = OnceLock::new();
+/// The daemon's own secrets (every configured backend's key), set once at start.
+static REGISTERED: OnceLock<Box<[Box<str>]>> = OnceLock::new();
 
 /// Makes [`redact`] replace `secret` (the configured API key) wherever it appears,
 /// from now on. Set once per process, at start; returns false when it was not
-/// registered (too short, or one is already set).
+/// registered (too short, or secrets are already set).
 pub fn register_secret(secret: &str) -> bool {
-    secret.len() >= MIN_REGISTERED_SECRET && REGISTERED.set(secret.into()).is_ok()
+    register_secrets([secret])
 }
 
-/// `text` with every key-like substring and the registered secret replaced
+/// [`register_secret`] for every backend's key at once (named backends each
+/// have their own). Keys shorter than [`MIN_REGISTERED_SECRET`] are skipped;
+/// returns false when none was registered or secrets were already set.
+pub fn register_secrets<'a>(secrets: impl IntoIterator<Item = &'a str>) -> bool {
+    let mut kept: Vec<Box<str>> =
+        secrets.into_iter().filter(|secret| secret.len() >= MIN_REGISTERED_SECRET).map(Into::into).collect();
+    // Longest first, so a key that contains another is replaced whole.
+    kept.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    kept.dedup();
+    !kept.is_empty() && REGISTERED.set(kept.into_boxed_slice()).is_ok()
+}
+
+/// `text` with every key-like substring and the registered secrets replaced
 /// (see the module's rules); borrowed, without allocating, when there is none.
 pub fn redact(text: &str) -> Cow<'_, str> {
-    redact_with(text, REGISTERED.get().map(|secret| &**secret))
+    redact_known(text, REGISTERED.get().map_or(&[][..], |secrets| &secrets[..]))
+}
+
+/// [`redact`] with `known` as the registered secrets (longest first).
+fn redact_known<'a>(text: &'a str, known: &[Box<str>]) -> Cow<'a, str> {
+    let mut text = Cow::Borrowed(text);
+    for secret in known.iter().filter(|secret| !secret.is_empty()) {
+        if memchr::memmem::find(text.as_bytes(), secret.as_bytes()).is_some() {
+            text = Cow::Owned(text.replace(&**secret, REDACTED));
+        }
+    }
+    match text {
+        Cow::Borrowed(text) => redact_shapes(text),
+        Cow::Owned(text) => Cow::Owned(redact_shapes(&text).into_owned()),
+    }
 }
 
 /// [`redact`] with `known` as the registered secret.
@@ -413,6 +439,14 @@ mod tests {
         assert_eq!(redact_with(&once, Some(KEY)), once);
         assert!(matches!(redact_with("nothing here", Some(KEY)), Cow::Borrowed(_)));
         assert!(matches!(redact_with("nothing here", Some("")), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn every_backends_key_is_replaced_and_a_longer_one_whole() {
+        let known: Vec<Box<str>> = vec!["local-key-abcdef-long".into(), "local-key-abcdef".into()];
+        let text = "a local-key-abcdef-long and local-key-abcdef, twice: local-key-abcdef";
+        assert_eq!(redact_known(text, &known), "a [redacted] and [redacted], twice: [redacted]");
+        assert_eq!(redact_known("nothing here", &known), Cow::Borrowed("nothing here"));
     }
 
     #[test]

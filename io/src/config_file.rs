@@ -13,8 +13,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+mod backends;
+
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
+use handoff_core::backends::BackendTable;
 use handoff_core::config::ConfigError;
 use toml::Spanned;
 
@@ -65,6 +68,8 @@ struct Setting {
 pub struct Applied {
     pub path: PathBuf,
     used: Vec<Setting>,
+    /// The `[backends.NAME]` tables, keys read, in the file's order.
+    pub backends: NamedTables,
 }
 
 impl Applied {
@@ -109,10 +114,11 @@ pub fn apply(
         key: None,
         message: format!("reading the config file: {error}"),
     })?;
-    let settings = parse(command, &text).map_err(|problem| problem.in_file(&path))?;
+    let env = |name: &str| std::env::var(name).ok();
+    let (settings, backends) = parse(command, &text, &env).map_err(|problem| problem.in_file(&path))?;
     let (merged, used) =
         merge(command, argv, &matches, settings).map_err(|problem| problem.in_file(&path))?;
-    Ok((merged, Some(Applied { path, used })))
+    Ok((merged, Some(Applied { path, used, backends })))
 }
 
 /// A problem found in the text, before the file's path is attached.
@@ -135,8 +141,16 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..end].iter().filter(|&&byte| byte == b'\n').count() + 1
 }
 
-/// Every key of `text`, each checked against its flag in `command`, in file order.
-fn parse(command: &Command, text: &str) -> Result<Vec<Setting>, Problem> {
+/// The `[backends.NAME]` tables by name, in the file's order.
+type NamedTables = Vec<(String, BackendTable)>;
+
+/// Every key of `text`, each checked against its flag in `command`, in file order;
+/// and the `[backends.NAME]` tables.
+fn parse(
+    command: &Command,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<Setting>, NamedTables), Problem> {
     let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
         toml::from_str(text).map_err(|error| Problem {
             line: error.span().map(|span| line_of(text, span.start)),
@@ -148,9 +162,14 @@ fn parse(command: &Command, text: &str) -> Result<Vec<Setting>, Problem> {
     // Values are checked without the environment, which must not fail them.
     let checker = command.clone().mut_args(|arg| arg.env(None::<&'static str>));
     let mut settings: Vec<Setting> = Vec::with_capacity(entries.len());
+    let mut tables = Vec::new();
     for (key, value) in entries {
         let line = line_of(text, key.span().start);
         let key = key.into_inner();
+        if key == "backends" {
+            tables = backends::read(text, line, value.into_inner(), env)?;
+            continue;
+        }
         let problem = |message: String| Problem { line: Some(line), key: Some(key.clone()), message };
         let long = key.replace('_', "-");
         let Some(arg) = command.get_arguments().find(|arg| arg.get_long() == Some(long.as_str())) else {
@@ -210,7 +229,7 @@ fn parse(command: &Command, text: &str) -> Result<Vec<Setting>, Problem> {
         }
         settings.push(Setting { key, id, line, args });
     }
-    Ok(settings)
+    Ok((settings, tables))
 }
 
 /// clap's message without its `error: ` prefix and usage hint.
@@ -268,7 +287,7 @@ mod tests {
         let command = command();
         let argv = argv(args);
         let matches = command.clone().try_get_matches_from(&argv).expect("flags parse");
-        let settings = parse(&command, text)?;
+        let settings = parse(&command, text, &|_| None)?.0;
         let (matches, used) = merge(&command, &argv, &matches, settings)?;
         Ok((Cli::from_arg_matches(&matches).expect("merged flags parse"), used))
     }
@@ -379,7 +398,7 @@ h2-connection-window = 1048576
     #[test]
     fn a_refused_merged_value_names_its_line() {
         let (cli, used) = merged("delay = 1\nkeep-alive = 0\n", &[]).unwrap();
-        let applied = Applied { path: PathBuf::from("/etc/handoff.toml"), used };
+        let applied = Applied { path: PathBuf::from("/etc/handoff.toml"), used, backends: Vec::new() };
         let error = cli.into_config().unwrap_err();
         assert_eq!(
             applied.describe(&error),
@@ -387,7 +406,7 @@ h2-connection-window = 1048576
         );
         // Set by a flag, the file's line is not blamed.
         let (cli, used) = merged("delay = 1\nkeep-alive = 5\n", &["--keep-alive", "0"]).unwrap();
-        let applied = Applied { path: PathBuf::from("/etc/handoff.toml"), used };
+        let applied = Applied { path: PathBuf::from("/etc/handoff.toml"), used, backends: Vec::new() };
         let error = cli.into_config().unwrap_err();
         assert_eq!(applied.describe(&error), "--keep-alive must be greater than zero");
         assert_eq!(describe(None, &error), "--keep-alive must be greater than zero");
@@ -413,7 +432,8 @@ h2-connection-window = 1048576
             .map(|line| format!("{line}\n"))
             .collect();
         let command = command();
-        let settings = parse(&command, &uncommented).unwrap_or_else(|problem| panic!("{problem:?}"));
+        let settings =
+            parse(&command, &uncommented, &|_| None).unwrap_or_else(|problem| panic!("{problem:?}")).0;
         let mut missing = Vec::new();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
@@ -469,5 +489,84 @@ h2-connection-window = 1048576
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(error.path, missing);
         assert!(error.to_string().starts_with(&format!("{}: reading the config file", missing.display())));
+    }
+
+    /// The tables of `text`, with `env` as the environment.
+    fn tables(text: &str, env: &[(&str, &str)]) -> Result<Vec<(String, BackendTable)>, Problem> {
+        let lookup =
+            |name: &str| env.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned());
+        parse(&command(), text, &lookup).map(|(_, tables)| tables)
+    }
+
+    #[test]
+    fn backend_tables_are_read_in_file_order_with_their_keys_from_env_or_file() {
+        let key_file = std::env::temp_dir().join(format!("handoff-key-{}", std::process::id()));
+        std::fs::write(&key_file, "sk-from-a-file-0123\n").unwrap();
+        let text = format!(
+            "\
+max-connections = 10
+
+[backends.zeta]
+base_url = \"http://127.0.0.1:8000/v1\"
+api_key_env = \"ZETA_KEY\"
+model = \"llama\"
+http2 = false
+connections = 4
+idle_timeout = 300
+headers = {{ X-Tenant = \"a\", X-Team = \"b\" }}
+
+[backends.alpha]
+kind = \"mock\"
+
+[backends.files]
+base_url = \"https://api.example.com/v1\"
+api_key_file = \"{}\"
+insecure_tls = true
+ca = \"/etc/ssl/extra.pem\"
+",
+            key_file.display()
+        );
+        let read = tables(&text, &[("ZETA_KEY", "sk-from-the-env-0123")]).unwrap();
+        let _ = std::fs::remove_file(&key_file);
+        let names: Vec<&str> = read.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["zeta", "alpha", "files"], "the file's order");
+        let zeta = &read[0].1;
+        assert_eq!(zeta.api_key.as_deref(), Some("sk-from-the-env-0123"));
+        assert_eq!(
+            (zeta.model.as_deref(), zeta.http2, zeta.connections, zeta.idle_timeout),
+            (Some("llama"), Some(false), Some(4), Some(300))
+        );
+        assert_eq!(
+            zeta.headers,
+            [("X-Team".to_owned(), "b".to_owned()), ("X-Tenant".to_owned(), "a".to_owned())]
+        );
+        assert_eq!(read[1].1.kind, Some(handoff_core::config::BackendKind::Mock));
+        let files = &read[2].1;
+        assert_eq!(
+            files.api_key.as_deref(),
+            Some("sk-from-a-file-0123"),
+            "the trailing newline is not part of the key"
+        );
+        assert!(files.insecure_tls);
+        assert_eq!(files.ca.as_deref(), Some(std::path::Path::new("/etc/ssl/extra.pem")));
+    }
+
+    #[test]
+    fn backend_tables_with_an_inline_key_a_missing_key_or_an_unknown_key_are_refused() {
+        let refused = |text: &str| tables(text, &[]).unwrap_err();
+        let inline = refused("[backends.a]\nbase_url = \"http://a\"\napi_key = \"sk-x\"\n");
+        assert_eq!((inline.line, inline.key.as_deref()), (Some(1), Some("backends.a.api_key")));
+        assert!(inline.message.contains("api_key_env or api_key_file"), "{inline:?}");
+        let unset = refused("delay = 1\n\n[backends.b]\napi_key_env = \"NOT_SET_ANYWHERE\"\n");
+        assert_eq!(unset.line, Some(3), "the table's line: {unset:?}");
+        assert!(unset.message.contains("NOT_SET_ANYWHERE is not set"), "{unset:?}");
+        let typo = refused("[backends.c]\nbase_ur = \"http://c\"\n");
+        assert!(typo.message.starts_with("unknown key"), "{typo:?}");
+        let wrong = refused("[backends.d]\nconnections = \"four\"\n");
+        assert!(wrong.message.contains("whole number"), "{wrong:?}");
+        let missing = refused("[backends.e]\napi_key_file = \"/nonexistent/key\"\n");
+        assert!(missing.message.contains("/nonexistent/key"), "{missing:?}");
+        let flat = refused("backends = 3\n");
+        assert!(flat.message.contains("[backends.NAME]"), "{flat:?}");
     }
 }

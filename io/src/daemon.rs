@@ -183,6 +183,9 @@ pub struct Shared<R: Runtime> {
     receive_timeout: Duration,
     retry_after_secs: u32,
     backend: Option<OpenAiBackend<R>>,
+    /// The config file's named backends, in its order (core's
+    /// `backends::select` picks one by a handoff's `backend`).
+    named: Vec<NamedServed<R>>,
     /// The attachment limits and `--data-dir`, opened, for the files handoffs name.
     attachments: crate::attachments::Attachments,
     /// Who may hand off (`--allow-uid` / `--allow-gid`).
@@ -235,6 +238,7 @@ impl<R: Runtime> Shared<R> {
             receive_timeout: Duration::from_secs(5),
             retry_after_secs: 1,
             backend: None,
+            named: Vec::new(),
             attachments: crate::attachments::Attachments::default(),
             peers: PeerPolicy::default(),
             fd_guard: FdGuard::default(),
@@ -244,6 +248,15 @@ impl<R: Runtime> Shared<R> {
             open_sockets: AtomicU64::new(0),
         })
     }
+}
+
+/// A named backend as one worker serves it.
+struct NamedServed<R: Runtime> {
+    name: String,
+    /// `None`: the mock script.
+    backend: Option<OpenAiBackend<R>>,
+    /// Its streams' timeouts.
+    stream_config: StreamConfig,
 }
 
 /// The bound socket and what the workers share; made once, before any worker.
@@ -308,6 +321,15 @@ impl Listening {
             max_streams = config.max_streams,
             "listening"
         );
+        for named in &config.named_backends {
+            let (kind, url) = match &named.backend {
+                Backend::Mock => ("mock", String::new()),
+                Backend::OpenAi(openai) => {
+                    ("openai", format!("{}{}", openai.base.authority(), openai.base.path))
+                }
+            };
+            tracing::info!(backend = %named.name, kind, url, "named backend");
+        }
         if !peers.is_open() {
             tracing::info!(
                 allow_uid = ?config.allow_uids,
@@ -351,10 +373,13 @@ impl Listening {
             self.listener.try_clone().map_err(|e| DaemonError::Io("duplicating the listening socket", e))?;
         let mut config = self.config.clone();
         let count = count.max(1);
-        let pool = &mut config.pool;
-        pool.max_connections = pool.max_connections.div_ceil(count);
-        pool.max_connecting = pool.max_connecting.div_ceil(count);
-        pool.max_queued = pool.max_queued.div_ceil(count);
+        let pools =
+            std::iter::once(&mut config.pool).chain(config.named_backends.iter_mut().map(|n| &mut n.pool));
+        for pool in pools {
+            pool.max_connections = pool.max_connections.div_ceil(count);
+            pool.max_connecting = pool.max_connecting.div_ceil(count);
+            pool.max_queued = pool.max_queued.div_ceil(count);
+        }
         config.accept_balance.workers = count as u64;
         let notifier = if index == 0 { self.notifier.clone() } else { None };
         Ok(WorkerPlan {
@@ -446,6 +471,22 @@ pub async fn run_worker<R: Runtime>(
                 .map_err(DaemonError::Backend)?,
         ),
     };
+    let named = config
+        .named_backends
+        .iter()
+        .map(|named| {
+            let backend = match &named.backend {
+                Backend::Mock => None,
+                Backend::OpenAi(openai) => Some(
+                    OpenAiBackend::start_counted(&runtime, openai, named.pool.clone(), Arc::clone(&metrics))
+                        .map_err(|e| {
+                            DaemonError::Backend(BackendSetupError(format!("[backends.{}]: {e}", named.name)))
+                        })?,
+                ),
+            };
+            Ok(NamedServed { name: named.name.clone(), backend, stream_config: named.stream.clone() })
+        })
+        .collect::<Result<Vec<_>, DaemonError>>()?;
     let attachments = crate::attachments::Attachments::open(&config.attachments)
         .map_err(|e| DaemonError::Io("opening --data-dir", e))?;
     let shared = Arc::new(Shared {
@@ -461,6 +502,7 @@ pub async fn run_worker<R: Runtime>(
         receive_timeout: config.receive_timeout,
         retry_after_secs: config.retry_after_secs,
         backend,
+        named,
         attachments,
         peers,
         fd_guard: config.fd_guard,
@@ -516,7 +558,8 @@ pub async fn run_worker<R: Runtime>(
         shared.stop.force();
         wait_for_streams(&shared, runtime.now() + config.forced_stop_grace).await;
     }
-    if let Some(backend) = &shared.backend {
+    for backend in shared.backend.iter().chain(shared.named.iter().filter_map(|named| named.backend.as_ref()))
+    {
         backend.shutdown();
     }
     Ok(())
@@ -980,6 +1023,13 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     } else {
         handoff::decode(&received.data)
     };
+    // An unknown `backend` is a bad handoff like any other: refused before a slot.
+    let mut chosen = None;
+    let decoded = decoded.and_then(|handoff| {
+        let names = shared.named.iter().map(|named| named.name.as_str());
+        chosen = handoff_core::backends::select(names, handoff.backend.as_deref())?;
+        Ok(handoff)
+    });
     let draining =
         shared.global.draining.load(Ordering::Acquire) && shared.socket_origin.refuses_late_handoffs();
     let (mut handoff, admission) = match admission::admit(&shared.limits, draining, decoded) {
@@ -1007,12 +1057,16 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
         shared.log_streams.then(|| Box::new(crate::metrics::Identity::new(&handoff, fd.0.as_fd())));
     let head = http1::client_head(&handoff.response_headers);
     let delivery = handoff.delivery;
-    let (source, backend) = match &shared.backend {
+    let (backend, stream_config) = match chosen.and_then(|index| shared.named.get(index)) {
+        Some(named) => (&named.backend, &named.stream_config),
+        None => (&shared.backend, &shared.stream_config),
+    };
+    let (source, backend) = match backend {
         None => (Source::Mock(mock::Script::for_handoff(id, &handoff)), BackendStream::None),
         Some(backend) => (Source::Backend, backend.open_stream(StreamId(id), &handoff)),
     };
     drop(handoff);
-    let machine = Stream::with_delivery(shared.runtime.now(), &shared.stream_config, head, source, delivery);
+    let machine = Stream::with_delivery(shared.runtime.now(), stream_config, head, source, delivery);
     let task: driver::StreamTask<R> =
         driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission)
             .with_identity(identity)

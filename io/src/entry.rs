@@ -34,10 +34,11 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
             return ExitCode::from(2);
         }
     };
-    let config = match Cli::from_arg_matches(&matches)
-        .map_err(|e| e.to_string())
-        .and_then(|cli| cli.into_config().map_err(|e| crate::config_file::describe(file.as_ref(), &e)))
-    {
+    let config = match Cli::from_arg_matches(&matches).map_err(|e| e.to_string()).and_then(|cli| {
+        let mut settings = cli.into_settings();
+        settings.backends = file.as_ref().map(|file| file.backends.clone()).unwrap_or_default();
+        settings.validate().map_err(|e| crate::config_file::describe(file.as_ref(), &e))
+    }) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{binary}: {error}");
@@ -46,9 +47,13 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
     };
     // From here on, upstream text that quotes our key has it redacted, whatever
     // the key looks like.
-    if let Backend::OpenAi(OpenAiConfig { api_key: Some(key), .. }) = &config.backend {
-        handoff_core::redact::register_secret(key);
-    }
+    let keys = std::iter::once(&config.backend)
+        .chain(config.named_backends.iter().map(|named| &named.backend))
+        .filter_map(|backend| match backend {
+            Backend::OpenAi(OpenAiConfig { api_key: Some(key), .. }) => Some(key.as_str()),
+            _ => None,
+        });
+    handoff_core::redact::register_secrets(keys);
     init_logging(config.benchmark, config.log_format);
     if let Some(file) = &file {
         tracing::info!(config = %file.path.display(), "read the config file");

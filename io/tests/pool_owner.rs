@@ -49,6 +49,7 @@ impl Daemon {
             insecure_tls: false,
             extra_ca: None,
             user_from_user_id: false,
+            headers: Vec::new(),
         };
         let limits = Limits::new(100);
         let shared = Shared::for_mock(runtime.clone(), Arc::clone(&limits), StreamConfig::default());

@@ -23,6 +23,9 @@ pub struct BackendRequest<'a> {
     pub request_id: Option<&'a str>,
     /// The JSON body's length in bytes, sent as `Content-Length`.
     pub content_length: usize,
+    /// The backend's configured headers, written after the daemon's own (a pair
+    /// with CR, LF or another control character is dropped).
+    pub extra_headers: &'a [(String, String)],
 }
 
 /// `POST {path} HTTP/1.1` with Host, Content-Type: application/json,
@@ -63,6 +66,11 @@ pub fn request_head(request: &BackendRequest<'_>) -> Bytes {
     if let Some(id) = request.request_id.filter(|id| is_clean_value(id)) {
         put_header(&mut out, "X-Request-Id", id);
     }
+    for (name, value) in request.extra_headers {
+        if is_clean_value(name) && !name.contains(':') && is_clean_value(value) {
+            put_header(&mut out, name, value);
+        }
+    }
     out.put_slice(b"Connection: keep-alive\r\n\r\n");
     out.freeze()
 }
@@ -79,6 +87,7 @@ mod tests {
             test_pattern: Some("slow-start"),
             request_id: Some("req-42"),
             content_length: 123,
+            extra_headers: &[],
         }
     }
 
@@ -115,6 +124,18 @@ mod tests {
         assert!(!head.contains("X-Test-Pattern"));
         assert!(!head.contains("X-Request-Id"));
         assert!(head.ends_with("Connection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_backends_configured_headers_follow_the_daemons_own() {
+        let extra =
+            [("X-Tenant".to_owned(), "a".to_owned()), ("X-Bad".to_owned(), "v\r\nX-Injected: 3".to_owned())];
+        let head = text(&request_head(&BackendRequest { extra_headers: &extra, ..request() }));
+        assert!(
+            head.ends_with("X-Request-Id: req-42\r\nX-Tenant: a\r\nConnection: keep-alive\r\n\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("Injected") && !head.contains("X-Bad"));
     }
 
     #[test]

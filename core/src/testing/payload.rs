@@ -94,6 +94,7 @@ fn check_request_head(handoff: &Handoff) -> Result<(), String> {
         test_pattern: handoff.test_pattern.as_deref(),
         request_id: handoff.request_id.as_deref(),
         content_length: 0,
+        extra_headers: &[],
     });
     let mut headers = [httparse::EMPTY_HEADER; MAX_PARSED_HEADERS];
     let mut request = httparse::Request::new(&mut headers);

@@ -58,6 +58,9 @@ struct Target {
     api_key: Option<String>,
     default_model: String,
     user_from_user_id: bool,
+    /// The backend's configured headers, as given (HTTP/1.1) and parsed (HTTP/2).
+    extra_headers: Vec<(String, String)>,
+    extra_h2: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl Target {
@@ -95,6 +98,9 @@ impl Request {
         if let Some(id) = &self.request_id {
             headers.insert("x-request-id", id.clone());
         }
+        for (name, value) in &self.target.extra_h2 {
+            headers.append(name.clone(), value.clone());
+        }
         request
     }
 
@@ -114,6 +120,7 @@ impl Request {
             test_pattern: self.test_pattern.as_ref().and_then(|v| v.to_str().ok()),
             request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             content_length: self.body.len(),
+            extra_headers: &self.target.extra_headers,
         });
         let mut out = bytes::BytesMut::with_capacity(head.len() + self.body.len());
         out.extend_from_slice(&head);
@@ -186,6 +193,22 @@ impl<R: Runtime> OpenAiBackend<R> {
             }
             None => None,
         };
+        // Validated by core (RFC 9110 tokens, clean values); refused here only if
+        // the http crate disagrees, which stops the start rather than dropping one.
+        let extra_h2 = config
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let parsed =
+                    (http::HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()));
+                match parsed {
+                    (Ok(name), Ok(value)) => Ok((name, value)),
+                    _ => Err(BackendSetupError(format!(
+                        "backend header {name:?} is not a valid HTTP/2 header"
+                    ))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let target = Target {
             uri,
             authority: base.authority(),
@@ -194,6 +217,8 @@ impl<R: Runtime> OpenAiBackend<R> {
             api_key: config.api_key.clone(),
             default_model: config.default_model.clone(),
             user_from_user_id: config.user_from_user_id,
+            extra_headers: config.headers.clone(),
+            extra_h2,
         };
         let connector = Connector {
             endpoint,

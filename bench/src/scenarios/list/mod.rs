@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod mock;
+pub mod named;
 pub mod operating;
 pub mod pacing;
 pub mod patterns;

@@ -1,0 +1,73 @@
+//! Named backends (`[backends.NAME]` in the config file): a handoff's `backend`
+//! picks one, each sends its own key, model and headers, and an unknown name is
+//! refused rather than served by another backend.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{start_mock, Transport, API_KEY};
+use crate::scenarios::Context;
+
+const ALPHA_KEY: &str = "sk-alpha-backend-0123456789";
+
+pub async fn named_backends_serve_the_handoffs_that_name_them_and_unknown_names_get_400(cx: Context) {
+    let alpha = start_mock(Transport::H2c, 2, Duration::from_millis(1)).await;
+    let beta = start_mock(Transport::Http1, 2, Duration::from_millis(1)).await;
+    let config = format!(
+        "[backends.alpha]\n\
+         base_url = \"{}\"\n\
+         api_key_env = \"ALPHA_KEY\"\n\
+         model = \"alpha-model\"\n\
+         headers = {{ X-Tenant = \"alpha\" }}\n\
+         \n\
+         [backends.beta]\n\
+         base_url = \"{}\"\n\
+         http2 = false\n\
+         model = \"beta-model\"\n",
+        alpha.base_url(),
+        beta.base_url(),
+    );
+    let file = cx.scratch().write_file("backends.toml", config.as_bytes());
+    // The default backend is the built-in mock; OPENAI_API_KEY is set to show that
+    // no named backend inherits it.
+    let daemon = cx
+        .daemon()
+        .args(["--delay", "1", "--config"])
+        .arg(&file)
+        .env("ALPHA_KEY", ALPHA_KEY)
+        .env("OPENAI_API_KEY", API_KEY)
+        .start()
+        .await;
+
+    daemon
+        .hand_off(r#"{"prompt":"hi","backend":"alpha"}"#)
+        .await
+        .read_to_end()
+        .await
+        .expect_completed_stream();
+    let seen = alpha.recorder().requests_seen();
+    assert_eq!(seen.len(), 1, "alpha served it");
+    let body: Value = seen[0].body_json().unwrap_or_else(|| panic!("not JSON: {:?}", seen[0].body));
+    assert_eq!(body["model"], "alpha-model", "the backend's default model");
+    assert_eq!(seen[0].header("x-tenant"), Some("alpha"), "its configured header");
+    assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {ALPHA_KEY}").as_str()), "its own key");
+
+    let handoff = r#"{"prompt":"hi","backend":"beta","model":"asked-for"}"#;
+    daemon.hand_off(handoff).await.read_to_end().await.expect_completed_stream();
+    let seen = beta.recorder().requests_seen();
+    assert_eq!(seen.len(), 1, "beta served it");
+    let body: Value = seen[0].body_json().unwrap_or_else(|| panic!("not JSON: {:?}", seen[0].body));
+    assert_eq!(body["model"], "asked-for", "the handoff's model wins");
+    assert_eq!(seen[0].header("authorization"), None, "the default backend's key is not sent to beta");
+    assert_eq!(seen[0].header("x-tenant"), None, "alpha's header stays alpha's");
+
+    for handoff in [r#"{"prompt":"hi"}"#, r#"{"prompt":"hi","backend":"default"}"#] {
+        daemon.hand_off(handoff).await.read_to_end().await.expect_completed_stream();
+    }
+    let response = daemon.hand_off(r#"{"prompt":"hi","backend":"gamma"}"#).await.read_to_end().await;
+    let error = response.expect_error_response(400);
+    assert!(error.message.contains("`backend`") && error.message.contains("gamma"), "{}", error.message);
+    let served = (alpha.recorder().requests_seen().len(), beta.recorder().requests_seen().len());
+    assert_eq!(served, (1, 1), "the default and the refused handoff reached neither");
+}
