@@ -66,6 +66,7 @@ impl Default for AttachmentConfig {
 
 /// The image formats accepted: the ones OpenAI-compatible vision APIs take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ImageType {
     /// `image/png`
     Png,

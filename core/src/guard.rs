@@ -91,6 +91,7 @@ impl PeerPolicy {
 /// response is a byte stream, and written into anything else it would be cut
 /// into datagrams, land in a file or a pipe, or fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FdKind {
     /// A `SOCK_STREAM` socket (TCP or Unix stream): the only kind served.
     StreamSocket,
@@ -262,6 +263,7 @@ pub fn exhausted_response(retry_after_secs: u32) -> Bytes {
 
 /// Why `accept` failed, as far as the accept loop cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AcceptError {
     /// EMFILE or ENFILE: no fd for the connection.
     OutOfFds,
@@ -272,6 +274,9 @@ pub enum AcceptError {
 }
 
 /// What the accept loop does after a failed accept.
+///
+/// Exhaustive on purpose: an accept loop that matches it fails to compile when a
+/// new step appears, instead of silently ignoring it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcceptStep {
     /// Release the reserve and accept once more: that handoff is answered 503.

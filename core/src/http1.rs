@@ -27,6 +27,7 @@ pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BodyFraming {
     /// Exactly this many bytes (`Content-Length`; always 0 for a 204 or 304).
     ContentLength(u64),

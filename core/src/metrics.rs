@@ -108,6 +108,7 @@ impl HistogramSnapshot {
 /// What became of one handoff: the `outcome` and `type` labels of
 /// `handoff_handoffs_total`, and the same words in the per-stream log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HandoffOutcome {
     /// The stream ended with `[DONE]`.
     Completed,
@@ -128,6 +129,7 @@ pub enum HandoffOutcome {
 /// How the backend failed a stream: the `type` label of a
 /// [`HandoffOutcome::BackendError`] (`upstream_status`, `backend_unavailable`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BackendError {
     /// A non-2xx status (the status itself is in `handoff_backend_responses_total`).
     UpstreamStatus,
@@ -147,6 +149,7 @@ pub enum BackendError {
 
 /// Which deadline ended a stream: the `type` label of a [`HandoffOutcome::Timeout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TimeoutKind {
     /// The backend sent no response head within `--first-byte-timeout`.
     FirstByte,
@@ -159,6 +162,7 @@ pub enum TimeoutKind {
 /// Why a handoff never became a stream: the `type` label of a
 /// [`HandoffOutcome::Rejected`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Rejection {
     /// 503: every stream slot was taken.
     Capacity,
@@ -184,6 +188,7 @@ pub enum Rejection {
 
 /// What the fd reserve saw, for `handoff_fd_exhaustion_total{event}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FdEvent {
     /// `accept` failed with EMFILE or ENFILE.
     AcceptFailed,

@@ -154,6 +154,9 @@ async fn read_request(stream: &mut TcpStream, config: &FrontConfig, deadline: In
             ParsedRequest::Complete { head, len } => break (head, len),
             ParsedRequest::Refused(status) => return Ok(Read::Refused(status, refused_head(status))),
             ParsedRequest::Incomplete => {}
+            // A result a newer core added: refuse it like a malformed head rather
+            // than read on, which could wait for a head that never parses.
+            _ => return Ok(Read::Refused(400, refused_head(400))),
         }
         match timeout_at(deadline, read_some(stream, &mut buf)).await {
             Err(_elapsed) if buf.is_empty() => return Ok(Read::Gone),

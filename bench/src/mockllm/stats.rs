@@ -68,6 +68,9 @@ async fn answer(mut stream: TcpStream, recorder: &Recorder) -> io::Result<()> {
             ParsedRequest::Complete { .. } => break 404,
             ParsedRequest::Refused(status) => break status,
             ParsedRequest::Incomplete => {}
+            // A result a newer core added: answer 400 like a malformed head rather
+            // than read on, which could wait for a head that never parses.
+            _ => break 400,
         }
         buf.reserve(1024);
         if stream.read_buf(&mut buf).await? == 0 {

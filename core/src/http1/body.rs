@@ -15,6 +15,7 @@ const MAX_TRAILER_SECTION: u16 = 16 * 1024;
 
 /// What the body decoder found in the bytes given to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BodyEvent<'a> {
     /// Body bytes (a slice of the input).
     Data(&'a [u8]),

@@ -118,6 +118,7 @@ fn denied_name(name: &str) -> Option<&'static str> {
 
 /// Error statuses the daemon answers with before the head is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorStatus {
     /// 400 Bad Request: the request (the handoff) itself is wrong.
     BadRequest,

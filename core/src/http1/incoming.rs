@@ -37,6 +37,7 @@ impl RequestHead {
 
 /// What the bytes read so far amount to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParsedRequest {
     /// The head is not complete yet and within the bound: read more.
     Incomplete,

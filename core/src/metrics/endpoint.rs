@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// Where `--metrics-addr` listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetricsAddr {
     /// `HOST:PORT` (an IP literal, `[v6]:port`, or a name resolved at start).
     Tcp {
@@ -89,6 +90,7 @@ pub struct MetricsConfig {
 
 /// Which page a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Route {
     /// `/metrics`: the Prometheus text exposition.
     Metrics,
@@ -98,6 +100,7 @@ pub enum Route {
 
 /// What the bytes read so far amount to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Parsed {
     /// The head is not complete yet (and within the size bound).
     Incomplete,
@@ -140,6 +143,7 @@ pub fn parse_request(buf: &[u8], limits: &EndpointLimits) -> Parsed {
 
 /// What `/healthz` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Health {
     /// Accepting handoffs: 200.
     Ok,

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 /// What one SSE `data` payload of the upstream means.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ChunkEvent<'a> {
     /// A `chat.completion.chunk`. Role-only first chunks, usage chunks with empty
     /// `choices`, and `tool_calls` deltas come out with `content: None`.

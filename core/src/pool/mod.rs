@@ -199,6 +199,7 @@ impl Default for PoolConfig {
 
 /// What happened, as the runtime reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A stream wants a backend stream.
     StreamRequested(StreamId),
@@ -292,6 +293,9 @@ impl Rejection {
 }
 
 /// What the runtime must do.
+///
+/// Exhaustive on purpose: a driver that matches it fails to compile when a new
+/// command appears, instead of silently ignoring it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Open a connection and report `ConnectionReady` or `ConnectionFailed`.

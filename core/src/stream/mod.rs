@@ -106,6 +106,7 @@ impl Default for StreamConfig {
 
 /// Where the stream's events come from.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Source {
     /// A real backend: events arrive as `Input::Backend*`.
     Backend,
@@ -167,6 +168,7 @@ impl FailureKind {
 /// Backend inputs are ignored by a mock stream, and every input is ignored once
 /// the stream has decided its outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Input<'a> {
     /// The backend's response status (HTTP/1.1 status line or HTTP/2 `:status`).
     /// Exactly one, before any body byte; the runtime filters out 1xx heads.
@@ -194,6 +196,7 @@ pub enum Input<'a> {
 
 /// How a stream ended; reported exactly once.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// `[DONE]` was written.
     Completed,
@@ -239,6 +242,9 @@ pub enum FailureReason {
 /// event, if any), `CancelBackend` (only if the backend is still sending),
 /// `CloseClient`, `Done`. `CloseClient` comes on every path, including after
 /// [`Input::ClientGone`], so the runtime closes the client fd in exactly one place.
+///
+/// Exhaustive on purpose: a driver that matches it fails to compile when a new
+/// output appears, instead of silently ignoring it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Bytes for the client, in order after every earlier `Write`. Always whole

@@ -197,6 +197,13 @@ impl<R: Runtime> H1Stream<R> {
                                 return self
                                     .fail(failure(FailureKind::Protocol, error.to_string()), Some(conn));
                             }
+                            // An event a newer core added: this reader cannot tell where the
+                            // body stands, so fail the stream as unreadable and drop the
+                            // connection rather than guess.
+                            Ok(_) => {
+                                let failure = failure(FailureKind::Protocol, "unknown body decoder event");
+                                return self.fail(failure, Some(conn));
+                            }
                         }
                     } else if let Ok((_, BodyEvent::End)) = decoder.decode(&[]) {
                         let keep_alive = *keep_alive;
@@ -337,7 +344,9 @@ pub async fn drain<R: Runtime>(runtime: R, leftover: Leftover<R>, bounds: DrainB
                     buf.advance(consumed);
                     return Poll::Ready(buf.is_empty());
                 }
-                Err(_) => return Poll::Ready(false),
+                // Err, or an event a newer core added: the body's end is not known, so
+                // the connection is not reused.
+                Err(_) | Ok(_) => return Poll::Ready(false),
             }
         }
         match ready!(read_more(&mut io, &mut buf, cx)) {

@@ -65,6 +65,8 @@ pub fn plan(binary: &str, listening: &Listening, threads: usize) -> Result<Optio
     let unix_path = match &metrics.addr {
         MetricsAddr::Unix(path) => Some(path.clone()),
         MetricsAddr::Tcp { .. } => None,
+        // An address kind a newer core added is no path on disk: nothing to remove later.
+        _ => None,
     };
     Ok(Some(listening.metrics_plan(listener, Serving { build, unix_path })))
 }
@@ -99,6 +101,12 @@ fn bind(config: &MetricsConfig) -> Result<(OwnedFd, String), DaemonError> {
             listener.set_nonblocking(true).map_err(bind_error("making the metrics listener non-blocking"))?;
             Ok((OwnedFd::from(listener), path.display().to_string()))
         }
+        // An address kind a newer core parses that this runtime cannot bind: refuse
+        // at start rather than run without the endpoint asked for.
+        _ => Err(DaemonError::Io(
+            "binding --metrics-addr",
+            io::Error::new(io::ErrorKind::Unsupported, "this kind of address is not supported"),
+        )),
     }
 }
 
@@ -249,6 +257,10 @@ async fn answer<R: Runtime>(runtime: &R, state: &State, conn: OwnedFd) -> io::Re
                 }
             }
         }
+        // A page a newer core routes that this runtime does not serve: as for any other path.
+        Some(Ok(Parsed::Request { .. })) => endpoint::error_response(404),
+        // A parse result a newer core added: answer as for a malformed head.
+        Some(Ok(_)) => endpoint::error_response(400),
     };
     let mut written = 0;
     let write = std::future::poll_fn(|cx| {
