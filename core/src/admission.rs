@@ -26,6 +26,7 @@ use crate::redact::redact;
 
 /// Why a handoff was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// The handoff data did not decode: `400`.
     BadHandoff(HandoffError),

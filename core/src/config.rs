@@ -20,6 +20,7 @@ pub const MIN_CLIENT_BUFFER: usize = 1024;
 
 /// Which backend serves the streams (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendKind {
     /// The built-in 18-event script; needs nothing else running.
     Mock,
@@ -28,6 +29,9 @@ pub enum BackendKind {
 }
 
 /// The module socket's type (`--socket-type`); must match mod_socket_handoff's.
+///
+/// Exhaustive on purpose: a runtime must carry out every variant, so a new
+/// one should fail its build rather than fall into a catch-all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketType {
     /// One message per connection (mod_socket_handoff's current protocol).
@@ -37,6 +41,9 @@ pub enum SocketType {
 }
 
 /// How log lines are written (`--log-format`).
+///
+/// Exhaustive on purpose: a runtime must carry out every variant, so a new
+/// one should fail its build rather than fall into a catch-all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines (coloured only on a terminal, never with NO_COLOR).
@@ -544,6 +551,9 @@ impl std::fmt::Debug for OpenAiConfig {
 }
 
 /// The backend streams are served from.
+///
+/// Exhaustive on purpose: a runtime must carry out every variant, so a new
+/// one should fail its build rather than fall into a catch-all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     /// The built-in scripted stream; needs nothing else running.
@@ -557,6 +567,7 @@ pub enum Backend {
 /// fd to the next daemon) outlives this process, and whoever runs next accepts
 /// what is queued on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SocketOrigin {
     /// Bound from `--socket` by this process.
     #[default]

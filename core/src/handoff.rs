@@ -62,6 +62,7 @@ impl Message {
 
 /// What the client's events carry (`format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Format {
     /// `data: {"content":"..."}` per piece of text (the default).
     #[default]
