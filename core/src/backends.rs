@@ -12,8 +12,8 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Backend, BackendKind, ConfigError, Settings};
-use crate::handoff::HandoffError;
+use crate::config::{Backend, BackendKind, ConfigError, OpenAiConfig, Settings};
+use crate::handoff::{Handoff, HandoffError};
 use crate::pool::PoolConfig;
 use crate::stream::StreamConfig;
 
@@ -29,6 +29,9 @@ pub const MAX_HEADERS: usize = 32;
 
 /// Longest backend name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
+
+/// Longest passthrough path (a handoff's or a configured prefix), in bytes.
+pub const MAX_PATH_BYTES: usize = 512;
 
 /// One `[backends.NAME]` table as the operator wrote it, before validation.
 /// `None` fields take the flags' value (the key excepted: see the module docs).
@@ -63,6 +66,8 @@ pub struct BackendTable {
     pub insecure_tls: bool,
     /// `ca`: a PEM file with one more CA certificate to trust. Not inherited.
     pub ca: Option<PathBuf>,
+    /// `paths` (kind `passthrough`): the prefixes a handoff's `path` may start with.
+    pub paths: Vec<String>,
 }
 
 // Written out so the key never reaches a log.
@@ -83,6 +88,7 @@ impl std::fmt::Debug for BackendTable {
             .field("total_timeout", &self.total_timeout)
             .field("insecure_tls", &self.insecure_tls)
             .field("ca", &self.ca)
+            .field("paths", &self.paths)
             .finish()
     }
 }
@@ -159,8 +165,16 @@ fn check_name(name: &str) -> Result<(), &'static str> {
 
 fn validate_table(name: &str, table: &BackendTable, settings: &Settings) -> Result<NamedBackend, String> {
     let kind = table.kind.unwrap_or(BackendKind::Openai);
-    if kind == BackendKind::Openai && table.base_url.is_none() {
-        return Err("base_url is required for kind = \"openai\"".to_owned());
+    if kind != BackendKind::Mock && table.base_url.is_none() {
+        return Err(format!("base_url is required for kind = \"{kind}\""));
+    }
+    if kind != BackendKind::Passthrough && !table.paths.is_empty() {
+        return Err("paths is only for kind = \"passthrough\"".to_owned());
+    }
+    for prefix in &table.paths {
+        if let Some(reason) = path_rejection(prefix) {
+            return Err(format!("paths entry {prefix:?}: {reason}"));
+        }
     }
     for (value, key) in [
         (table.connect_timeout, "connect_timeout"),
@@ -209,8 +223,75 @@ fn validate_table(name: &str, table: &BackendTable, settings: &Settings) -> Resu
     })?;
     if let Backend::OpenAi(openai) = &mut backend {
         openai.headers.clone_from(&table.headers);
+        if let Some(paths) = &mut openai.passthrough {
+            paths.clone_from(&table.paths);
+        }
     }
     Ok(NamedBackend { name: name.to_owned(), backend, pool, stream })
+}
+
+/// Whether `handoff` suits the backend chosen for it (`None`: the mock): a
+/// passthrough backend needs its `body` and takes a `path` only under a
+/// configured prefix; the other kinds take neither, so a handoff meant for a
+/// passthrough backend is never sent as a chat request.
+pub fn check_handoff(backend: Option<&OpenAiConfig>, handoff: &Handoff) -> Result<(), HandoffError> {
+    let invalid = |field, reason: String| HandoffError::InvalidField { field, reason };
+    let passthrough = backend.and_then(|config| config.passthrough.as_ref());
+    let Some(prefixes) = passthrough else {
+        if handoff.body.is_some() {
+            return Err(invalid("body", "is only for a passthrough backend".into()));
+        }
+        if handoff.path.is_some() {
+            return Err(invalid("path", "is only for a passthrough backend".into()));
+        }
+        return Ok(());
+    };
+    if handoff.body.is_none() {
+        return Err(invalid("body", "is required by a passthrough backend".into()));
+    }
+    if let Some(path) = &handoff.path {
+        if let Some(reason) = path_rejection(path) {
+            return Err(invalid("path", reason.into()));
+        }
+        if !prefixes.iter().any(|prefix| path.starts_with(prefix.as_str())) {
+            return Err(invalid("path", "is not under a path this backend allows".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The request path for `handoff` on this backend: the chat completions path,
+/// or for a passthrough backend the base URL's path followed by the handoff's
+/// `path` (checked by [`check_handoff`]).
+pub fn request_path(config: &OpenAiConfig, handoff: &Handoff) -> String {
+    match (&config.passthrough, &handoff.path) {
+        (None, _) => config.base.completions_path(),
+        (Some(_), None) => config.base.path.clone(),
+        (Some(_), Some(path)) => format!("{}{path}", config.base.path),
+    }
+}
+
+/// Why a passthrough path is refused: it must start with `/`, stay short, use
+/// only unreserved characters, `/`, `:`, `@`, `=`, `&`, `?`, `,`, `+` and `%`,
+/// and have no `.` or `..` segment (so it cannot climb out of a prefix).
+fn path_rejection(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("must start with /");
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Some("is longer than 512 bytes");
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~/:@=&?,+%".contains(&b);
+    if !path.bytes().all(allowed) {
+        return Some("has a character a path may not have");
+    }
+    let route = path.split('?').next().unwrap_or(path);
+    if route.split('/').any(|segment| {
+        segment == "." || segment == ".." || segment.contains("%2e") || segment.contains("%2E")
+    }) {
+        return Some("has a . or .. segment");
+    }
+    None
 }
 
 /// Why an extra request header is refused: any header a response could not

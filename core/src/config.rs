@@ -26,6 +26,9 @@ pub enum BackendKind {
     Mock,
     /// An OpenAI-compatible chat completions API.
     Openai,
+    /// An SSE endpoint (an agent framework's, say) whose events reach the client
+    /// unchanged; the handoff gives the request body and path.
+    Passthrough,
 }
 
 /// The module socket's type (`--socket-type`); must match mod_socket_handoff's.
@@ -93,6 +96,7 @@ macro_rules! named_values {
 named_values!(BackendKind, "backend",
     Mock = "mock": "The built-in 18-event script; needs nothing else running",
     Openai = "openai": "An OpenAI-compatible chat completions API",
+    Passthrough = "passthrough": "An SSE endpoint whose events reach the client unchanged (body and path from the handoff)",
 );
 named_values!(SocketType, "socket type",
     Seqpacket = "seqpacket": "One message per connection (mod_socket_handoff's current protocol)",
@@ -513,6 +517,9 @@ pub struct OpenAiConfig {
     /// Sent with every request, in order (a named backend's `headers`;
     /// validated by [`crate::backends::request_header_rejection`]).
     pub headers: Vec<(String, String)>,
+    /// `Some` for a passthrough backend: the path prefixes a handoff's `path`
+    /// may start with (none: the handoff gives no path, the base URL's is used).
+    pub passthrough: Option<Vec<String>>,
 }
 
 impl OpenAiConfig {
@@ -536,6 +543,7 @@ impl std::fmt::Debug for OpenAiConfig {
             extra_ca,
             user_from_user_id,
             headers,
+            passthrough,
         } = self;
         f.debug_struct("OpenAiConfig")
             .field("base", base)
@@ -546,6 +554,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("extra_ca", extra_ca)
             .field("user_from_user_id", user_from_user_id)
             .field("headers", headers)
+            .field("passthrough", passthrough)
             .finish()
     }
 }
@@ -855,7 +864,7 @@ impl Settings {
             .transpose()?;
         let backend = match self.backend {
             BackendKind::Mock => Backend::Mock,
-            BackendKind::Openai => Backend::OpenAi(OpenAiConfig {
+            kind @ (BackendKind::Openai | BackendKind::Passthrough) => Backend::OpenAi(OpenAiConfig {
                 base: parse_base_url(&self.openai_base)?,
                 api_key: self.openai_api_key.clone().filter(|key| !key.is_empty()),
                 default_model: self.openai_model.clone(),
@@ -863,6 +872,7 @@ impl Settings {
                 insecure_tls: self.openai_insecure_ssl,
                 extra_ca: self.openai_ca.clone(),
                 headers: Vec::new(),
+                passthrough: (kind == BackendKind::Passthrough).then(Vec::new),
                 user_from_user_id: self.openai_user_from_user_id,
             }),
         };

@@ -133,6 +133,11 @@ pub struct Handoff {
     /// The named backend to serve it ([`crate::backends::select`]); `None` (or
     /// empty) for the default one.
     pub backend: Option<String>,
+    /// A passthrough backend's request body (a JSON object, forwarded as given).
+    pub body: Option<Json>,
+    /// A passthrough backend's path under its base URL, checked against its
+    /// configured prefixes ([`crate::backends::check_handoff`]).
+    pub path: Option<String>,
 }
 
 impl Handoff {
@@ -238,6 +243,8 @@ const FIELDS: &[&str] = &[
     "image_paths",
     "attachments",
     "backend",
+    "body",
+    "path",
 ];
 
 /// Decodes a handoff payload. Trailing (and leading) NUL bytes and ASCII whitespace
@@ -260,7 +267,7 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
         Err(e) => return Err(not_json(&e, prefix)),
     };
     let field = |index: usize| fields.get(index).copied().flatten();
-    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning, images, image_paths, attachments, backend] =
+    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning, images, image_paths, attachments, backend, body, path] =
         std::array::from_fn(field);
 
     let prompt = string_field("prompt", prompt)?;
@@ -306,6 +313,8 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
         rejected_headers: Vec::new(),
         attachments: crate::attachments::decode_fields(images, image_paths, attachments)?,
         backend: string_field("backend", backend)?.filter(|name| !name.is_empty()),
+        body: body.map(options::body).transpose()?,
+        path: string_field("path", path)?.filter(|path| !path.is_empty()),
     };
     if handoff.messages.is_empty() {
         // `messages` is the whole conversation when given; `system` and `prompt`

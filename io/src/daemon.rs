@@ -222,6 +222,15 @@ impl<R: Runtime> Drop for SocketHold<R> {
 }
 
 impl<R: Runtime> Shared<R> {
+    /// The backend core's `backends::select` chose (`None`: the default) and its
+    /// streams' settings.
+    fn served(&self, chosen: Option<usize>) -> (&Option<OpenAiBackend<R>>, &StreamConfig) {
+        match chosen.and_then(|index| self.named.get(index)) {
+            Some(named) => (&named.backend, &named.stream_config),
+            None => (&self.backend, &self.stream_config),
+        }
+    }
+
     /// What the mock backend's streams need (tests drive stream tasks with it).
     pub fn for_mock(runtime: R, limits: Arc<Limits>, stream_config: StreamConfig) -> Arc<Shared<R>> {
         let global = Global::new(Arc::clone(&limits));
@@ -1028,6 +1037,8 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     let decoded = decoded.and_then(|handoff| {
         let names = shared.named.iter().map(|named| named.name.as_str());
         chosen = handoff_core::backends::select(names, handoff.backend.as_deref())?;
+        let config = shared.served(chosen).0.as_ref().map(OpenAiBackend::config);
+        handoff_core::backends::check_handoff(config, &handoff)?;
         Ok(handoff)
     });
     let draining =
@@ -1057,12 +1068,12 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
         shared.log_streams.then(|| Box::new(crate::metrics::Identity::new(&handoff, fd.0.as_fd())));
     let head = http1::client_head(&handoff.response_headers);
     let delivery = handoff.delivery;
-    let (backend, stream_config) = match chosen.and_then(|index| shared.named.get(index)) {
-        Some(named) => (&named.backend, &named.stream_config),
-        None => (&shared.backend, &shared.stream_config),
-    };
+    let (backend, stream_config) = shared.served(chosen);
     let (source, backend) = match backend {
         None => (Source::Mock(mock::Script::for_handoff(id, &handoff)), BackendStream::None),
+        Some(backend) if backend.is_passthrough() => {
+            (Source::Passthrough, backend.open_stream(StreamId(id), &handoff))
+        }
         Some(backend) => (Source::Backend, backend.open_stream(StreamId(id), &handoff)),
     };
     drop(handoff);

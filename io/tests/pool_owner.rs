@@ -50,6 +50,7 @@ impl Daemon {
             extra_ca: None,
             user_from_user_id: false,
             headers: Vec::new(),
+            passthrough: None,
         };
         let limits = Limits::new(100);
         let shared = Shared::for_mock(runtime.clone(), Arc::clone(&limits), StreamConfig::default());

@@ -25,6 +25,9 @@ pub(crate) enum Reply {
     Stream { script: Script, prefix: ChunkPrefix },
     /// A complete JSON error response.
     Error { status: u16, body: Bytes, head_delay: Duration },
+    /// `200` with these events (each whole, in order), `delay` apart: an agent
+    /// framework's own event stream, for passthrough backends.
+    Events { events: Vec<Bytes>, delay: Duration },
 }
 
 /// The fields of a chat completion request the mock looks at.
@@ -52,6 +55,9 @@ pub(crate) fn decide(
     body: &[u8],
 ) -> Reply {
     let route = path.split('?').next().unwrap_or(path);
+    if route.ends_with("/runs/stream") && method == "POST" {
+        return agent_events(defaults, number, body);
+    }
     if !route.ends_with("/chat/completions") {
         let message = format!("mock-llm: no route for {route}");
         return error_reply(404, &message, "not_found");
@@ -84,6 +90,30 @@ pub(crate) fn decide(
     Reply::Stream { script, prefix }
 }
 
+/// What a LangGraph-like `/runs/stream` sends: `metadata` with the run id, a
+/// comment, `tokens` `values` events (ids, two `data` lines each, CRLF on the
+/// last), then `end`. The request must be a JSON object; it is echoed in
+/// `metadata` as `input` so a test sees it arrived as given.
+fn agent_events(defaults: StreamDefaults, number: u64, body: &[u8]) -> Reply {
+    let Ok(input) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) else {
+        return error_reply(400, "mock-llm: a run takes a JSON object", "invalid_json");
+    };
+    let input = serde_json::Value::Object(input);
+    let mut events = vec![
+        Bytes::from(format!(
+            "event: metadata\nid: run-{number}\ndata: {{\"run_id\":\"run-{number}\",\"input\":{input}}}\n\n"
+        )),
+        Bytes::from_static(b": heartbeat\n\n"),
+    ];
+    for step in 0..defaults.tokens {
+        events.push(Bytes::from(format!(
+            "event: values\nid: {step}\ndata: {{\"step\":{step},\ndata: \"text\":\"t{step}\"}}\r\n\r\n"
+        )));
+    }
+    events.push(Bytes::from_static(b"event: end\ndata: null\n\n"));
+    Reply::Events { events, delay: defaults.token_delay }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +125,7 @@ mod tests {
         match reply {
             Reply::Stream { .. } => 200,
             Reply::Error { status, .. } => *status,
+            Reply::Events { .. } => 200,
         }
     }
 

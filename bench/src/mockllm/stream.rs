@@ -51,6 +51,20 @@ async fn play_until_gone<S: ResponseSink>(reply: Reply, sink: &mut S) -> Result<
             return Ok(StreamOutcome::Completed);
         }
         Reply::Stream { script, prefix } => (script, prefix),
+        Reply::Events { events, delay } => {
+            sink.send_stream_head().await?;
+            let count = events.len();
+            for (index, event) in events.into_iter().enumerate() {
+                if index > 0 && !delay.is_zero() {
+                    sink.idle_until(Instant::now() + delay).await?;
+                }
+                sink.send_event(event, index + 1 == count).await?;
+            }
+            if count == 0 {
+                sink.end().await?;
+            }
+            return Ok(StreamOutcome::Completed);
+        }
     };
     if !script.head_delay.is_zero() {
         sink.idle_until(Instant::now() + script.head_delay).await?;

@@ -167,6 +167,65 @@ fn the_key_never_shows_in_debug() {
     assert!(!format!("{:?}", config.named_backends).contains("sk-secret"));
 }
 
+fn passthrough_table(paths: &[&str]) -> BackendTable {
+    BackendTable {
+        kind: Some(BackendKind::Passthrough),
+        paths: paths.iter().map(|path| (*path).to_owned()).collect(),
+        ..local("http://127.0.0.1:2024")
+    }
+}
+
+fn handoff(json: &str) -> Handoff {
+    crate::handoff::decode(json.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_passthrough_backend_takes_the_handoffs_body_and_a_path_under_its_prefixes() {
+    let config = settings(vec![("agent", passthrough_table(&["/runs/", "/threads/"]))]).validate().unwrap();
+    let agent = openai(&config.named_backends[0]);
+    assert_eq!(agent.passthrough.as_deref(), Some(&["/runs/".to_owned(), "/threads/".to_owned()][..]));
+    let ok = handoff(r#"{"body":{"assistant_id":"a","input":{}},"path":"/runs/stream"}"#);
+    assert_eq!(check_handoff(Some(agent), &ok), Ok(()));
+    assert_eq!(request_path(agent, &ok), "/runs/stream");
+    let no_path = handoff(r#"{"body":{}}"#);
+    assert_eq!(check_handoff(Some(agent), &no_path), Ok(()));
+    assert_eq!(request_path(agent, &no_path), "", "the base URL's own path");
+    for (json, field, reason) in [
+        (r#"{"path":"/runs/stream"}"#, "body", "required"),
+        (r#"{"body":{},"path":"/assistants"}"#, "path", "not under"),
+        (r#"{"body":{},"path":"/runs/../assistants"}"#, "path", ".."),
+        (r#"{"body":{},"path":"/runs/%2e%2e/x"}"#, "path", ".."),
+        (r#"{"body":{},"path":"runs/stream"}"#, "path", "start with /"),
+        (r#"{"body":{},"path":"/runs/a b"}"#, "path", "character"),
+    ] {
+        match check_handoff(Some(agent), &handoff(json)) {
+            Err(HandoffError::InvalidField { field: got, reason: why }) => {
+                assert_eq!(got, field, "{json}");
+                assert!(why.contains(reason), "{json}: {why}");
+            }
+            other => panic!("{json}: {other:?}"),
+        }
+    }
+    let body_not_object = crate::handoff::decode(br#"{"body":[1]}"#).unwrap_err();
+    assert!(matches!(body_not_object, HandoffError::InvalidField { field: "body", .. }));
+
+    // A chat backend (or the mock) takes neither field.
+    let chat = settings(vec![]).validate().unwrap();
+    let Backend::OpenAi(chat) = &chat.backend else { panic!("openai") };
+    assert!(check_handoff(Some(chat), &ok).is_err());
+    assert!(check_handoff(None, &handoff(r#"{"path":"/x"}"#)).is_err());
+    assert_eq!(request_path(chat, &ok), "/v1/chat/completions", "a chat backend's path is its own");
+}
+
+#[test]
+fn paths_are_for_passthrough_tables_only_and_are_checked() {
+    let wrong_kind = BackendTable { paths: vec!["/runs/".into()], ..local("http://a") };
+    assert!(refusal(vec![("p", wrong_kind)]).contains("only for kind = \"passthrough\""));
+    assert!(refusal(vec![("p", passthrough_table(&["runs"]))]).contains("must start with /"));
+    let no_url = BackendTable { kind: Some(BackendKind::Passthrough), ..BackendTable::default() };
+    assert!(refusal(vec![("p", no_url)]).contains("base_url is required for kind = \"passthrough\""));
+}
+
 #[test]
 fn a_handoff_names_its_backend_with_a_string() {
     let decoded = crate::handoff::decode(br#"{"backend":"local"}"#).unwrap();

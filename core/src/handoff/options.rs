@@ -88,6 +88,15 @@ pub(super) fn tool_choice(raw: &RawValue) -> Result<Json, HandoffError> {
     }
 }
 
+/// A passthrough backend's request body: any JSON object, forwarded as given.
+pub(super) fn body(raw: &RawValue) -> Result<Json, HandoffError> {
+    let json = strict("body", raw)?;
+    match json.first_byte() {
+        b'{' => Ok(json),
+        _ => Err(invalid("body", "must be an object")),
+    }
+}
+
 fn strict(field: &'static str, raw: &RawValue) -> Result<Json, HandoffError> {
     Json::from_raw(raw)
         .map_err(|_| invalid(field, "is not strict JSON (a lone \\u surrogate or a number beyond f64)"))

@@ -8,9 +8,11 @@
 
 mod decode;
 mod encode;
+mod raw;
 
 pub use decode::SseDecoder;
 pub use encode::{encode_content, encode_data, encode_error, encode_indexed_content, encode_reasoning};
+pub use raw::RawEvents;
 
 /// Bounds on what one peer can make us buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

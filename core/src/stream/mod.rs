@@ -38,7 +38,7 @@ use crate::handoff::{Delivery, Format};
 use crate::metrics::{HandoffOutcome, StreamSummary};
 use crate::mock;
 use crate::openai::{self, ChunkEvent};
-use crate::sse::{self, SseDecoder, SseLimits};
+use crate::sse::{self, RawEvents, SseDecoder, SseLimits};
 
 pub mod close;
 #[cfg(any(test, feature = "__testing"))]
@@ -112,6 +112,9 @@ pub enum Source {
     Backend,
     /// The mock script: the machine paces its events on its own deadlines.
     Mock(mock::Script),
+    /// A passthrough backend: events arrive as `Input::Backend*` and go to the
+    /// client unchanged, whole events only; the stream ends with the upstream.
+    Passthrough,
 }
 
 /// Why the backend failed, as the runtime saw it.
@@ -358,6 +361,14 @@ enum Feed {
         finish_seen: bool,
         delivery: Delivery,
     },
+    /// A passthrough backend's request sent; no response head yet.
+    AwaitingRawHead {
+        events: RawEvents,
+    },
+    /// 2xx from a passthrough backend: its events go to the client unchanged.
+    Raw {
+        events: RawEvents,
+    },
     /// Non-2xx: keeping the start of the body to find its error message.
     ErrorBody {
         status: u16,
@@ -370,7 +381,14 @@ enum Feed {
 impl Feed {
     /// True while a backend request may still be sending: cancelling it helps.
     fn is_backend_running(&self) -> bool {
-        matches!(self, Feed::AwaitingHead { .. } | Feed::Events { .. } | Feed::ErrorBody { .. })
+        matches!(
+            self,
+            Feed::AwaitingHead { .. }
+                | Feed::Events { .. }
+                | Feed::AwaitingRawHead { .. }
+                | Feed::Raw { .. }
+                | Feed::ErrorBody { .. }
+        )
     }
 }
 
@@ -424,6 +442,10 @@ impl Stream {
         let (feed, backend) = match source {
             Source::Backend => (
                 Feed::AwaitingHead { decoder: SseDecoder::new(config.sse_limits), delivery },
+                millis_ceil(config.first_byte_timeout),
+            ),
+            Source::Passthrough => (
+                Feed::AwaitingRawHead { events: RawEvents::new(config.sse_limits.max_event) },
                 millis_ceil(config.first_byte_timeout),
             ),
             Source::Mock(script) => (Feed::Mock(script), NEVER),
@@ -601,6 +623,7 @@ impl Stream {
         match &self.feed {
             Feed::Mock(script) => script.buffered_capacity(),
             Feed::AwaitingHead { decoder, .. } | Feed::Events { decoder, .. } => decoder.buffered_capacity(),
+            Feed::AwaitingRawHead { events } | Feed::Raw { events } => events.buffered_capacity(),
             Feed::ErrorBody { body, .. } => body.capacity(),
             Feed::Over => 0,
         }
@@ -622,7 +645,19 @@ impl Stream {
                     Feed::ErrorBody { status, body: Vec::new() }
                 }
             }
-            Feed::Events { .. } | Feed::ErrorBody { .. } => {
+            Feed::AwaitingRawHead { events } => {
+                self.deadlines.backend = at.saturating_add(self.settings.idle);
+                if (200..300).contains(&status) {
+                    Feed::Raw { events }
+                } else if self.settings.max_error_body == 0 {
+                    write_status_error(out, status, &[]);
+                    self.end_with(Outcome::Failed(FailureReason::UpstreamStatus(status)), true);
+                    return;
+                } else {
+                    Feed::ErrorBody { status, body: Vec::new() }
+                }
+            }
+            Feed::Events { .. } | Feed::Raw { .. } | Feed::ErrorBody { .. } => {
                 sse::encode_error(out, "the backend sent a second response head", "upstream_protocol", None);
                 self.end_with(Outcome::Failed(FailureReason::UpstreamProtocol), true);
                 return;
@@ -638,7 +673,7 @@ impl Stream {
         let idle_deadline = at.saturating_add(self.settings.idle);
         match &mut self.feed {
             Feed::Mock(_) | Feed::Over => {}
-            Feed::AwaitingHead { .. } => {
+            Feed::AwaitingHead { .. } | Feed::AwaitingRawHead { .. } => {
                 let message = "the backend sent body bytes before its response head";
                 sse::encode_error(out, message, "upstream_protocol", None);
                 self.fail(FailureReason::UpstreamProtocol);
@@ -652,6 +687,16 @@ impl Stream {
                     let status = *status;
                     write_status_error(out, status, body);
                     self.fail(FailureReason::UpstreamStatus(status));
+                }
+            }
+            Feed::Raw { events } => {
+                self.deadlines.backend = idle_deadline;
+                match events.feed(data, out) {
+                    Ok(count) => self.progress.events = self.progress.events.saturating_add(count),
+                    Err(error) => {
+                        sse::encode_error(out, &error.to_string(), "upstream_protocol", None);
+                        self.fail(FailureReason::UpstreamProtocol);
+                    }
                 }
             }
             Feed::Events { decoder, finish_seen, delivery } => {
@@ -672,7 +717,7 @@ impl Stream {
                 self.feed = feed;
                 return;
             }
-            Feed::AwaitingHead { .. } => {
+            Feed::AwaitingHead { .. } | Feed::AwaitingRawHead { .. } => {
                 let message = "the backend ended its response before sending a status";
                 sse::encode_error(out, message, "upstream_protocol", None);
                 Outcome::Failed(FailureReason::UpstreamProtocol)
@@ -690,6 +735,10 @@ impl Stream {
                     Outcome::Failed(FailureReason::UpstreamTruncated)
                 }
             }
+            // Passthrough: the upstream's own end is the end (its framework ends
+            // with its own event); an event it cut off is dropped, as WHATWG
+            // clients drop it, and nothing of ours is added.
+            Feed::Raw { .. } => Outcome::Completed,
             Feed::ErrorBody { status, body } => {
                 write_status_error(out, status, &body);
                 Outcome::Failed(FailureReason::UpstreamStatus(status))
@@ -714,7 +763,10 @@ impl Stream {
                 write_status_error(out, status, &body);
                 Outcome::Failed(FailureReason::UpstreamStatus(status))
             }
-            Feed::AwaitingHead { .. } | Feed::Events { .. } => {
+            Feed::AwaitingHead { .. }
+            | Feed::Events { .. }
+            | Feed::AwaitingRawHead { .. }
+            | Feed::Raw { .. } => {
                 sse::encode_error(out, failure.kind.client_message(), failure.kind.error_type(), None);
                 Outcome::Failed(FailureReason::Backend(failure.kind))
             }
@@ -769,13 +821,13 @@ impl Stream {
     /// The first-byte or idle deadline passed (or a non-2xx body stalled).
     fn handle_backend_deadline(&mut self, out: &mut BytesMut) {
         let reason = match &self.feed {
-            Feed::AwaitingHead { .. } => {
+            Feed::AwaitingHead { .. } | Feed::AwaitingRawHead { .. } => {
                 let limit = Duration::from_millis(u64::from(self.deadlines.backend));
                 let message = format!("the backend sent no response within {limit:?}");
                 sse::encode_error(out, &message, "timeout", Some("first_byte_timeout"));
                 FailureReason::FirstByteTimeout
             }
-            Feed::Events { .. } => {
+            Feed::Events { .. } | Feed::Raw { .. } => {
                 let limit = Duration::from_millis(u64::from(self.settings.idle));
                 let message = format!("the backend sent nothing for {limit:?}");
                 sse::encode_error(out, &message, "timeout", Some("idle_timeout"));

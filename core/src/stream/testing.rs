@@ -145,7 +145,8 @@ impl Harness {
     /// A stream writing a backend's events as `delivery` says.
     pub fn with_delivery(config: &StreamConfig, head: Bytes, source: Source, delivery: Delivery) -> Harness {
         let start = clock_origin();
-        let checker = Checker::new(config, head.clone(), matches!(source, Source::Mock(_)), start);
+        let mut checker = Checker::new(config, head.clone(), matches!(source, Source::Mock(_)), start);
+        checker.passthrough = matches!(source, Source::Passthrough);
         let stream = Stream::with_delivery(start, config, head, source, delivery);
         let mut harness = Harness {
             stream,
@@ -317,6 +318,9 @@ impl Harness {
 struct Checker {
     head: Bytes,
     is_mock: bool,
+    /// Upstream events go out as they came: only whole events are checked, and
+    /// our own error event.
+    passthrough: bool,
     start: Instant,
     total_timeout: Duration,
     keep_alive: Duration,
@@ -343,6 +347,7 @@ impl Checker {
         Checker {
             head,
             is_mock,
+            passthrough: false,
             start,
             total_timeout: config.total_timeout,
             keep_alive: config.keep_alive_interval.max(Duration::from_millis(1)),
@@ -388,7 +393,10 @@ impl Checker {
             Output::Done(outcome) => {
                 assert!(self.closed, "Done before CloseClient");
                 match outcome {
-                    Outcome::Completed => assert!(self.done_written, "Completed without [DONE]"),
+                    // A passthrough stream ends with its upstream's own last event.
+                    Outcome::Completed => {
+                        assert!(self.done_written || self.passthrough, "Completed without [DONE]")
+                    }
                     Outcome::Failed(reason) => {
                         assert!(self.error_written, "Failed({reason:?}) without an error event")
                     }
@@ -423,6 +431,15 @@ impl Checker {
         assert!(!self.client_gone, "Write after the client went away");
         assert!(!self.done_written, "Write after [DONE]");
         assert!(!self.error_written, "Write after an error event");
+        if self.passthrough {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                text.ends_with("\n\n") || text.ends_with('\r') || text.ends_with("\r\n\r\n"),
+                "a Write ends an event: {text:?}"
+            );
+            self.error_written = text.starts_with("event: error\n") || text.contains("\n\nevent: error\n");
+            return;
+        }
         let events = parse_client_events(bytes).unwrap_or_else(|e| panic!("malformed Write: {e}"));
         for (i, event) in events.iter().enumerate() {
             let is_last = i + 1 == events.len();

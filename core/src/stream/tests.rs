@@ -1004,3 +1004,69 @@ fn a_mock_stream_never_asks_for_backend_data() {
     let harness = mock_stream(&StreamConfig::default());
     assert!(!harness.stream().wants_backend_data());
 }
+
+// ---- passthrough ----
+
+/// A LangGraph-like stream: its own event types, ids, `retry`, a comment.
+const AGENT_EVENTS: &str = "event: metadata\nid: 1\ndata: {\"run_id\":\"r1\"}\n\n: heartbeat\n\nretry: 500\nevent: values\nid: 2\ndata: {\"step\":1}\ndata: {\"more\":true}\n\nevent: end\ndata: null\n\n";
+
+fn passing_through(config: &StreamConfig) -> Harness {
+    let mut harness = Harness::new(config, Source::Passthrough);
+    assert!(harness.handle(Input::BackendHead { status: 200 }).is_empty());
+    harness
+}
+
+#[test]
+fn passthrough_forwards_the_upstreams_events_unchanged_and_ends_with_it() {
+    let mut harness = passing_through(&quiet_config());
+    // Split mid-event: only whole events are written.
+    let (first, second) = AGENT_EVENTS.split_at(30);
+    harness.handle(Input::BackendData(first.as_bytes()));
+    assert!(harness.client_body().is_empty(), "half an event waits");
+    harness.handle(Input::BackendData(second.as_bytes()));
+    harness.handle(Input::BackendEnd);
+    let body = harness.client_body();
+    assert_eq!(String::from_utf8_lossy(&body), AGENT_EVENTS, "byte for byte, nothing of ours added");
+    assert_eq!(harness.outcome(), Some(&Outcome::Completed));
+    let summary = harness.stream().summary(harness.now(), &Outcome::Completed);
+    assert_eq!(summary.events, 4, "each event counts, the comment too");
+}
+
+#[test]
+fn passthrough_errors_start_on_an_event_boundary_and_keep_the_usual_rules() {
+    // The connection breaks inside an event: the part already sent of it is never
+    // written, so the error event is not glued onto it.
+    let mut harness = passing_through(&quiet_config());
+    harness.handle(Input::BackendData(b"event: values\ndata: {\"a\":1}\n\nevent: values\ndata: {\"cut"));
+    let step = harness.handle(Input::BackendFailed(failure(FailureKind::Reset, "connection reset")));
+    assert_eq!(only_error(&step).1, FailureKind::Reset.error_type());
+    let body = String::from_utf8(harness.client_body()).unwrap();
+    assert!(
+        !body.contains("cut") && body.contains("event: values\ndata: {\"a\":1}\n\nevent: error\n"),
+        "{body}"
+    );
+
+    // A non-2xx status is an error event from its body, as for OpenAI backends.
+    let mut harness = Harness::new(&quiet_config(), Source::Passthrough);
+    harness.handle(Input::BackendHead { status: 503 });
+    harness.handle(Input::BackendData(br#"{"error":{"message":"busy","type":"overloaded"}}"#));
+    let step = harness.handle(Input::BackendEnd);
+    assert_eq!(only_error(&step).0, "busy");
+
+    // Silence past the idle timeout ends it as a timeout.
+    let config = StreamConfig { idle_timeout: secs(5), ..quiet_config() };
+    let mut harness = passing_through(&config);
+    let step = harness.advance_and_wake(secs(5));
+    assert_eq!(only_error(&step).2.as_deref(), Some("idle_timeout"));
+    assert_eq!(harness.outcome(), Some(&Outcome::Failed(FailureReason::IdleTimeout)));
+}
+
+#[test]
+fn passthrough_refuses_an_event_over_the_limit() {
+    let config =
+        StreamConfig { sse_limits: sse::SseLimits { max_line: 64, max_event: 64 }, ..quiet_config() };
+    let mut harness = passing_through(&config);
+    let step = harness.handle(Input::BackendData("data: ".repeat(20).as_bytes()));
+    assert_eq!(only_error(&step).1, "upstream_protocol");
+    assert_eq!(harness.outcome(), Some(&Outcome::Failed(FailureReason::UpstreamProtocol)));
+}

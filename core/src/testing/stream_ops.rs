@@ -72,6 +72,8 @@ fn drive(data: &[u8]) -> Result<(Outcome, bool), String> {
         let user_id = String::from_utf8_lossy(script.run()).into_owned();
         let prompt = String::from_utf8_lossy(script.run()).into_owned();
         Source::Mock(mock::Script::new(connection, &user_id, &prompt).in_format(format))
+    } else if first & 0x80 != 0 {
+        Source::Passthrough
     } else {
         Source::Backend
     };

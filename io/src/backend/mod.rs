@@ -61,6 +61,10 @@ struct Target {
     /// The backend's configured headers, as given (HTTP/1.1) and parsed (HTTP/2).
     extra_headers: Vec<(String, String)>,
     extra_h2: Vec<(http::HeaderName, HeaderValue)>,
+    /// What the backend was configured with (its kind and paths decide each
+    /// request's body and path).
+    config: OpenAiConfig,
+    scheme: &'static str,
 }
 
 impl Target {
@@ -75,6 +79,8 @@ impl Target {
 /// One stream's request: its body and the per-request headers.
 pub struct Request {
     target: std::sync::Arc<Target>,
+    /// A passthrough request's own path and URI; `None`: the target's.
+    path: Option<(String, http::Uri)>,
     body: Bytes,
     test_pattern: Option<HeaderValue>,
     /// The handoff's `request_id`, sent as `X-Request-Id`.
@@ -85,7 +91,8 @@ impl Request {
     fn h2_head(&self) -> http::Request<()> {
         let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.target.uri.clone();
+        *request.uri_mut() =
+            self.path.as_ref().map_or_else(|| self.target.uri.clone(), |(_, uri)| uri.clone());
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
@@ -115,7 +122,7 @@ impl Request {
     fn h1_bytes(&self) -> Bytes {
         let head = http1::request_head(&BackendRequest {
             authority: &self.target.authority,
-            path: &self.target.path,
+            path: self.path.as_ref().map_or(self.target.path.as_str(), |(path, _)| path.as_str()),
             api_key: self.target.api_key.as_deref(),
             test_pattern: self.test_pattern.as_ref().and_then(|v| v.to_str().ok()),
             request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
@@ -219,6 +226,8 @@ impl<R: Runtime> OpenAiBackend<R> {
             user_from_user_id: config.user_from_user_id,
             extra_headers: config.headers.clone(),
             extra_h2,
+            config: config.clone(),
+            scheme,
         };
         let connector = Connector {
             endpoint,
@@ -238,12 +247,41 @@ impl<R: Runtime> OpenAiBackend<R> {
         let _ = self.pool.unbounded_send(PoolMsg::Shutdown);
     }
 
+    /// What this backend was configured with.
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.target.config
+    }
+
+    /// Whether its events go to the client unchanged (core's
+    /// `Source::Passthrough`) rather than decoded as chat chunks.
+    pub fn is_passthrough(&self) -> bool {
+        self.target.config.passthrough.is_some()
+    }
+
     /// Asks the pool for a backend stream for this handoff; the request goes out
     /// as soon as a connection has room.
     pub fn open_stream(&self, id: StreamId, handoff: &Handoff) -> BackendStream<R> {
+        let (path, body) = match (&self.target.config.passthrough, &handoff.body) {
+            (Some(_), Some(body)) => {
+                let path = handoff_core::backends::request_path(&self.target.config, handoff);
+                let uri = format!("{}://{}{path}", self.target.scheme, self.target.authority);
+                // Core checked the path's characters; a URI the http crate still
+                // refuses fails the stream rather than going elsewhere.
+                let Ok(uri) = http::Uri::try_from(uri) else {
+                    let failure = BackendFailure {
+                        kind: FailureKind::Protocol,
+                        message: format!("passthrough path {path:?} is not a valid URI"),
+                    };
+                    return BackendStream::Failed(Box::new(failure));
+                };
+                (Some((path, uri)), Bytes::copy_from_slice(body.get().as_bytes()))
+            }
+            _ => (None, openai::request_body(handoff, &self.target.request_defaults())),
+        };
         let request = Request {
             target: self.target.clone(),
-            body: openai::request_body(handoff, &self.target.request_defaults()),
+            path,
+            body,
             // Validated by handoff decoding; a value h2 still rejects is dropped.
             test_pattern: handoff.test_pattern.as_deref().and_then(|p| HeaderValue::from_str(p).ok()),
             request_id: handoff.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()),

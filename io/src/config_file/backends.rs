@@ -30,6 +30,7 @@ const KEYS: &[&str] = &[
     "total_timeout",
     "insecure_tls",
     "ca",
+    "paths",
 ];
 
 /// Reads the `backends` value (a table of tables) found at `line`, in the file's
@@ -98,6 +99,14 @@ pub(super) fn read(
                     for (header, value) in headers {
                         let value = string(&value).map_err(|message| at(line, key_of("headers"), message))?;
                         out.headers.push((header, value));
+                    }
+                }
+                "paths" => {
+                    let Value::Array(items) = value else {
+                        return Err(problem("expected a list of path prefixes".into()));
+                    };
+                    for item in items {
+                        out.paths.push(string(&item).map_err(|message| at(line, key_of("paths"), message))?);
                     }
                 }
                 "http2" => out.http2 = Some(boolean(&value).map_err(problem)?),

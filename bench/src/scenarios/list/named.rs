@@ -71,3 +71,49 @@ pub async fn named_backends_serve_the_handoffs_that_name_them_and_unknown_names_
     let served = (alpha.recorder().requests_seen().len(), beta.recorder().requests_seen().len());
     assert_eq!(served, (1, 1), "the default and the refused handoff reached neither");
 }
+
+/// A `passthrough` backend (an agent framework's `/runs/stream`): the handoff's
+/// `body` goes upstream as given to the `path` it names under the configured
+/// prefixes, and the upstream's events (types, ids, comments, multi-line data,
+/// CRLF) reach the client byte for byte, with no `[DONE]` of ours. A path outside
+/// the prefixes, or no body, is a 400 that reaches no backend.
+pub async fn passthrough_backend_forwards_the_upstreams_events_unchanged(cx: Context) {
+    let mock = start_mock(Transport::H2c, 3, Duration::from_millis(1)).await;
+    let config = format!(
+        "[backends.agent]\nkind = \"passthrough\"\nbase_url = \"{}\"\npaths = [\"/runs/\", \"/threads/\"]\n",
+        mock.url()
+    );
+    let file = cx.scratch().write_file("agent.toml", config.as_bytes());
+    let daemon = cx.daemon().args(["--config"]).arg(&file).start().await;
+
+    let handoff =
+        r#"{"backend":"agent","path":"/runs/stream","body":{"assistant_id":"a1","input":{"q":"héllo 😀"}}}"#;
+    let response = daemon.hand_off(handoff).await.read_to_end().await;
+    assert_eq!(response.status(), 200, "{}", response.text());
+    let body = String::from_utf8(response.body().to_vec()).expect("UTF-8");
+    let input = r#""input":{"assistant_id":"a1","input":{"q":"héllo 😀"}}"#;
+    let expected = format!(
+        "event: metadata\nid: run-1\ndata: {{\"run_id\":\"run-1\",{input}}}\n\n: heartbeat\n\n\
+         event: values\nid: 0\ndata: {{\"step\":0,\ndata: \"text\":\"t0\"}}\r\n\r\n\
+         event: values\nid: 1\ndata: {{\"step\":1,\ndata: \"text\":\"t1\"}}\r\n\r\n\
+         event: values\nid: 2\ndata: {{\"step\":2,\ndata: \"text\":\"t2\"}}\r\n\r\n\
+         event: end\ndata: null\n\n"
+    );
+    assert_eq!(body, expected, "the upstream's bytes, nothing added");
+    let seen = mock.recorder().requests_seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/runs/stream");
+    let sent: Value = seen[0].body_json().unwrap_or_else(|| panic!("not JSON: {:?}", seen[0].body));
+    assert_eq!(sent, serde_json::json!({"assistant_id":"a1","input":{"q":"héllo 😀"}}), "the body as given");
+
+    for (handoff, field) in [
+        (r#"{"backend":"agent","path":"/assistants","body":{}}"#, "`path`"),
+        (r#"{"backend":"agent","path":"/runs/../assistants","body":{}}"#, "`path`"),
+        (r#"{"backend":"agent","path":"/runs/stream"}"#, "`body`"),
+        (r#"{"path":"/runs/stream","body":{}}"#, "`body`"),
+    ] {
+        let error = daemon.hand_off(handoff).await.read_to_end().await.expect_error_response(400);
+        assert!(error.message.contains(field), "{handoff}: {}", error.message);
+    }
+    assert_eq!(mock.recorder().requests_seen().len(), 1, "no refused handoff reached the backend");
+}
