@@ -327,6 +327,22 @@ def pool_seeds():
         write("pool", name, data)
 
 
+def sse_raw_seeds():
+    # [limit (16 * (byte + 1) bytes), cuts, stream]: passthrough event streams
+    # with ids, comments, retry, CR/LF/CRLF, a cut-off tail and an oversized event.
+    agent = (b"event: metadata\nid: 1\ndata: {\"run\":1}\n\n: ping\n\nretry: 10\r\n"
+             b"data: a\r\ndata: b\r\n\r\nevent: end\rdata: null\r\r")
+    seeds = {
+        "agent_events.raw": bytes([4]) + cuts([10, 30]) + agent,
+        "crlf_split.raw": bytes([1]) + cuts([8, 9, 10]) + b"data: x\r\n\r\ndata: y\r\n\r\n",
+        "partial_tail.raw": bytes([1]) + cuts([]) + b"data: one\n\ndata: tw",
+        "over_limit.raw": bytes([0]) + cuts([5]) + b"data: " + b"x" * 40 + b"\n\n",
+        "empty_lines.raw": bytes([2]) + cuts([]) + b"\n\n\r\r\r\n\r\n",
+    }
+    for name, data in seeds.items():
+        write("sse_raw", name, data)
+
+
 if __name__ == "__main__":
     handoff_seeds()
     sse_seeds()
@@ -334,3 +350,4 @@ if __name__ == "__main__":
     http1_seeds()
     stream_seeds()
     pool_seeds()
+    sse_raw_seeds()

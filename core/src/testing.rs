@@ -17,6 +17,7 @@ mod chunk;
 mod event_stream;
 mod framing;
 mod payload;
+mod raw_events;
 mod script;
 mod stream_ops;
 
@@ -31,6 +32,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http1", http1),
     ("stream", stream),
     ("pool", pool),
+    ("sse_raw", sse_raw),
 ];
 
 /// [`crate::handoff::decode`] on arbitrary bytes. On success: the client head
@@ -49,6 +51,14 @@ pub fn handoff(data: &[u8]) -> Result<(), String> {
 /// limits after every call, and drops to the last event id once it finished.
 pub fn sse(data: &[u8]) -> Result<(), String> {
     event_stream::check(data)
+}
+
+/// The passthrough splitter ([`crate::sse::RawEvents`]), differential. Layout:
+/// `[limit, cut count, cuts as u16 BE..., stream...]`. Whole, cut and one byte at
+/// a time it releases the same bytes: exactly the input up to its last event
+/// boundary (unless an event passed the limit), and holds no more than its limit.
+pub fn sse_raw(data: &[u8]) -> Result<(), String> {
+    raw_events::check(data)
 }
 
 /// [`crate::openai::parse_chunk`] and [`crate::openai::error_from_status`] on the

@@ -55,6 +55,11 @@ fn sse_inputs_replay() {
 }
 
 #[test]
+fn sse_raw_inputs_replay() {
+    replay("sse_raw", testing::sse_raw);
+}
+
+#[test]
 fn openai_chunk_inputs_replay() {
     replay("openai_chunk", testing::openai_chunk);
 }

@@ -11,7 +11,8 @@ use bytes::{BufMut, BytesMut};
 
 use super::SseError;
 
-/// Holds the bytes of the event not yet ended; at most `max_event` of them.
+/// Holds the bytes of the event not yet ended; an event (held or not) longer
+/// than `max_event` bytes is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvents {
     pending: Vec<u8>,
@@ -46,7 +47,11 @@ impl RawEvents {
             }
             self.line_len = 0;
             if line_len == 0 {
-                // A blank line: the event ends here.
+                // A blank line: the event ends here, if it is within the limit
+                // however the reads fell.
+                if self.pending.len() + (at - start) > self.max_event {
+                    return Err(SseError::EventTooLarge { limit: self.max_event });
+                }
                 if !self.pending.is_empty() {
                     out.put_slice(&self.pending);
                     self.pending.clear();
@@ -142,11 +147,10 @@ mod tests {
         let mut out = BytesMut::new();
         assert_eq!(raw.feed(b"data: 0123456789", &mut out), Ok(0));
         assert_eq!(raw.feed(b"abc", &mut out), Err(SseError::EventTooLarge { limit: 16 }));
-        let mut ok = RawEvents::new(16);
-        assert_eq!(
-            ok.feed(b"data: 0123456789abcdef\n\n", &mut out),
-            Ok(1),
-            "a whole event in one read is not held"
-        );
+        let mut whole = RawEvents::new(16);
+        let refused = whole.feed(b"data: 0123456789abcdef\n\n", &mut out);
+        assert_eq!(refused, Err(SseError::EventTooLarge { limit: 16 }), "in one read as in many");
+        let mut fits = RawEvents::new(16);
+        assert_eq!(fits.feed(b"data: 012345\n\n", &mut out), Ok(1));
     }
 }
