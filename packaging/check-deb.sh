@@ -41,7 +41,8 @@ trap 'rm -rf "$tmp"' EXIT
 dpkg-deb -x "$deb" "$tmp"
 units="$tmp/lib/systemd/system"
 for line in "Type=notify" "ExecStart=/usr/bin/$package --config /etc/handoff/handoff.toml" "User=handoff" \
-  "NoNewPrivileges=yes" "ProtectSystem=strict" "PrivateTmp=yes" "ProtectHome=yes" "Restart=on-failure"; do
+  "NoNewPrivileges=yes" "ProtectSystem=strict" "PrivateTmp=yes" "ProtectHome=yes" "Restart=on-failure" \
+  "ExecReload=/bin/kill -HUP \$MAINPID"; do
   grep -qx "$line" "$units/handoff.service" || fail "handoff.service lacks $line"
 done
 for key in WatchdogSec LimitNOFILE TimeoutStopSec; do

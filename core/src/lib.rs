@@ -114,6 +114,7 @@ pub mod mock;
 pub mod openai;
 pub mod pool;
 pub mod redact;
+pub mod reload;
 pub mod sse;
 pub mod stream;
 #[cfg(any(test, feature = "__testing"))]

@@ -15,7 +15,8 @@ use crate::stream::Outcome;
 /// Counters and the limit, shared by all streams of one daemon.
 #[derive(Debug, Default)]
 pub struct Limits {
-    max_streams: u64,
+    /// Changed only by a reload ([`Limits::set_max_streams`]).
+    max_streams: AtomicU64,
     active: AtomicU64,
     peak_concurrent: AtomicU64,
     started: AtomicU64,
@@ -66,12 +67,18 @@ pub struct Snapshot {
 impl Limits {
     /// Zeroed counters admitting at most `max_streams` streams at once (0 admits none).
     pub fn new(max_streams: u64) -> Arc<Limits> {
-        Arc::new(Limits { max_streams, ..Default::default() })
+        Arc::new(Limits { max_streams: AtomicU64::new(max_streams), ..Default::default() })
     }
 
     /// The most streams admitted at once.
     pub fn max_streams(&self) -> u64 {
-        self.max_streams
+        self.max_streams.load(Relaxed)
+    }
+
+    /// A reloaded `--max-connections`: later admissions are judged by it; the
+    /// streams already running keep their slots even when over the new limit.
+    pub fn set_max_streams(&self, max_streams: u64) {
+        self.max_streams.store(max_streams, Relaxed);
     }
 
     /// Admits one more stream, or `None` at the limit (the caller answers 503 and
@@ -81,7 +88,7 @@ impl Limits {
         // fetch_add would let `active` (and so the peak) overshoot the limit briefly.
         let mut active = self.active.load(Relaxed);
         loop {
-            if active >= self.max_streams {
+            if active >= self.max_streams.load(Relaxed) {
                 self.rejected.fetch_add(1, Relaxed);
                 return None;
             }

@@ -483,6 +483,10 @@ impl WorkerMetrics {
 #[derive(Debug, Default)]
 pub struct Metrics {
     workers: Mutex<Vec<Arc<WorkerMetrics>>>,
+    /// Configuration reloads (SIGHUP) applied and refused: the process's, not a
+    /// worker's (one thread reloads).
+    reloads_applied: AtomicU64,
+    reloads_failed: AtomicU64,
 }
 
 /// What one scrape reads: every worker's counters summed.
@@ -517,6 +521,10 @@ pub struct Totals {
     pub backend_retries: u64,
     /// Backend connections dropped because a PING went unanswered, since start.
     pub backend_ping_timeouts: u64,
+    /// Configuration reloads applied since start.
+    pub config_reloads_applied: u64,
+    /// Configuration reloads refused (the old configuration stayed), since start.
+    pub config_reloads_failed: u64,
     fd_events: [u64; FdEvent::COUNT],
 }
 
@@ -539,6 +547,12 @@ impl Metrics {
         Arc::new(Metrics::default())
     }
 
+    /// Counts one configuration reload: applied, or refused (a bad file).
+    pub fn record_reload(&self, applied: bool) {
+        let counter = if applied { &self.reloads_applied } else { &self.reloads_failed };
+        counter.fetch_add(1, Relaxed);
+    }
+
     /// A new worker's counters, included in every later [`Metrics::totals`].
     pub fn register(&self) -> Arc<WorkerMetrics> {
         let worker = Arc::new(WorkerMetrics::default());
@@ -553,6 +567,8 @@ impl Metrics {
     pub fn totals(&self) -> Totals {
         let mut totals = Totals::default();
         let mut statuses = [0u64; STATUSES + 1];
+        totals.config_reloads_applied = self.reloads_applied.load(Relaxed);
+        totals.config_reloads_failed = self.reloads_failed.load(Relaxed);
         let Ok(workers) = self.workers.lock() else { return totals };
         for worker in workers.iter() {
             for (total, count) in totals.handoffs.iter_mut().zip(worker.handoffs.iter()) {

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub struct Global {
     /// lost. A flag tried, never waited on: a worker that finds it taken tries
     /// again after a moment.
     fd_turn: AtomicBool,
+    /// The latest configuration a SIGHUP reload accepted, for the workers.
+    pub(crate) published: crate::reload::Published,
 }
 
 /// Holds [`Global`]'s fd turn until dropped.
@@ -89,6 +91,7 @@ impl Global {
             kinds_logged: OncePerKind::default(),
             watch_fds_until: AtomicU64::new(0),
             fd_turn: AtomicBool::new(false),
+            published: crate::reload::Published::default(),
         })
     }
 
@@ -182,10 +185,14 @@ pub struct Shared<R: Runtime> {
     socket_origin: SocketOrigin,
     receive_timeout: Duration,
     retry_after_secs: u32,
-    backend: Option<OpenAiBackend<R>>,
-    /// The config file's named backends, in its order (core's
-    /// `backends::select` picks one by a handoff's `backend`).
-    named: Vec<NamedServed<R>>,
+    /// The backends new handoffs go to: replaced when a reload is published
+    /// (locked once per handoff, on this worker's thread only, so uncontended;
+    /// never per event). Streams keep the backend they started with.
+    served: Mutex<Arc<Served<R>>>,
+    /// The reload generation `served` was built for.
+    served_generation: AtomicU64,
+    /// Workers in this daemon: a reloaded pool's limits are divided by it.
+    workers: usize,
     /// The attachment limits and `--data-dir`, opened, for the files handoffs name.
     attachments: crate::attachments::Attachments,
     /// Who may hand off (`--allow-uid` / `--allow-gid`).
@@ -222,13 +229,28 @@ impl<R: Runtime> Drop for SocketHold<R> {
 }
 
 impl<R: Runtime> Shared<R> {
-    /// The backend core's `backends::select` chose (`None`: the default) and its
-    /// streams' settings.
-    fn served(&self, chosen: Option<usize>) -> (&Option<OpenAiBackend<R>>, &StreamConfig) {
-        match chosen.and_then(|index| self.named.get(index)) {
-            Some(named) => (&named.backend, &named.stream_config),
-            None => (&self.backend, &self.stream_config),
+    /// The backends for a handoff arriving now: rebuilt first when a reload was
+    /// published since they were built (new pools on this worker's runtime; the
+    /// old ones end once their streams have).
+    fn served_now(&self) -> Arc<Served<R>> {
+        let generation = self.global.published.generation();
+        if generation != self.served_generation.load(Ordering::Relaxed) {
+            self.served_generation.store(generation, Ordering::Relaxed);
+            if let Some(config) = self.global.published.latest() {
+                let mut config = (*config).clone();
+                divide_pools(&mut config, self.workers);
+                match Served::start(&self.runtime, &config, &self.metrics) {
+                    Ok(served) => {
+                        *self.served.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(served);
+                        tracing::debug!(generation, "worker took the reloaded configuration");
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "starting the reloaded backends failed; the old ones stay")
+                    }
+                }
+            }
         }
+        Arc::clone(&self.served.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// What the mock backend's streams need (tests drive stream tasks with it).
@@ -246,8 +268,13 @@ impl<R: Runtime> Shared<R> {
             socket_origin: SocketOrigin::Bound,
             receive_timeout: Duration::from_secs(5),
             retry_after_secs: 1,
-            backend: None,
-            named: Vec::new(),
+            served: Mutex::new(Arc::new(Served {
+                default: None,
+                default_stream: StreamConfig::default(),
+                named: Vec::new(),
+            })),
+            served_generation: AtomicU64::new(0),
+            workers: 1,
             attachments: crate::attachments::Attachments::default(),
             peers: PeerPolicy::default(),
             fd_guard: FdGuard::default(),
@@ -259,6 +286,63 @@ impl<R: Runtime> Shared<R> {
     }
 }
 
+/// The backends one worker serves new handoffs from.
+struct Served<R: Runtime> {
+    /// The flags' backend (`None`: the mock script) and its streams' settings.
+    default: Option<OpenAiBackend<R>>,
+    default_stream: StreamConfig,
+    /// The config file's named backends, in its order (core's
+    /// `backends::select` picks one by a handoff's `backend`).
+    named: Vec<NamedServed<R>>,
+}
+
+impl<R: Runtime> Served<R> {
+    /// Starts a pool for each backend of `config` (its limits already this
+    /// worker's share) on this worker's runtime.
+    fn start(runtime: &R, config: &Config, metrics: &Arc<WorkerMetrics>) -> Result<Served<R>, DaemonError> {
+        let start = |backend: &Backend, pool: &handoff_core::pool::PoolConfig, name: &str| match backend {
+            Backend::Mock => Ok(None),
+            Backend::OpenAi(openai) => {
+                OpenAiBackend::start_counted(runtime, openai, pool.clone(), Arc::clone(metrics))
+                    .map(Some)
+                    .map_err(|e| {
+                        if name.is_empty() {
+                            DaemonError::Backend(e)
+                        } else {
+                            DaemonError::Backend(BackendSetupError(format!("[backends.{name}]: {e}")))
+                        }
+                    })
+            }
+        };
+        let default = start(&config.backend, &config.pool, "")?;
+        let named = config
+            .named_backends
+            .iter()
+            .map(|named| {
+                let backend = start(&named.backend, &named.pool, &named.name)?;
+                Ok(NamedServed { name: named.name.clone(), backend, stream_config: named.stream.clone() })
+            })
+            .collect::<Result<Vec<_>, DaemonError>>()?;
+        Ok(Served { default, default_stream: config.stream.clone(), named })
+    }
+
+    /// The backend core's `backends::select` chose (`None`: the default) and its
+    /// streams' settings.
+    fn get(&self, chosen: Option<usize>) -> (&Option<OpenAiBackend<R>>, &StreamConfig) {
+        match chosen.and_then(|index| self.named.get(index)) {
+            Some(named) => (&named.backend, &named.stream_config),
+            None => (&self.default, &self.default_stream),
+        }
+    }
+
+    fn shutdown(&self) {
+        for backend in self.default.iter().chain(self.named.iter().filter_map(|named| named.backend.as_ref()))
+        {
+            backend.shutdown();
+        }
+    }
+}
+
 /// A named backend as one worker serves it.
 struct NamedServed<R: Runtime> {
     name: String,
@@ -266,6 +350,19 @@ struct NamedServed<R: Runtime> {
     backend: Option<OpenAiBackend<R>>,
     /// Its streams' timeouts.
     stream_config: StreamConfig,
+}
+
+/// Each worker owns its connections, so each backend pool's limits are divided
+/// among `count` workers, rounded up so each has at least one.
+fn divide_pools(config: &mut Config, count: usize) {
+    let count = count.max(1);
+    let pools =
+        std::iter::once(&mut config.pool).chain(config.named_backends.iter_mut().map(|n| &mut n.pool));
+    for pool in pools {
+        pool.max_connections = pool.max_connections.div_ceil(count);
+        pool.max_connecting = pool.max_connecting.div_ceil(count);
+        pool.max_queued = pool.max_queued.div_ceil(count);
+    }
 }
 
 /// The bound socket and what the workers share; made once, before any worker.
@@ -382,13 +479,7 @@ impl Listening {
             self.listener.try_clone().map_err(|e| DaemonError::Io("duplicating the listening socket", e))?;
         let mut config = self.config.clone();
         let count = count.max(1);
-        let pools =
-            std::iter::once(&mut config.pool).chain(config.named_backends.iter_mut().map(|n| &mut n.pool));
-        for pool in pools {
-            pool.max_connections = pool.max_connections.div_ceil(count);
-            pool.max_connecting = pool.max_connecting.div_ceil(count);
-            pool.max_queued = pool.max_queued.div_ceil(count);
-        }
+        divide_pools(&mut config, count);
         config.accept_balance.workers = count as u64;
         let notifier = if index == 0 { self.notifier.clone() } else { None };
         Ok(WorkerPlan {
@@ -473,29 +564,7 @@ pub async fn run_worker<R: Runtime>(
     }
     let listener = runtime.register(listener).map_err(|e| DaemonError::Io("registering the listener", e))?;
     let metrics = global.metrics.register();
-    let backend = match &config.backend {
-        Backend::Mock => None,
-        Backend::OpenAi(openai) => Some(
-            OpenAiBackend::start_counted(&runtime, openai, config.pool.clone(), Arc::clone(&metrics))
-                .map_err(DaemonError::Backend)?,
-        ),
-    };
-    let named = config
-        .named_backends
-        .iter()
-        .map(|named| {
-            let backend = match &named.backend {
-                Backend::Mock => None,
-                Backend::OpenAi(openai) => Some(
-                    OpenAiBackend::start_counted(&runtime, openai, named.pool.clone(), Arc::clone(&metrics))
-                        .map_err(|e| {
-                            DaemonError::Backend(BackendSetupError(format!("[backends.{}]: {e}", named.name)))
-                        })?,
-                ),
-            };
-            Ok(NamedServed { name: named.name.clone(), backend, stream_config: named.stream.clone() })
-        })
-        .collect::<Result<Vec<_>, DaemonError>>()?;
+    let served = Served::start(&runtime, &config, &metrics)?;
     let attachments = crate::attachments::Attachments::open(&config.attachments)
         .map_err(|e| DaemonError::Io("opening --data-dir", e))?;
     let shared = Arc::new(Shared {
@@ -510,8 +579,10 @@ pub async fn run_worker<R: Runtime>(
         socket_origin: config.socket_origin,
         receive_timeout: config.receive_timeout,
         retry_after_secs: config.retry_after_secs,
-        backend,
-        named,
+        served: Mutex::new(Arc::new(served)),
+        // A reload published before this worker started is taken at its first handoff.
+        served_generation: AtomicU64::new(0),
+        workers: usize::try_from(config.accept_balance.workers).unwrap_or(1).max(1),
         attachments,
         peers,
         fd_guard: config.fd_guard,
@@ -567,10 +638,7 @@ pub async fn run_worker<R: Runtime>(
         shared.stop.force();
         wait_for_streams(&shared, runtime.now() + config.forced_stop_grace).await;
     }
-    for backend in shared.backend.iter().chain(shared.named.iter().filter_map(|named| named.backend.as_ref()))
-    {
-        backend.shutdown();
-    }
+    shared.served_now().shutdown();
     Ok(())
 }
 
@@ -1034,10 +1102,11 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     };
     // An unknown `backend` is a bad handoff like any other: refused before a slot.
     let mut chosen = None;
+    let served = shared.served_now();
     let decoded = decoded.and_then(|handoff| {
-        let names = shared.named.iter().map(|named| named.name.as_str());
+        let names = served.named.iter().map(|named| named.name.as_str());
         chosen = handoff_core::backends::select(names, handoff.backend.as_deref())?;
-        let config = shared.served(chosen).0.as_ref().map(OpenAiBackend::config);
+        let config = served.get(chosen).0.as_ref().map(OpenAiBackend::config);
         handoff_core::backends::check_handoff(config, &handoff)?;
         Ok(handoff)
     });
@@ -1068,7 +1137,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
         shared.log_streams.then(|| Box::new(crate::metrics::Identity::new(&handoff, fd.0.as_fd())));
     let head = http1::client_head(&handoff.response_headers);
     let delivery = handoff.delivery;
-    let (backend, stream_config) = shared.served(chosen);
+    let (backend, stream_config) = served.get(chosen);
     let (source, backend) = match backend {
         None => (Source::Mock(mock::Script::for_handoff(id, &handoff)), BackendStream::None),
         Some(backend) if backend.is_passthrough() => {

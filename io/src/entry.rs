@@ -58,6 +58,13 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
     if let Some(file) = &file {
         tracing::info!(config = %file.path.display(), "read the config file");
     }
+    // From here a SIGHUP reloads (read again as above) instead of ending the process.
+    let reread_command = command.clone();
+    let reread_argv = argv.clone();
+    let reread = move || reread_config(&reread_command, &reread_argv);
+    if let Err(error) = crate::reload::install(Box::new(reread)) {
+        tracing::warn!(%error, "installing the SIGHUP handler failed; a SIGHUP ends the daemon");
+    }
     if let Err(error) = crate::early_signal::install() {
         tracing::warn!(%error, "recording early stop signals failed; a SIGTERM before the workers start kills the daemon");
     }
@@ -79,6 +86,18 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configuration as a SIGHUP reads it: the same command line, the
+/// environment and config file as they are now, validated as at start; the
+/// error names file, line and key when the file is at fault.
+fn reread_config(command: &clap::Command, argv: &[std::ffi::OsString]) -> Result<Config, String> {
+    let matches = command.clone().try_get_matches_from(argv).map_err(|e| e.to_string())?;
+    let (matches, file) = crate::config_file::apply(command, argv, matches).map_err(|e| e.to_string())?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    let mut settings = cli.into_settings();
+    settings.backends = file.as_ref().map(|file| file.backends.clone()).unwrap_or_default();
+    settings.validate().map_err(|e| crate::config_file::describe(file.as_ref(), &e))
 }
 
 /// Warns when the hard fd limit cannot hold what the limits allow at once
@@ -213,7 +232,9 @@ where
     F: Fn(WorkerPlan, Stop) -> Result<(), DaemonError> + Send + Sync + 'static,
 {
     let threads = threads.max(1);
+    let initial = config.clone();
     let listening = Listening::bind(config)?;
+    crate::reload::start(listening.global(), initial);
     let worker = Arc::new(worker);
     let mut followers = Vec::new();
     let mut handles = Vec::new();

@@ -413,6 +413,11 @@ impl Daemon {
         }
     }
 
+    /// Sends SIGHUP (reload the configuration).
+    pub fn signal_hangup(&self) {
+        self.signal(rustix::process::Signal::HUP);
+    }
+
     /// Sends SIGINT (Ctrl-C in a terminal).
     pub fn signal_interrupt(&self) {
         self.signal(rustix::process::Signal::INT);

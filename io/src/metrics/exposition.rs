@@ -198,6 +198,21 @@ impl Collector for Families {
             None,
             totals.backend_retries,
         )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "config_reloads",
+                "Configuration reloads (SIGHUP) by result: applied, or failed (the old configuration stayed).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, count) in
+                [("applied", totals.config_reloads_applied), ("failed", totals.config_reloads_failed)]
+            {
+                family
+                    .encode_family(&[("result", result)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
         counter(
             &mut encoder,
             "backend_ping_timeouts",

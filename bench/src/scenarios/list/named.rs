@@ -117,3 +117,76 @@ pub async fn passthrough_backend_forwards_the_upstreams_events_unchanged(cx: Con
     }
     assert_eq!(mock.recorder().requests_seen().len(), 1, "no refused handoff reached the backend");
 }
+
+/// Writes the config file whole (a temporary file renamed over it), as an
+/// operator's editor or deployment would, so a reload never reads half of it.
+fn write_config(path: &std::path::Path, text: &str) {
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, text).unwrap_or_else(|e| panic!("writing {}: {e}", temporary.display()));
+    std::fs::rename(&temporary, path).unwrap_or_else(|e| panic!("renaming over {}: {e}", path.display()));
+}
+
+/// Waits (bounded) until the daemon's log has `count` lines containing `text`.
+async fn wait_for_log(daemon: &crate::scenarios::Daemon, text: &str, count: usize) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = daemon.stderr();
+        if log.matches(text).count() >= count {
+            return log;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {text:?} in the log after 10 s:\n{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGHUP reloads the named backends: new handoffs go where the new file says,
+/// a stream started before finishes on the backend it started with, and a bad
+/// file is refused naming file, line and key while the running config stays.
+pub async fn sighup_reloads_backends_and_a_bad_file_keeps_the_running_config(cx: Context) {
+    let first = start_mock(Transport::H2c, 3, Duration::from_millis(1)).await;
+    let second = start_mock(Transport::H2c, 3, Duration::from_millis(1)).await;
+    let table = |name: &str, mock: &crate::mockllm::MockLlm| {
+        format!("[backends.{name}]\nbase_url = \"{}\"\n", mock.base_url())
+    };
+    let file = cx.scratch().path("reload.toml");
+    write_config(&file, &table("alpha", &first));
+    let daemon = cx.daemon().args(["--delay", "1", "--config"]).arg(&file).start().await;
+
+    // A slow stream on alpha (about a second), under way across the reload.
+    let slow = daemon.hand_off(r#"{"prompt":"slow","backend":"alpha","test_pattern":"slow:300"}"#).await;
+    write_config(&file, &[table("alpha", &second), table("beta", &first)].concat());
+    daemon.signal_hangup();
+    wait_for_log(&daemon, "configuration reloaded", 1).await;
+
+    daemon
+        .hand_off(r#"{"prompt":"after","backend":"alpha"}"#)
+        .await
+        .read_to_end()
+        .await
+        .expect_completed_stream();
+    assert_eq!(second.recorder().requests_seen().len(), 1, "alpha is the second mock now");
+    daemon
+        .hand_off(r#"{"prompt":"new","backend":"beta"}"#)
+        .await
+        .read_to_end()
+        .await
+        .expect_completed_stream();
+    assert_eq!(first.recorder().requests_seen().len(), 2, "beta exists now, on the first mock");
+    slow.read_to_end().await.expect_completed_stream();
+
+    // A typo on line 3: refused, and alpha still goes to the second mock.
+    write_config(&file, &format!("{}bogus = 1\n", table("alpha", &first)));
+    daemon.signal_hangup();
+    let log = wait_for_log(&daemon, "configuration was refused", 1).await;
+    let path = file.display().to_string();
+    assert!(log.contains(&format!("{path}:1")) && log.contains("backends.alpha.bogus"), "{log}");
+    daemon
+        .hand_off(r#"{"prompt":"still","backend":"alpha"}"#)
+        .await
+        .read_to_end()
+        .await
+        .expect_completed_stream();
+    assert_eq!(second.recorder().requests_seen().len(), 2, "the running configuration stayed");
+    let response = daemon.hand_off(r#"{"prompt":"x","backend":"gamma"}"#).await.read_to_end().await;
+    response.expect_error_response(400);
+}
