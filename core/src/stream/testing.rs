@@ -321,6 +321,8 @@ struct Checker {
     /// Upstream events go out as they came: only whole events are checked, and
     /// our own error event.
     passthrough: bool,
+    /// Passthrough: the last Write had an `event: error` in it.
+    last_write_errors: bool,
     start: Instant,
     total_timeout: Duration,
     keep_alive: Duration,
@@ -348,6 +350,7 @@ impl Checker {
             head,
             is_mock,
             passthrough: false,
+            last_write_errors: false,
             start,
             total_timeout: config.total_timeout,
             keep_alive: config.keep_alive_interval.max(Duration::from_millis(1)),
@@ -398,7 +401,8 @@ impl Checker {
                         assert!(self.done_written || self.passthrough, "Completed without [DONE]")
                     }
                     Outcome::Failed(reason) => {
-                        assert!(self.error_written, "Failed({reason:?}) without an error event")
+                        let errored = self.error_written || (self.passthrough && self.last_write_errors);
+                        assert!(errored, "Failed({reason:?}) without an error event")
                     }
                     Outcome::ClientGone => {
                         assert!(self.client_gone, "outcome ClientGone but the client did not go");
@@ -436,7 +440,9 @@ impl Checker {
             // Only whole events go out, so every Write ends with a line terminator
             // (the blank line that ended its last event).
             assert!(text.ends_with(['\n', '\r']), "a Write ends an event: {text:?}");
-            self.error_written = text.starts_with("event: error\n") || text.contains("\n\nevent: error\n");
+            // An upstream may send its own `event: error`, so ours is told apart
+            // only at the end: a failed stream's last Write must carry one.
+            self.last_write_errors = text.starts_with("event: error\n") || text.contains("\nevent: error\n");
             return;
         }
         let events = parse_client_events(bytes).unwrap_or_else(|e| panic!("malformed Write: {e}"));
