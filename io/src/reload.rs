@@ -55,6 +55,10 @@ impl Published {
 /// waits in the socket and is handled once the reload thread runs.
 pub fn install(reread: Reread) -> std::io::Result<()> {
     let (reader, writer) = UnixStream::pair()?;
+    // Installed before socket activation takes fd 3, so kept clear of the low
+    // fds: a pair on fd 3 would pass for an inherited socket.
+    let reader = UnixStream::from(above_activation_fds(reader.into())?);
+    let writer = UnixStream::from(above_activation_fds(writer.into())?);
     writer.set_nonblocking(true)?;
     // SAFETY: the action only writes one byte to a non-blocking socket, which
     // is async-signal-safe; a full buffer drops the byte (one is enough).
@@ -65,6 +69,12 @@ pub fn install(reread: Reread) -> std::io::Result<()> {
     }?;
     let _ = INSTALLED.set((Mutex::new(Some(reader)), reread));
     Ok(())
+}
+
+/// `fd` moved to a number above the ones systemd passes (3 and up, a few).
+fn above_activation_fds(fd: std::os::fd::OwnedFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    const FLOOR: i32 = 64;
+    rustix::io::fcntl_dupfd_cloexec(&fd, FLOOR).map_err(std::io::Error::from)
 }
 
 /// Starts the reload thread for the daemon whose state is `global`, running
