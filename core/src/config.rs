@@ -477,6 +477,9 @@ pub struct BaseUrl {
     pub port: u16,
     /// Path prefix without a trailing slash, e.g. `/v1` (empty for none).
     pub path: String,
+    /// `unix:SOCKET[:/PATH]`: the server listens on this Unix socket (plain
+    /// HTTP/1.1 or h2c; `host` is then `localhost`, for the Host header).
+    pub unix: Option<PathBuf>,
 }
 
 impl BaseUrl {
@@ -564,6 +567,8 @@ impl std::fmt::Debug for OpenAiConfig {
 /// Exhaustive on purpose: a runtime must carry out every variant, so a new
 /// one should fail its build rather than fall into a catch-all.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Built once per start or reload and never moved per stream: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Backend {
     /// The built-in scripted stream; needs nothing else running.
     Mock,
@@ -945,12 +950,34 @@ pub fn parse_mode(mode: &str) -> Result<u32, ConfigError> {
 /// Parses `http[s]://host[:port][/path]`.
 pub fn parse_base_url(url: &str) -> Result<BaseUrl, ConfigError> {
     let bad = |reason| ConfigError::BadUrl { url: url.to_owned(), reason };
+    if let Some(rest) = url.strip_prefix("unix:") {
+        // `unix:/run/llm.sock` or `unix:/run/llm.sock:/v1`: the socket, then the
+        // HTTP path its endpoints sit under.
+        let (socket, path) = match rest.split_once(":/") {
+            Some((socket, path)) => (socket, format!("/{path}")),
+            None => (rest, String::new()),
+        };
+        if !socket.starts_with('/') {
+            return Err(bad("a unix: socket path must be absolute"));
+        }
+        if path.contains(['?', '#']) {
+            return Err(bad("query strings and fragments are not supported"));
+        }
+        let path = path.trim_end_matches('/').to_owned();
+        return Ok(BaseUrl {
+            tls: false,
+            host: "localhost".to_owned(),
+            port: 80,
+            path,
+            unix: Some(socket.into()),
+        });
+    }
     let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("http://") {
         (false, rest)
     } else {
-        return Err(bad("scheme must be http:// or https://"));
+        return Err(bad("scheme must be http://, https:// or unix:"));
     };
     let (authority, path) = match rest.find('/') {
         Some(slash) => rest.split_at(slash),
@@ -983,7 +1010,7 @@ pub fn parse_base_url(url: &str) -> Result<BaseUrl, ConfigError> {
         return Err(bad("port 0"));
     }
     let path = path.trim_end_matches('/').to_owned();
-    Ok(BaseUrl { tls, host: host.to_owned(), port, path })
+    Ok(BaseUrl { tls, host: host.to_owned(), port, path, unix: None })
 }
 
 #[cfg(test)]

@@ -43,6 +43,16 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         port: u16,
         keepalive: Option<TcpKeepalive>,
     ) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
+
+    /// Connects to a server's Unix stream socket at `path` (a `unix:` base URL:
+    /// a local model server), as the same stream type as TCP.
+    fn connect_unix(&self, path: &std::path::Path) -> impl Future<Output = io::Result<Self::Tcp>> + Send {
+        let error = io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this runtime cannot connect to {}", path.display()),
+        );
+        std::future::ready(Err(error))
+    }
 }
 
 /// A resettable one-shot timer.

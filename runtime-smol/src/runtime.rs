@@ -85,6 +85,35 @@ impl Runtime for SmolRuntime {
             Err(last_error)
         }
     }
+
+    fn connect_unix(&self, path: &std::path::Path) -> impl Future<Output = io::Result<Self::Tcp>> + Send {
+        connect_unix(path.to_owned())
+    }
+}
+
+/// A Unix stream socket connect: it completes at once, or says EAGAIN while the
+/// server's backlog is full (then writability means room).
+async fn connect_unix(path: std::path::PathBuf) -> io::Result<SmolTcp> {
+    let address = rustix::net::SocketAddrUnix::new(path.as_path())?;
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let pending = match rustix::net::connect(&socket, &address) {
+        Ok(()) => false,
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INPROGRESS) => true,
+        Err(error) => return Err(error.into()),
+    };
+    let source = Source::new(socket, false)?;
+    if pending {
+        std::future::poll_fn(|cx| source.poll_ready(Dir::Write, cx)).await?;
+        if let Err(error) = rustix::net::sockopt::socket_error(&source)? {
+            return Err(error.into());
+        }
+    }
+    Ok(SmolTcp(source))
 }
 
 /// A non-blocking connect: wait writable, then read `SO_ERROR`.

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use handoff_io::runtime::{ReadyFd, Runtime, TcpKeepalive, Timer};
 use tokio::io::unix::AsyncFd;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Sleep;
 
@@ -29,7 +30,7 @@ impl TokioRuntime {
 impl Runtime for TokioRuntime {
     type Timer = TokioTimer;
     type Fd = TokioFd;
-    type Tcp = TcpStream;
+    type Tcp = BackendStream;
 
     fn spawn<F>(&self, future: F)
     where
@@ -54,7 +55,7 @@ impl Runtime for TokioRuntime {
         host: &str,
         port: u16,
         keepalive: Option<TcpKeepalive>,
-    ) -> impl Future<Output = io::Result<TcpStream>> + Send {
+    ) -> impl Future<Output = io::Result<BackendStream>> + Send {
         let host = host.to_owned();
         async move {
             let stream = match host.parse::<IpAddr>() {
@@ -63,8 +64,13 @@ impl Runtime for TokioRuntime {
             };
             stream.set_nodelay(true)?;
             handoff_io::sys::set_tcp_keepalive(stream.as_fd(), keepalive)?;
-            Ok(stream)
+            Ok(BackendStream::Tcp(stream))
         }
+    }
+
+    fn connect_unix(&self, path: &std::path::Path) -> impl Future<Output = io::Result<BackendStream>> + Send {
+        let path = path.to_owned();
+        async move { UnixStream::connect(path).await.map(BackendStream::Unix) }
     }
 }
 
@@ -145,4 +151,70 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
         .await;
         tracing::info!("shutdown signal received");
     })
+}
+
+/// A backend connection: TCP, or a Unix socket for a `unix:` base URL (a local
+/// model server).
+pub enum BackendStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsFd for BackendStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            BackendStream::Tcp(stream) => stream.as_fd(),
+            BackendStream::Unix(stream) => stream.as_fd(),
+        }
+    }
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+            BackendStream::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            BackendStream::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            BackendStream::Unix(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendStream::Tcp(stream) => stream.is_write_vectored(),
+            BackendStream::Unix(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            BackendStream::Unix(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            BackendStream::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
 }

@@ -151,3 +151,17 @@ fn idle_http2_backend_connections_are_pinged_as_the_flags_say_and_http1_ones_nev
     assert_eq!(off.unwrap().pool.ping, None, "0 turns pings off");
     assert_eq!(with(|s| s.backend_ping_timeout = 0).unwrap_err().flag(), "--backend-ping-timeout");
 }
+
+#[test]
+fn a_unix_base_url_names_the_socket_and_the_http_path_after_it() {
+    let url = parse_base_url("unix:/run/llm/llm.sock:/v1/").unwrap();
+    assert_eq!(url.unix.as_deref(), Some(std::path::Path::new("/run/llm/llm.sock")));
+    assert_eq!((url.host.as_str(), url.tls, url.path.as_str()), ("localhost", false, "/v1"));
+    assert_eq!(url.completions_path(), "/v1/chat/completions");
+    assert_eq!(url.authority(), "localhost", "the Host header");
+    let bare = parse_base_url("unix:/run/llm.sock").unwrap();
+    assert_eq!((bare.unix.as_deref(), bare.path.as_str()), (Some(std::path::Path::new("/run/llm.sock")), ""));
+    assert!(matches!(parse_base_url("unix:run/llm.sock"), Err(ConfigError::BadUrl { .. })), "relative");
+    assert!(matches!(parse_base_url("unix:/s.sock:/v1?x=1"), Err(ConfigError::BadUrl { .. })));
+    assert_eq!(parse_base_url("https://api.example.com/v1").unwrap().unix, None);
+}

@@ -36,6 +36,8 @@ pub struct Endpoint {
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
     /// Set on every socket opened to it.
     pub keepalive: Option<handoff_core::pool::TcpKeepalive>,
+    /// A Unix socket to connect to instead of `host:port` (a `unix:` base URL).
+    pub unix: Option<std::path::PathBuf>,
 }
 
 impl Endpoint {
@@ -54,11 +56,22 @@ impl Endpoint {
             }
             None => None,
         };
-        Ok(Endpoint { host: host.to_owned(), port, tls, keepalive })
+        Ok(Endpoint { host: host.to_owned(), port, tls, keepalive, unix: None })
+    }
+
+    /// The same endpoint reached through the Unix socket at `path`.
+    pub fn over_unix(self, path: Option<std::path::PathBuf>) -> Endpoint {
+        Endpoint { unix: path, ..self }
     }
 
     pub async fn connect<R: Runtime>(&self, runtime: &R) -> io::Result<BackendIo<R::Tcp>> {
-        let tcp = runtime.connect_tcp(&self.host, self.port, self.keepalive).await?;
+        let tcp = match &self.unix {
+            Some(path) => runtime
+                .connect_unix(path)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+            None => runtime.connect_tcp(&self.host, self.port, self.keepalive).await?,
+        };
         match &self.tls {
             None => Ok(BackendIo::Plain(tcp)),
             Some((connector, name)) => {

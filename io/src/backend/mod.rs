@@ -184,7 +184,8 @@ impl<R: Runtime> OpenAiBackend<R> {
             None
         };
         let endpoint = Endpoint::new(&base.host, base.port, tls, pool.tcp_keepalive)
-            .map_err(|e| BackendSetupError(format!("backend endpoint: {e}")))?;
+            .map_err(|e| BackendSetupError(format!("backend endpoint: {e}")))?
+            .over_unix(base.unix.clone());
         let scheme = if base.tls { "https" } else { "http" };
         let path = base.completions_path();
         let uri: http::Uri = format!("{scheme}://{}{path}", base.authority())

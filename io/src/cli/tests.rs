@@ -85,7 +85,10 @@ fn http1_backend_carries_one_stream_per_connection() {
 #[test]
 fn base_url_scheme_host_port_and_path() {
     let url = parse_base_url("https://api.openai.com/v1/").unwrap();
-    assert_eq!(url, BaseUrl { tls: true, host: "api.openai.com".into(), port: 443, path: "/v1".into() });
+    assert_eq!(
+        url,
+        BaseUrl { tls: true, host: "api.openai.com".into(), port: 443, path: "/v1".into(), unix: None }
+    );
     assert_eq!(url.authority(), "api.openai.com");
     assert_eq!(url.completions_path(), "/v1/chat/completions");
 

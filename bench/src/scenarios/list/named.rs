@@ -190,3 +190,45 @@ pub async fn sighup_reloads_backends_and_a_bad_file_keeps_the_running_config(cx:
     let response = daemon.hand_off(r#"{"prompt":"x","backend":"gamma"}"#).await.read_to_end().await;
     response.expect_error_response(400);
 }
+
+/// Relays every connection made to a Unix socket at `path` to `target` (TCP),
+/// standing in for a model server that listens on a Unix socket.
+async fn unix_relay(path: &std::path::Path, target: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    let listener =
+        tokio::net::UnixListener::bind(path).unwrap_or_else(|e| panic!("binding {}: {e}", path.display()));
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    })
+}
+
+/// `base_url = "unix:SOCKET:/v1"`: a backend on a Unix socket, over HTTP/1.1 and
+/// over h2c, gets the request at the HTTP path after the socket's.
+pub async fn a_backend_on_a_unix_socket_is_reached_over_http1_and_h2c(cx: Context) {
+    let mock = start_mock(Transport::H2c, 3, Duration::from_millis(1)).await;
+    let socket = cx.scratch().path("llm.sock");
+    let relay = unix_relay(&socket, mock.local_addr()).await;
+    let config = format!(
+        "[backends.local1]\nbase_url = \"unix:{path}:/v1\"\nhttp2 = false\n\n[backends.local2]\nbase_url = \"unix:{path}:/v1\"\nhttp2 = true\n",
+        path = socket.display()
+    );
+    let file = cx.scratch().write_file("unix.toml", config.as_bytes());
+    let daemon = cx.daemon().args(["--config"]).arg(&file).start().await;
+    for backend in ["local1", "local2"] {
+        let handoff = format!(r#"{{"prompt":"over a unix socket","backend":"{backend}"}}"#);
+        daemon.hand_off(handoff).await.read_to_end().await.expect_completed_stream();
+    }
+    let seen = mock.recorder().requests_seen();
+    assert_eq!(seen.len(), 2, "both reached the server behind the socket");
+    for request in &seen {
+        assert_eq!(request.path, "/v1/chat/completions");
+    }
+    let protocols: Vec<String> = seen.iter().map(|request| format!("{:?}", request.protocol)).collect();
+    assert_eq!(protocols, ["Http1", "H2c"], "HTTP/1.1 for local1, h2c for local2");
+    relay.abort();
+}
