@@ -147,6 +147,7 @@ macro_rules! scenario_tests {
             named::passthrough_backend_forwards_the_upstreams_events_unchanged,
             named::sighup_reloads_backends_and_a_bad_file_keeps_the_running_config,
             named::a_backend_on_a_unix_socket_is_reached_over_http1_and_h2c,
+            named::a_silent_backend_connection_is_dropped_after_an_unanswered_ping,
             formats::openai_format_forwards_every_chunk_with_tool_calls_and_reasoning,
             formats::reasoning_events_arrive_in_content_mode_only_when_asked,
             formats::mock_backend_writes_the_openai_format,

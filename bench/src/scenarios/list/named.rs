@@ -2,6 +2,8 @@
 //! picks one, each sends its own key, model and headers, and an unknown name is
 //! refused rather than served by another backend.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -231,4 +233,90 @@ pub async fn a_backend_on_a_unix_socket_is_reached_over_http1_and_h2c(cx: Contex
     let protocols: Vec<String> = seen.iter().map(|request| format!("{:?}", request.protocol)).collect();
     assert_eq!(protocols, ["Http1", "H2c"], "HTTP/1.1 for local1, h2c for local2");
     relay.abort();
+}
+
+/// A TCP relay to `target` whose open connections can be frozen: bytes stop
+/// flowing both ways without a FIN or RST, as when a backend host vanishes.
+/// Connections made after the freeze flow normally.
+struct FreezingRelay {
+    address: std::net::SocketAddr,
+    accepted: Arc<AtomicU64>,
+    /// Connections numbered up to this are frozen (numbers start at 1).
+    frozen_up_to: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezingRelay {
+    async fn start(target: std::net::SocketAddr) -> FreezingRelay {
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("relay bind: {e}"));
+        let address = listener.local_addr().unwrap_or_else(|e| panic!("relay address: {e}"));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let frozen_up_to = Arc::new(AtomicU64::new(0));
+        let (counter, frozen) = (Arc::clone(&accepted), Arc::clone(&frozen_up_to));
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let frozen = Arc::clone(&frozen);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else { return };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let up = pump(client_read, server_write, number, Arc::clone(&frozen));
+                    let down = pump(server_read, client_write, number, frozen);
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        FreezingRelay { address, accepted, frozen_up_to, task }
+    }
+
+    /// Freezes every connection open now.
+    fn freeze_open_connections(&self) {
+        self.frozen_up_to.store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either ends; once connection `number` is frozen,
+/// holds both open and forwards nothing.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    number: u64,
+    frozen_up_to: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else { return };
+        if number <= frozen_up_to.load(Ordering::SeqCst) {
+            // The test ends the relay task; this connection just never moves again.
+            let _keep = (from, to);
+            return std::future::pending().await;
+        }
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An idle HTTP/2 connection whose peer goes silent (no FIN, no RST) is found by
+/// its unanswered PING and dropped, and the next stream gets a new connection.
+pub async fn a_silent_backend_connection_is_dropped_after_an_unanswered_ping(cx: Context) {
+    let mock = start_mock(Transport::H2c, 3, Duration::from_millis(1)).await;
+    let relay = FreezingRelay::start(mock.local_addr()).await;
+    let base = format!("http://{}/v1", relay.address);
+    let daemon = cx
+        .daemon()
+        .args(["--threads", "1", "--backend", "openai", "--openai-base", base.as_str()])
+        .args(["--backend-ping-interval", "1", "--backend-ping-timeout", "1"])
+        .start()
+        .await;
+    daemon.hand_off(r#"{"prompt":"first"}"#).await.read_to_end().await.expect_completed_stream();
+    relay.freeze_open_connections();
+    wait_for_log(&daemon, "did not answer a PING in time", 1).await;
+    daemon.hand_off(r#"{"prompt":"second"}"#).await.read_to_end().await.expect_completed_stream();
+    assert_eq!(mock.recorder().requests_seen().len(), 2);
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), 2, "the second stream opened a new connection");
+    relay.task.abort();
 }
