@@ -630,39 +630,33 @@ impl Stream {
     }
 
     fn handle_backend_head(&mut self, at: Millis, status: u16, out: &mut BytesMut) {
-        self.feed = match std::mem::replace(&mut self.feed, Feed::Over) {
+        // What a 2xx body feeds: chat chunks, or a passthrough's raw events.
+        let body_feed = match std::mem::replace(&mut self.feed, Feed::Over) {
             Feed::AwaitingHead { decoder, delivery } => {
-                // The head ends the first-byte wait; from now on silence is idleness.
-                self.deadlines.backend = at.saturating_add(self.settings.idle);
-                if (200..300).contains(&status) {
-                    Feed::Events { decoder, finish_seen: false, delivery }
-                } else if self.settings.max_error_body == 0 {
-                    // Nothing of the body is wanted: stop the backend sending it.
-                    write_status_error(out, status, &[]);
-                    self.end_with(Outcome::Failed(FailureReason::UpstreamStatus(status)), true);
-                    return;
-                } else {
-                    Feed::ErrorBody { status, body: Vec::new() }
-                }
+                Feed::Events { decoder, finish_seen: false, delivery }
             }
-            Feed::AwaitingRawHead { events } => {
-                self.deadlines.backend = at.saturating_add(self.settings.idle);
-                if (200..300).contains(&status) {
-                    Feed::Raw { events }
-                } else if self.settings.max_error_body == 0 {
-                    write_status_error(out, status, &[]);
-                    self.end_with(Outcome::Failed(FailureReason::UpstreamStatus(status)), true);
-                    return;
-                } else {
-                    Feed::ErrorBody { status, body: Vec::new() }
-                }
-            }
+            Feed::AwaitingRawHead { events } => Feed::Raw { events },
             Feed::Events { .. } | Feed::Raw { .. } | Feed::ErrorBody { .. } => {
                 sse::encode_error(out, "the backend sent a second response head", "upstream_protocol", None);
                 self.end_with(Outcome::Failed(FailureReason::UpstreamProtocol), true);
                 return;
             }
-            feed @ (Feed::Mock(_) | Feed::Over) => feed,
+            feed @ (Feed::Mock(_) | Feed::Over) => {
+                self.feed = feed;
+                return;
+            }
+        };
+        // The head ends the first-byte wait; from now on silence is idleness.
+        self.deadlines.backend = at.saturating_add(self.settings.idle);
+        self.feed = if (200..300).contains(&status) {
+            body_feed
+        } else if self.settings.max_error_body == 0 {
+            // Nothing of the body is wanted: stop the backend sending it.
+            write_status_error(out, status, &[]);
+            self.end_with(Outcome::Failed(FailureReason::UpstreamStatus(status)), true);
+            return;
+        } else {
+            Feed::ErrorBody { status, body: Vec::new() }
         };
     }
 

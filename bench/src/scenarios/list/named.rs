@@ -42,12 +42,7 @@ pub async fn named_backends_serve_the_handoffs_that_name_them_and_unknown_names_
         .start()
         .await;
 
-    daemon
-        .hand_off(r#"{"prompt":"hi","backend":"alpha"}"#)
-        .await
-        .read_to_end()
-        .await
-        .expect_completed_stream();
+    completes(&daemon, r#"{"prompt":"hi","backend":"alpha"}"#).await;
     let seen = alpha.recorder().requests_seen();
     assert_eq!(seen.len(), 1, "alpha served it");
     let body: Value = seen[0].body_json().unwrap_or_else(|| panic!("not JSON: {:?}", seen[0].body));
@@ -56,7 +51,7 @@ pub async fn named_backends_serve_the_handoffs_that_name_them_and_unknown_names_
     assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {ALPHA_KEY}").as_str()), "its own key");
 
     let handoff = r#"{"prompt":"hi","backend":"beta","model":"asked-for"}"#;
-    daemon.hand_off(handoff).await.read_to_end().await.expect_completed_stream();
+    completes(&daemon, handoff).await;
     let seen = beta.recorder().requests_seen();
     assert_eq!(seen.len(), 1, "beta served it");
     let body: Value = seen[0].body_json().unwrap_or_else(|| panic!("not JSON: {:?}", seen[0].body));
@@ -65,7 +60,7 @@ pub async fn named_backends_serve_the_handoffs_that_name_them_and_unknown_names_
     assert_eq!(seen[0].header("x-tenant"), None, "alpha's header stays alpha's");
 
     for handoff in [r#"{"prompt":"hi"}"#, r#"{"prompt":"hi","backend":"default"}"#] {
-        daemon.hand_off(handoff).await.read_to_end().await.expect_completed_stream();
+        completes(&daemon, handoff).await;
     }
     let response = daemon.hand_off(r#"{"prompt":"hi","backend":"gamma"}"#).await.read_to_end().await;
     let error = response.expect_error_response(400);
@@ -120,6 +115,11 @@ pub async fn passthrough_backend_forwards_the_upstreams_events_unchanged(cx: Con
     assert_eq!(mock.recorder().requests_seen().len(), 1, "no refused handoff reached the backend");
 }
 
+/// Hands off `data` and expects a stream that completes.
+async fn completes(daemon: &crate::scenarios::Daemon, data: impl AsRef<[u8]>) {
+    daemon.hand_off(data).await.read_to_end().await.expect_completed_stream();
+}
+
 /// Writes the config file whole (a temporary file renamed over it), as an
 /// operator's editor or deployment would, so a reload never reads half of it.
 fn write_config(path: &std::path::Path, text: &str) {
@@ -160,19 +160,9 @@ pub async fn sighup_reloads_backends_and_a_bad_file_keeps_the_running_config(cx:
     daemon.signal_hangup();
     wait_for_log(&daemon, "configuration reloaded", 1).await;
 
-    daemon
-        .hand_off(r#"{"prompt":"after","backend":"alpha"}"#)
-        .await
-        .read_to_end()
-        .await
-        .expect_completed_stream();
+    completes(&daemon, r#"{"prompt":"after","backend":"alpha"}"#).await;
     assert_eq!(second.recorder().requests_seen().len(), 1, "alpha is the second mock now");
-    daemon
-        .hand_off(r#"{"prompt":"new","backend":"beta"}"#)
-        .await
-        .read_to_end()
-        .await
-        .expect_completed_stream();
+    completes(&daemon, r#"{"prompt":"new","backend":"beta"}"#).await;
     assert_eq!(first.recorder().requests_seen().len(), 2, "beta exists now, on the first mock");
     slow.read_to_end().await.expect_completed_stream();
 
@@ -182,12 +172,7 @@ pub async fn sighup_reloads_backends_and_a_bad_file_keeps_the_running_config(cx:
     let log = wait_for_log(&daemon, "configuration was refused", 1).await;
     let path = file.display().to_string();
     assert!(log.contains(&format!("{path}:1")) && log.contains("backends.alpha.bogus"), "{log}");
-    daemon
-        .hand_off(r#"{"prompt":"still","backend":"alpha"}"#)
-        .await
-        .read_to_end()
-        .await
-        .expect_completed_stream();
+    completes(&daemon, r#"{"prompt":"still","backend":"alpha"}"#).await;
     assert_eq!(second.recorder().requests_seen().len(), 2, "the running configuration stayed");
     let response = daemon.hand_off(r#"{"prompt":"x","backend":"gamma"}"#).await.read_to_end().await;
     response.expect_error_response(400);
@@ -223,7 +208,7 @@ pub async fn a_backend_on_a_unix_socket_is_reached_over_http1_and_h2c(cx: Contex
     let daemon = cx.daemon().args(["--config"]).arg(&file).start().await;
     for backend in ["local1", "local2"] {
         let handoff = format!(r#"{{"prompt":"over a unix socket","backend":"{backend}"}}"#);
-        daemon.hand_off(handoff).await.read_to_end().await.expect_completed_stream();
+        completes(&daemon, handoff).await;
     }
     let seen = mock.recorder().requests_seen();
     assert_eq!(seen.len(), 2, "both reached the server behind the socket");
@@ -312,10 +297,10 @@ pub async fn a_silent_backend_connection_is_dropped_after_an_unanswered_ping(cx:
         .args(["--backend-ping-interval", "1", "--backend-ping-timeout", "1"])
         .start()
         .await;
-    daemon.hand_off(r#"{"prompt":"first"}"#).await.read_to_end().await.expect_completed_stream();
+    completes(&daemon, r#"{"prompt":"first"}"#).await;
     relay.freeze_open_connections();
     wait_for_log(&daemon, "did not answer a PING in time", 1).await;
-    daemon.hand_off(r#"{"prompt":"second"}"#).await.read_to_end().await.expect_completed_stream();
+    completes(&daemon, r#"{"prompt":"second"}"#).await;
     assert_eq!(mock.recorder().requests_seen().len(), 2);
     assert_eq!(relay.accepted.load(Ordering::SeqCst), 2, "the second stream opened a new connection");
     relay.task.abort();
