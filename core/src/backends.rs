@@ -49,6 +49,10 @@ pub struct BackendTable {
     pub headers: Vec<(String, String)>,
     /// `http2`: HTTP/2 (h2c for `http://`), or HTTP/1.1 with keep-alive.
     pub http2: Option<bool>,
+    /// `include_usage`: ask for the final usage chunk (kind `openai`).
+    pub include_usage: Option<bool>,
+    /// `record_text`: keep the assistant's text in this backend's records.
+    pub record_text: Option<bool>,
     /// `streams_per_connection` (HTTP/2), clamped like the flag.
     pub streams_per_connection: Option<u32>,
     /// `connections`: most connections open to this backend at once.
@@ -80,6 +84,8 @@ impl std::fmt::Debug for BackendTable {
             .field("model", &self.model)
             .field("headers", &self.headers)
             .field("http2", &self.http2)
+            .field("include_usage", &self.include_usage)
+            .field("record_text", &self.record_text)
             .field("streams_per_connection", &self.streams_per_connection)
             .field("connections", &self.connections)
             .field("connect_timeout", &self.connect_timeout)
@@ -208,6 +214,8 @@ fn validate_table(name: &str, table: &BackendTable, settings: &Settings) -> Resu
         merged.openai_model.clone_from(model);
     }
     merged.openai_http2 = table.http2.unwrap_or(settings.openai_http2);
+    merged.openai_include_usage = table.include_usage.unwrap_or(settings.openai_include_usage);
+    merged.record_text = table.record_text.unwrap_or(settings.record_text);
     merged.openai_insecure_ssl = table.insecure_tls;
     merged.openai_ca.clone_from(&table.ca);
     merged.h2_streams_per_connection =

@@ -269,6 +269,9 @@ pub struct Settings {
     /// Send the handoff's `user_id` as the request's `user` (for the provider's
     /// abuse monitoring) when the handoff sets no `user` itself.
     pub openai_user_from_user_id: bool,
+    /// Ask OpenAI-kind backends for a final usage chunk
+    /// (`stream_options.include_usage`), read into the stream's record.
+    pub openai_include_usage: bool,
     /// The directory a handoff's `image_paths` and `attachments` are relative to
     /// (`None`: handoffs naming files are refused).
     pub data_dir: Option<PathBuf>,
@@ -280,6 +283,11 @@ pub struct Settings {
     pub max_attachments: usize,
     /// Delete a handoff's files once a backend has taken its request (2xx).
     pub delete_attachments: bool,
+    /// Keep the assistant's text in every stream's completion record (a
+    /// handoff's `record_text` or a backend's turns it on for its streams).
+    pub record_text: bool,
+    /// Most bytes of text one record keeps; beyond it the text is marked truncated.
+    pub record_text_max_bytes: usize,
     /// Seconds a backend connection carrying no stream stays open.
     pub backend_idle_timeout: u64,
     /// Seconds of silence before TCP keepalive probes a backend socket (0: off).
@@ -333,11 +341,14 @@ impl Default for Settings {
             allow_uid: Vec::new(),
             allow_gid: Vec::new(),
             openai_user_from_user_id: false,
+            openai_include_usage: true,
             data_dir: None,
             max_attachment_bytes: crate::attachments::defaults::MAX_FILE_BYTES,
             max_attachments_total_bytes: crate::attachments::defaults::MAX_TOTAL_BYTES,
             max_attachments: crate::attachments::defaults::MAX_FILES,
             delete_attachments: false,
+            record_text: false,
+            record_text_max_bytes: 64 * 1024,
             backend_idle_timeout: BACKEND_IDLE_TIMEOUT_SECS,
             backend_tcp_keepalive: BACKEND_TCP_KEEPALIVE_SECS,
             backend_ping_interval: BACKEND_PING_INTERVAL_SECS,
@@ -403,11 +414,14 @@ impl std::fmt::Debug for Settings {
             allow_uid,
             allow_gid,
             openai_user_from_user_id,
+            openai_include_usage,
             data_dir,
             max_attachment_bytes,
             max_attachments_total_bytes,
             max_attachments,
             delete_attachments,
+            record_text,
+            record_text_max_bytes,
             backend_idle_timeout,
             backend_tcp_keepalive,
             backend_ping_interval,
@@ -452,11 +466,14 @@ impl std::fmt::Debug for Settings {
             .field("allow_uid", allow_uid)
             .field("allow_gid", allow_gid)
             .field("openai_user_from_user_id", openai_user_from_user_id)
+            .field("openai_include_usage", openai_include_usage)
             .field("data_dir", data_dir)
             .field("max_attachment_bytes", max_attachment_bytes)
             .field("max_attachments_total_bytes", max_attachments_total_bytes)
             .field("max_attachments", max_attachments)
             .field("delete_attachments", delete_attachments)
+            .field("record_text", record_text)
+            .field("record_text_max_bytes", record_text_max_bytes)
             .field("backend_idle_timeout", backend_idle_timeout)
             .field("backend_tcp_keepalive", backend_tcp_keepalive)
             .field("backend_ping_interval", backend_ping_interval)
@@ -517,6 +534,8 @@ pub struct OpenAiConfig {
     pub extra_ca: Option<PathBuf>,
     /// Send the handoff's `user_id` as `user` when it sets no `user`.
     pub user_from_user_id: bool,
+    /// Ask for the final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
     /// Sent with every request, in order (a named backend's `headers`;
     /// validated by [`crate::backends::request_header_rejection`]).
     pub headers: Vec<(String, String)>,
@@ -531,6 +550,7 @@ impl OpenAiConfig {
         crate::openai::RequestDefaults {
             default_model: &self.default_model,
             user_from_user_id: self.user_from_user_id,
+            include_usage: self.include_usage,
         }
     }
 }
@@ -545,6 +565,7 @@ impl std::fmt::Debug for OpenAiConfig {
             insecure_tls,
             extra_ca,
             user_from_user_id,
+            include_usage,
             headers,
             passthrough,
         } = self;
@@ -556,6 +577,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("insecure_tls", insecure_tls)
             .field("extra_ca", extra_ca)
             .field("user_from_user_id", user_from_user_id)
+            .field("include_usage", include_usage)
             .field("headers", headers)
             .field("passthrough", passthrough)
             .finish()
@@ -879,6 +901,7 @@ impl Settings {
                 headers: Vec::new(),
                 passthrough: (kind == BackendKind::Passthrough).then(Vec::new),
                 user_from_user_id: self.openai_user_from_user_id,
+                include_usage: self.openai_include_usage,
             }),
         };
         let http2 = matches!(&backend, Backend::OpenAi(openai) if openai.http2);
@@ -898,6 +921,8 @@ impl Settings {
             client_buffer: self.client_buffer,
             client_send_buffer: self.client_send_buffer,
             linger: Duration::from_secs(self.linger),
+            record_text: self.record_text,
+            record_text_max_bytes: self.record_text_max_bytes,
             ..StreamConfig::default()
         };
         let h2_connection_window = match h2_connection_window {

@@ -80,6 +80,9 @@ pub struct Delivery {
     /// In [`Format::Content`], forward `reasoning_content` deltas as
     /// `event: reasoning` (`reasoning: true`); dropped otherwise.
     pub reasoning: bool,
+    /// In [`Format::Content`], write the backend's usage as one `event: usage`
+    /// before `data: [DONE]` (`usage_event: true`); not written otherwise.
+    pub usage_event: bool,
 }
 
 /// A decoded, validated handoff.
@@ -138,6 +141,8 @@ pub struct Handoff {
     /// A passthrough backend's path under its base URL, checked against its
     /// configured prefixes ([`crate::backends::check_handoff`]).
     pub path: Option<String>,
+    /// Keep the assistant's text in this stream's completion record (`record_text`).
+    pub record_text: bool,
 }
 
 impl Handoff {
@@ -245,6 +250,8 @@ const FIELDS: &[&str] = &[
     "backend",
     "body",
     "path",
+    "usage_event",
+    "record_text",
 ];
 
 /// Decodes a handoff payload. Trailing (and leading) NUL bytes and ASCII whitespace
@@ -267,7 +274,7 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
         Err(e) => return Err(not_json(&e, prefix)),
     };
     let field = |index: usize| fields.get(index).copied().flatten();
-    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning, images, image_paths, attachments, backend, body, path] =
+    let [prompt, messages, model, user_id, request_id, max_tokens, temperature, test_pattern, response_headers, system, max_completion_tokens, top_p, seed, presence_penalty, frequency_penalty, stop, response_format, tools, tool_choice, user, format, reasoning, images, image_paths, attachments, backend, body, path, usage_event, record_text] =
         std::array::from_fn(field);
 
     let prompt = string_field("prompt", prompt)?;
@@ -304,7 +311,15 @@ pub fn decode(data: &[u8]) -> Result<Handoff, HandoffError> {
         delivery: Delivery {
             format: format.map(options::format).transpose()?.unwrap_or_default(),
             reasoning: reasoning.map(|raw| options::boolean("reasoning", raw)).transpose()?.unwrap_or(false),
+            usage_event: usage_event
+                .map(|raw| options::boolean("usage_event", raw))
+                .transpose()?
+                .unwrap_or(false),
         },
+        record_text: record_text
+            .map(|raw| options::boolean("record_text", raw))
+            .transpose()?
+            .unwrap_or(false),
         test_pattern: string_field("test_pattern", test_pattern)?
             .map(|pattern| header_value("test_pattern", "X-Test-Pattern", pattern.trim_matches([' ', '\t'])))
             .transpose()?

@@ -113,6 +113,7 @@ pub mod metrics;
 pub mod mock;
 pub mod openai;
 pub mod pool;
+pub mod records;
 pub mod redact;
 pub mod reload;
 pub mod sse;

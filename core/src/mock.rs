@@ -32,6 +32,9 @@ pub const USER_ID_PREVIEW_CHARS: usize = 64;
 /// Said in the greeting when the handoff named no user.
 const ANONYMOUS: &str = "anonymous";
 
+/// The model a mock stream's chunks (and records) name.
+pub const MODEL: &str = "mock";
+
 /// The lines after the three dynamic ones.
 const FIXED_LINES: [&str; EVENT_COUNT as usize - 3] = [
     "This reply is streamed by the handoff daemon, not by Apache.",
@@ -105,6 +108,12 @@ impl Script {
     /// object in [`Format::OpenAi`]) to `out` and returns true; false once all
     /// [`EVENT_COUNT`] have been written.
     pub fn write_next(&mut self, out: &mut BytesMut) -> bool {
+        self.write_next_noting(out, &mut |_| {})
+    }
+
+    /// [`Script::write_next`], also handing the event's text to `note` (a
+    /// stream's record keeps it).
+    pub fn write_next_noting(&mut self, out: &mut BytesMut, note: &mut dyn FnMut(&str)) -> bool {
         let index = u32::from(self.next);
         if index >= EVENT_COUNT {
             return false;
@@ -119,12 +128,20 @@ impl Script {
                 let mut line = StackLine::new();
                 // Cannot overflow: the longest rendering is 46 bytes.
                 let _ = write!(line, "Connection #{} established.", self.connection);
+                note(line.as_str());
                 self.encode(out, line.as_str(), index);
             }
-            1 => self.encode(out, greeting, index),
-            2 => self.encode(out, echo, index),
+            1 => {
+                note(greeting);
+                self.encode(out, greeting, index)
+            }
+            2 => {
+                note(echo);
+                self.encode(out, echo, index)
+            }
             _ => {
                 let line = usize::try_from(index - 3).ok().and_then(|i| FIXED_LINES.get(i)).copied();
+                note(line.unwrap_or_default());
                 self.encode(out, line.unwrap_or_default(), index);
             }
         }
@@ -154,6 +171,11 @@ impl Script {
                 });
             }
         }
+    }
+
+    /// The `id` of this script's chunks in [`Format::OpenAi`], as a record reports it.
+    pub fn response_id(&self) -> String {
+        format!("chatcmpl-mock-{}", self.connection)
     }
 
     /// How many events have been written so far (the index of the next one).

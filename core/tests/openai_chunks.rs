@@ -2,13 +2,31 @@
 
 use std::borrow::Cow;
 
-use handoff_core::openai::{error_from_status, parse_chunk, ChunkError, ChunkEvent, UpstreamError};
+use handoff_core::openai::{error_from_status, parse_chunk, ChunkError, ChunkEvent, UpstreamError, Usage};
 
 fn delta<'a>(content: Option<&'a str>, finish_reason: Option<&'a str>) -> ChunkEvent<'a> {
     ChunkEvent::Delta {
         content: content.map(Cow::Borrowed),
         reasoning: None,
         finish_reason: finish_reason.map(Cow::Borrowed),
+        usage: None,
+        id: None,
+        model: None,
+    }
+}
+
+/// `event` as a chunk with this `id` and `model` carries it.
+fn identified<'a>(event: ChunkEvent<'a>, chunk_id: &'a str, chunk_model: Option<&'a str>) -> ChunkEvent<'a> {
+    match event {
+        ChunkEvent::Delta { content, reasoning, finish_reason, usage, .. } => ChunkEvent::Delta {
+            content,
+            reasoning,
+            finish_reason,
+            usage,
+            id: Some(Cow::Borrowed(chunk_id)),
+            model: chunk_model.map(Cow::Borrowed),
+        },
+        other => other,
     }
 }
 
@@ -25,7 +43,10 @@ const CONTENT_CHUNK: &str = r#"{"id":"chatcmpl-AbC1","object":"chat.completion.c
 #[test]
 fn content_chunks_yield_their_content_borrowed_from_the_payload() {
     let event = parse_chunk(CONTENT_CHUNK).unwrap();
-    assert_eq!(event, delta(Some("Hello"), None));
+    assert_eq!(
+        event,
+        identified(delta(Some("Hello"), None), "chatcmpl-AbC1", Some("gpt-4o-mini-2024-07-18"))
+    );
     let ChunkEvent::Delta { content: Some(Cow::Borrowed(content)), .. } = event else {
         panic!("content without escapes is borrowed, got {event:?}");
     };
@@ -41,7 +62,7 @@ fn escaped_content_is_unescaped() {
 #[test]
 fn the_role_only_first_chunk_has_no_content() {
     let data = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#;
-    assert_eq!(parse_chunk(data).unwrap(), delta(None, None));
+    assert_eq!(parse_chunk(data).unwrap(), identified(delta(None, None), "c", None));
     let data = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null}}]}"#;
     assert_eq!(parse_chunk(data).unwrap(), delta(Some(""), None));
 }
@@ -49,7 +70,7 @@ fn the_role_only_first_chunk_has_no_content() {
 #[test]
 fn the_last_chunk_carries_the_finish_reason() {
     let data = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}"#;
-    assert_eq!(parse_chunk(data).unwrap(), delta(None, Some("stop")));
+    assert_eq!(parse_chunk(data).unwrap(), identified(delta(None, Some("stop")), "c", None));
     let data = r#"{"choices":[{"index":0,"delta":{"content":"end"},"finish_reason":"length"}]}"#;
     assert_eq!(parse_chunk(data).unwrap(), delta(Some("end"), Some("length")));
 }
@@ -63,7 +84,47 @@ fn an_empty_finish_reason_means_not_finished() {
 #[test]
 fn usage_chunks_with_empty_choices_have_no_content() {
     let data = r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
-    assert_eq!(parse_chunk(data).unwrap(), delta(None, None));
+    let ChunkEvent::Delta { content: None, usage: Some(usage), id: Some(id), .. } =
+        parse_chunk(data).unwrap()
+    else {
+        panic!("a usage chunk")
+    };
+    assert_eq!(id, "c");
+    let expected = Usage {
+        prompt_tokens: Some(9),
+        completion_tokens: Some(12),
+        total_tokens: Some(21),
+        cached_tokens: None,
+        reasoning_tokens: Some(0),
+    };
+    assert_eq!(usage, expected);
+}
+
+#[test]
+fn usage_reads_cached_tokens_and_a_usage_of_another_shape_reads_as_none() {
+    let data = r#"{"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":5,"total_tokens":105,"prompt_tokens_details":{"cached_tokens":64,"audio_tokens":0}}}"#;
+    let ChunkEvent::Delta { usage: Some(usage), .. } = parse_chunk(data).unwrap() else { panic!("usage") };
+    assert_eq!(
+        (usage.prompt_tokens, usage.cached_tokens, usage.reasoning_tokens),
+        (Some(100), Some(64), None)
+    );
+    // A count that is not a non-negative integer is left out, not an error.
+    let data = r#"{"choices":[],"usage":{"prompt_tokens":-1,"completion_tokens":2.5,"total_tokens":"7"}}"#;
+    let ChunkEvent::Delta { usage: Some(usage), .. } = parse_chunk(data).unwrap() else { panic!("usage") };
+    assert_eq!(usage, Usage::default());
+    for odd in [
+        r#"{"choices":[],"usage":"lots"}"#,
+        r#"{"choices":[],"usage":[1,2]}"#,
+        r#"{"choices":[],"usage":null}"#,
+    ] {
+        let ChunkEvent::Delta { usage, .. } = parse_chunk(odd).unwrap() else { panic!("a delta: {odd}") };
+        assert_eq!(usage, None, "{odd}");
+    }
+    let mut json = String::new();
+    Usage { prompt_tokens: Some(3), total_tokens: Some(5), ..Usage::default() }
+        .write_json(&mut json)
+        .unwrap();
+    assert_eq!(json, r#"{"prompt_tokens":3,"total_tokens":5}"#);
 }
 
 #[test]
@@ -81,6 +142,9 @@ fn reasoning_deltas_are_read_apart_from_the_content() {
         content: None,
         reasoning: Some(Cow::Borrowed("Weighing it.")),
         finish_reason: None,
+        usage: None,
+        id: None,
+        model: None,
     };
     assert_eq!(parse_chunk(data).unwrap(), expected);
     let both = r#"{"choices":[{"delta":{"reasoning_content":"a\nb","content":"c"}}]}"#;

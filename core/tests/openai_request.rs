@@ -5,7 +5,7 @@ use handoff_core::openai::{request_body, RequestDefaults};
 use serde_json::{json, Value};
 
 const DEFAULTS: RequestDefaults<'static> =
-    RequestDefaults { default_model: "gpt-4o-mini", user_from_user_id: false };
+    RequestDefaults { default_model: "gpt-4o-mini", user_from_user_id: false, include_usage: false };
 
 fn message(role: &str, content_json: &str) -> Message {
     Message::new(role, Json::parse(content_json).unwrap())

@@ -226,6 +226,12 @@ pub struct Cli {
     #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub openai_user_from_user_id: bool,
 
+    /// Ask OpenAI-kind backends for the final usage chunk
+    /// (`stream_options.include_usage`), for completion records; `false` for a
+    /// compatible server that refuses the option.
+    #[arg(long, default_value = "true", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub openai_include_usage: bool,
+
     /// Directory (absolute) that a handoff's `image_paths` and `attachments` are
     /// relative to; files are opened beneath it only, never through a symlink.
     /// Without it, handoffs that name files get a 400.
@@ -248,6 +254,16 @@ pub struct Cli {
     /// success status (never when it failed, so a retry still finds them).
     #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub delete_attachments: bool,
+
+    /// Keep the assistant's full text in every completion record (a handoff's
+    /// `"record_text": true`, or a backend table's `record_text`, asks per stream).
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub record_text: bool,
+
+    /// Most bytes of assistant text one record keeps; beyond it the record says
+    /// `"text_truncated": true`.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub record_text_max_bytes: usize,
 }
 
 impl Cli {
@@ -295,11 +311,14 @@ impl Cli {
         settings.allow_uid = self.allow_uid;
         settings.allow_gid = self.allow_gid;
         settings.openai_user_from_user_id = self.openai_user_from_user_id;
+        settings.openai_include_usage = self.openai_include_usage;
         settings.data_dir = self.data_dir;
         settings.max_attachment_bytes = self.max_attachment_bytes;
         settings.max_attachments_total_bytes = self.max_attachments_total_bytes;
         settings.max_attachments = self.max_attachments;
         settings.delete_attachments = self.delete_attachments;
+        settings.record_text = self.record_text;
+        settings.record_text_max_bytes = self.record_text_max_bytes;
         settings
     }
 

@@ -49,6 +49,7 @@ impl Daemon {
             insecure_tls: false,
             extra_ca: None,
             user_from_user_id: false,
+            include_usage: false,
             headers: Vec::new(),
             passthrough: None,
         };

@@ -265,7 +265,7 @@ fn every_new_option_is_read_with_its_type() {
     );
     assert_eq!(handoff.tool_choice.as_ref().map(Json::get), Some(r#""auto""#));
     assert_eq!(handoff.user.as_deref(), Some("u-1"));
-    assert_eq!(handoff.delivery, Delivery { format: Format::OpenAi, reasoning: true });
+    assert_eq!(handoff.delivery, Delivery { format: Format::OpenAi, reasoning: true, usage_event: false });
     assert_eq!(decoded(r#"{"stop":"END"}"#).stop.as_ref().map(Json::get), Some(r#""END""#));
     assert_eq!(
         decoded(r#"{"tool_choice":{"type":"function"}}"#).tool_choice.as_ref().map(Json::get),
@@ -307,6 +307,8 @@ fn wrong_types_and_ranges_name_the_field() {
         ("format", "1"),
         ("reasoning", "\"yes\""),
         ("reasoning", "1"),
+        ("usage_event", "\"true\""),
+        ("record_text", "1"),
         ("system", "[\"s\"]"),
     ];
     for (field, value) in cases {
@@ -521,4 +523,12 @@ proptest! {
         let forwarded: String = serde_json::from_str(handoff.messages[0].content.get()).unwrap();
         prop_assert_eq!(forwarded, prompt);
     }
+}
+
+#[test]
+fn usage_event_and_record_text_are_read_as_booleans_and_default_to_off() {
+    let handoff = decode(br#"{"prompt":"p","usage_event":true,"record_text":true}"#).unwrap();
+    assert!(handoff.delivery.usage_event && handoff.record_text);
+    let handoff = decode(br#"{"prompt":"p","usage_event":null}"#).unwrap();
+    assert!(!handoff.delivery.usage_event && !handoff.record_text);
 }

@@ -46,7 +46,9 @@ pub fn parse_chunk(data: &str) -> Result<ChunkEvent<'_>, ChunkError> {
         }
         None => (None, None, None),
     };
-    Ok(ChunkEvent::Delta { content, reasoning, finish_reason })
+    let usage = payload.usage.and_then(|usage| usage.0);
+    let (id, model) = (payload.id.map(|id| id.0), payload.model.map(|model| model.0));
+    Ok(ChunkEvent::Delta { content, reasoning, finish_reason, usage, id, model })
 }
 
 /// The error to report for a non-2xx upstream response, from its status and (up
@@ -74,6 +76,11 @@ struct Payload<'a> {
     #[serde(borrow)]
     choices: Option<FirstChoice<'a>>,
     error: Option<ErrorField>,
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    usage: Option<super::usage::Lenient>,
 }
 
 impl Payload<'_> {

@@ -7,9 +7,11 @@
 
 mod chunk;
 mod request;
+mod usage;
 
 pub use chunk::{error_from_status, parse_chunk};
 pub use request::{request_body, RequestDefaults};
+pub use usage::Usage;
 
 use std::borrow::Cow;
 
@@ -28,6 +30,14 @@ pub enum ChunkEvent<'a> {
         /// `choices[0].finish_reason`, when present, non-null and non-empty (some
         /// compatible servers send `""` on every chunk before the last).
         finish_reason: Option<Cow<'a, str>>,
+        /// `usage` (with `stream_options.include_usage`, the last chunk before
+        /// `[DONE]` carries it, usually with empty `choices`). A usage object of
+        /// an unexpected shape reads as `None` rather than failing the stream.
+        usage: Option<Usage>,
+        /// The chunk's `id` (the same on every chunk of one response).
+        id: Option<Cow<'a, str>>,
+        /// The chunk's `model`: the model that answered.
+        model: Option<Cow<'a, str>>,
     },
     /// The literal `[DONE]` sentinel.
     Done,

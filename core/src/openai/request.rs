@@ -15,12 +15,14 @@ pub struct RequestDefaults<'a> {
     /// Send the handoff's `user_id` as `user` when the handoff sets no `user`
     /// (`--openai-user-from-user-id`), for the provider's abuse monitoring.
     pub user_from_user_id: bool,
+    /// Ask for a final usage chunk: `"stream_options":{"include_usage":true}`.
+    pub include_usage: bool,
 }
 
 impl<'a> RequestDefaults<'a> {
     /// Only a default model.
     pub fn model(default_model: &'a str) -> Self {
-        RequestDefaults { default_model, user_from_user_id: false }
+        RequestDefaults { default_model, user_from_user_id: false, include_usage: false }
     }
 }
 
@@ -80,6 +82,9 @@ pub fn request_body(handoff: &Handoff, defaults: &RequestDefaults<'_>) -> Bytes 
     put_json(&mut out, "tool_choice", handoff.tool_choice.as_ref());
     let user = handoff.user.as_deref().or(handoff.user_id.as_deref().filter(|_| defaults.user_from_user_id));
     put_str(&mut out, "user", user);
+    if defaults.include_usage {
+        out.put_slice(b",\"stream_options\":{\"include_usage\":true}");
+    }
     out.put_slice(b",\"stream\":true}");
     out.freeze()
 }

@@ -13,6 +13,18 @@ pub fn encode_content(out: &mut BytesMut, content: &str) {
     out.put_slice(b"}\n\n");
 }
 
+/// Appends `event: usage\ndata: {"prompt_tokens":..}\n\n`: the backend's token
+/// counts, for a client that asked (`usage_event`).
+pub fn encode_usage(out: &mut BytesMut, usage: &crate::openai::Usage) {
+    let mut json = String::with_capacity(128);
+    // Writing to a String cannot fail.
+    let _ = usage.write_json(&mut json);
+    out.reserve(json.len() + 24);
+    out.put_slice(b"event: usage\ndata: ");
+    out.put_slice(json.as_bytes());
+    out.put_slice(b"\n\n");
+}
+
 /// Appends `event: reasoning\ndata: {"content":"..."}\n\n`: a reasoning model's
 /// thinking, apart from the answer.
 pub fn encode_reasoning(out: &mut BytesMut, reasoning: &str) {

@@ -11,7 +11,9 @@ mod encode;
 mod raw;
 
 pub use decode::SseDecoder;
-pub use encode::{encode_content, encode_data, encode_error, encode_indexed_content, encode_reasoning};
+pub use encode::{
+    encode_content, encode_data, encode_error, encode_indexed_content, encode_reasoning, encode_usage,
+};
 pub use raw::RawEvents;
 
 /// Bounds on what one peer can make us buffer.

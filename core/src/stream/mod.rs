@@ -41,6 +41,9 @@ use crate::openai::{self, ChunkEvent};
 use crate::sse::{self, RawEvents, SseDecoder, SseLimits};
 
 pub mod close;
+pub mod recording;
+
+use recording::Recording;
 #[cfg(any(test, feature = "__testing"))]
 #[doc(hidden)]
 pub mod testing;
@@ -83,6 +86,11 @@ pub struct StreamConfig {
     /// After the response, how long a closing socket drains what the client
     /// still sends before the fd is closed.
     pub linger: Duration,
+    /// Keep the assistant's text for the stream's record even when the
+    /// handoff does not ask (`record_text`).
+    pub record_text: bool,
+    /// Most bytes of text a record keeps (the rest is marked truncated).
+    pub record_text_max_bytes: usize,
 }
 
 impl Default for StreamConfig {
@@ -100,6 +108,8 @@ impl Default for StreamConfig {
             client_buffer: 64 * 1024,
             client_send_buffer: 64 * 1024,
             linger: Duration::from_secs(2),
+            record_text: false,
+            record_text_max_bytes: 64 * 1024,
         }
     }
 }
@@ -303,6 +313,8 @@ pub struct Stream {
     deadlines: Deadlines,
     end: End,
     progress: Progress,
+    /// What the completion record needs (`None`: records are off).
+    recording: Option<Box<Recording>>,
 }
 
 /// What the stream's summary reports (see [`Stream::summary`]).
@@ -469,6 +481,7 @@ impl Stream {
             deadlines,
             end: End::Running,
             progress: Progress { first_taken: NEVER, first_event: NEVER, events: 0, backend_status: 0 },
+            recording: None,
         };
         stream.deadlines.wake = stream.earliest_deadline();
         stream
@@ -493,6 +506,9 @@ impl Stream {
             Input::BackendHead { status } => {
                 if self.feed.is_backend_running() {
                     self.progress.backend_status = status;
+                    if let Some(recording) = self.recording.as_deref_mut() {
+                        recording.note_first_byte(activity);
+                    }
                 }
                 self.handle_backend_head(activity, status, &mut out)
             }
@@ -512,7 +528,13 @@ impl Stream {
                 self.end_with(Outcome::ClientGone, cancel);
             }
             Input::Shutdown => {
-                sse::encode_error(&mut out, "the server is shutting down", "server_shutdown", None);
+                error_event(
+                    &mut out,
+                    &mut self.recording,
+                    "the server is shutting down",
+                    "server_shutdown",
+                    None,
+                );
                 self.fail(FailureReason::Shutdown);
             }
             Input::Timeout => {}
@@ -568,6 +590,22 @@ impl Stream {
             }
             End::Finished => Output::Timeout(self.instant_at(NEVER)),
         }
+    }
+
+    /// Starts keeping what the stream's completion record needs (call it right
+    /// after [`Stream::new`]); the text too when `keep_text`, up to
+    /// `max_text` bytes.
+    pub fn record(&mut self, keep_text: bool, max_text: usize) {
+        let mut recording = Recording::new(keep_text, max_text);
+        if let Feed::Mock(script) = &self.feed {
+            recording.note_chunk(Some(&script.response_id()), Some(mock::MODEL), None);
+        }
+        self.recording = Some(Box::new(recording));
+    }
+
+    /// What was kept for the record ([`Stream::record`]); `None` when not asked.
+    pub fn recording(&self) -> Option<&Recording> {
+        self.recording.as_deref()
     }
 
     /// True once `Done` has been returned.
@@ -637,7 +675,13 @@ impl Stream {
             }
             Feed::AwaitingRawHead { events } => Feed::Raw { events },
             Feed::Events { .. } | Feed::Raw { .. } | Feed::ErrorBody { .. } => {
-                sse::encode_error(out, "the backend sent a second response head", "upstream_protocol", None);
+                error_event(
+                    out,
+                    &mut self.recording,
+                    "the backend sent a second response head",
+                    "upstream_protocol",
+                    None,
+                );
                 self.end_with(Outcome::Failed(FailureReason::UpstreamProtocol), true);
                 return;
             }
@@ -652,7 +696,7 @@ impl Stream {
             body_feed
         } else if self.settings.max_error_body == 0 {
             // Nothing of the body is wanted: stop the backend sending it.
-            write_status_error(out, status, &[]);
+            write_status_error(out, &mut self.recording, status, &[]);
             self.end_with(Outcome::Failed(FailureReason::UpstreamStatus(status)), true);
             return;
         } else {
@@ -669,7 +713,7 @@ impl Stream {
             Feed::Mock(_) | Feed::Over => {}
             Feed::AwaitingHead { .. } | Feed::AwaitingRawHead { .. } => {
                 let message = "the backend sent body bytes before its response head";
-                sse::encode_error(out, message, "upstream_protocol", None);
+                error_event(out, &mut self.recording, message, "upstream_protocol", None);
                 self.fail(FailureReason::UpstreamProtocol);
             }
             Feed::ErrorBody { status, body } => {
@@ -679,7 +723,7 @@ impl Stream {
                 body.extend_from_slice(data.get(..room).unwrap_or(data));
                 if body.len() >= limit {
                     let status = *status;
-                    write_status_error(out, status, body);
+                    write_status_error(out, &mut self.recording, status, body);
                     self.fail(FailureReason::UpstreamStatus(status));
                 }
             }
@@ -688,14 +732,22 @@ impl Stream {
                 match events.feed(data, out) {
                     Ok(count) => self.progress.events = self.progress.events.saturating_add(count),
                     Err(error) => {
-                        sse::encode_error(out, &error.to_string(), "upstream_protocol", None);
+                        error_event(out, &mut self.recording, &error.to_string(), "upstream_protocol", None);
                         self.fail(FailureReason::UpstreamProtocol);
                     }
                 }
             }
             Feed::Events { decoder, finish_seen, delivery } => {
                 self.deadlines.backend = idle_deadline;
-                match forward_events(decoder, finish_seen, &mut self.progress.events, *delivery, data, out) {
+                match forward_events(
+                    decoder,
+                    finish_seen,
+                    &mut self.progress.events,
+                    *delivery,
+                    data,
+                    out,
+                    &mut self.recording,
+                ) {
                     Verdict::Continue => {}
                     Verdict::Completed => self.end_with(Outcome::Completed, false),
                     Verdict::Failed(reason) => self.fail(reason),
@@ -713,7 +765,7 @@ impl Stream {
             }
             Feed::AwaitingHead { .. } | Feed::AwaitingRawHead { .. } => {
                 let message = "the backend ended its response before sending a status";
-                sse::encode_error(out, message, "upstream_protocol", None);
+                error_event(out, &mut self.recording, message, "upstream_protocol", None);
                 Outcome::Failed(FailureReason::UpstreamProtocol)
             }
             Feed::Events { mut decoder, finish_seen, .. } => {
@@ -725,7 +777,7 @@ impl Stream {
                     Outcome::Completed
                 } else {
                     let message = "the backend's answer ended before it was complete";
-                    sse::encode_error(out, message, "upstream_truncated", None);
+                    error_event(out, &mut self.recording, message, "upstream_truncated", None);
                     Outcome::Failed(FailureReason::UpstreamTruncated)
                 }
             }
@@ -734,7 +786,7 @@ impl Stream {
             // clients drop it, and nothing of ours is added.
             Feed::Raw { .. } => Outcome::Completed,
             Feed::ErrorBody { status, body } => {
-                write_status_error(out, status, &body);
+                write_status_error(out, &mut self.recording, status, &body);
                 Outcome::Failed(FailureReason::UpstreamStatus(status))
             }
         };
@@ -754,14 +806,20 @@ impl Stream {
             }
             // The status is the better explanation than how the body broke off.
             Feed::ErrorBody { status, body } => {
-                write_status_error(out, status, &body);
+                write_status_error(out, &mut self.recording, status, &body);
                 Outcome::Failed(FailureReason::UpstreamStatus(status))
             }
             Feed::AwaitingHead { .. }
             | Feed::Events { .. }
             | Feed::AwaitingRawHead { .. }
             | Feed::Raw { .. } => {
-                sse::encode_error(out, failure.kind.client_message(), failure.kind.error_type(), None);
+                error_event(
+                    out,
+                    &mut self.recording,
+                    failure.kind.client_message(),
+                    failure.kind.error_type(),
+                    None,
+                );
                 Outcome::Failed(FailureReason::Backend(failure.kind))
             }
         };
@@ -784,7 +842,7 @@ impl Stream {
         if now >= self.deadlines.total {
             let limit = Duration::from_millis(u64::from(self.deadlines.total));
             let message = format!("the stream reached its time limit of {limit:?}");
-            sse::encode_error(out, &message, "timeout", Some("total_timeout"));
+            error_event(out, &mut self.recording, &message, "timeout", Some("total_timeout"));
             self.fail(FailureReason::TotalTimeout);
             return;
         }
@@ -797,10 +855,16 @@ impl Stream {
             // catches up in one write instead of stretching the stream.
             while !script.is_finished() && mock_due(self.settings.mock_delay, script.events_written()) <= now
             {
-                script.write_next(out);
+                match self.recording.as_deref_mut() {
+                    Some(recording) => script.write_next_noting(out, &mut |text| recording.note_text(text)),
+                    None => script.write_next(out),
+                };
                 self.progress.events = self.progress.events.saturating_add(1);
             }
             if script.is_finished() {
+                if let Some(recording) = self.recording.as_deref_mut() {
+                    recording.note_chunk(None, None, Some("stop"));
+                }
                 out.put_slice(sse::DONE);
                 self.end_with(Outcome::Completed, false);
                 return;
@@ -818,18 +882,18 @@ impl Stream {
             Feed::AwaitingHead { .. } | Feed::AwaitingRawHead { .. } => {
                 let limit = Duration::from_millis(u64::from(self.deadlines.backend));
                 let message = format!("the backend sent no response within {limit:?}");
-                sse::encode_error(out, &message, "timeout", Some("first_byte_timeout"));
+                error_event(out, &mut self.recording, &message, "timeout", Some("first_byte_timeout"));
                 FailureReason::FirstByteTimeout
             }
             Feed::Events { .. } | Feed::Raw { .. } => {
                 let limit = Duration::from_millis(u64::from(self.settings.idle));
                 let message = format!("the backend sent nothing for {limit:?}");
-                sse::encode_error(out, &message, "timeout", Some("idle_timeout"));
+                error_event(out, &mut self.recording, &message, "timeout", Some("idle_timeout"));
                 FailureReason::IdleTimeout
             }
             // The status explains more than the stall: report it with what arrived.
             Feed::ErrorBody { status, body } => {
-                write_status_error(out, *status, body);
+                write_status_error(out, &mut self.recording, *status, body);
                 FailureReason::UpstreamStatus(*status)
             }
             Feed::Mock(_) | Feed::Over => return,
@@ -910,6 +974,7 @@ fn forward_events(
     delivery: Delivery,
     data: &[u8],
     out: &mut BytesMut,
+    recording: &mut Option<Box<Recording>>,
 ) -> Verdict {
     let mut rest = data;
     // Each call consumes at least one byte or reports that it consumed them all,
@@ -919,7 +984,7 @@ fn forward_events(
         let (consumed, event) = match decoder.decode(rest) {
             Ok(step) => step,
             Err(error) => {
-                sse::encode_error(out, &error.to_string(), "upstream_protocol", None);
+                error_event(out, recording, &error.to_string(), "upstream_protocol", None);
                 return Verdict::Failed(FailureReason::UpstreamProtocol);
             }
         };
@@ -931,9 +996,18 @@ fn forward_events(
             continue;
         };
         match openai::parse_chunk(event.data) {
-            Ok(ChunkEvent::Delta { content, reasoning, finish_reason }) => {
+            Ok(ChunkEvent::Delta { content, reasoning, finish_reason, usage, id, model, .. }) => {
                 let content = content.filter(|content| !content.is_empty());
                 let reasoning = reasoning.filter(|reasoning| !reasoning.is_empty());
+                if let Some(recording) = recording.as_deref_mut() {
+                    recording.note_chunk(id.as_deref(), model.as_deref(), finish_reason.as_deref());
+                    if let Some(content) = &content {
+                        recording.note_text(content);
+                    }
+                    if let Some(usage) = usage {
+                        recording.note_usage(usage);
+                    }
+                }
                 match delivery.format {
                     Format::Content => {
                         if let Some(reasoning) = reasoning.filter(|_| delivery.reasoning) {
@@ -943,6 +1017,9 @@ fn forward_events(
                         if let Some(content) = content {
                             sse::encode_content(out, &content);
                             *events = events.saturating_add(1);
+                        }
+                        if let Some(usage) = usage.filter(|_| delivery.usage_event) {
+                            sse::encode_usage(out, &usage);
                         }
                     }
                     Format::OpenAi => {
@@ -961,24 +1038,38 @@ fn forward_events(
                 return Verdict::Completed;
             }
             Ok(ChunkEvent::Error(error)) => {
-                sse::encode_error(out, &error.message, &error.error_type, error.code.as_deref());
+                error_event(out, recording, &error.message, &error.error_type, error.code.as_deref());
                 return Verdict::Failed(FailureReason::UpstreamError);
             }
             Err(error) => {
-                sse::encode_error(out, &error.to_string(), "upstream_protocol", None);
+                error_event(out, recording, &error.to_string(), "upstream_protocol", None);
                 return Verdict::Failed(FailureReason::UpstreamProtocol);
             }
         }
         rest = rest.get(consumed..).unwrap_or_default();
     }
     let message = "the SSE decoder stopped consuming the backend's body";
-    sse::encode_error(out, message, "upstream_protocol", None);
+    error_event(out, recording, message, "upstream_protocol", None);
     Verdict::Failed(FailureReason::UpstreamProtocol)
 }
 
-fn write_status_error(out: &mut BytesMut, status: u16, body: &[u8]) {
+fn write_status_error(out: &mut BytesMut, recording: &mut Option<Box<Recording>>, status: u16, body: &[u8]) {
     let error = openai::error_from_status(status, body);
-    sse::encode_error(out, &error.message, &error.error_type, error.code.as_deref());
+    error_event(out, recording, &error.message, &error.error_type, error.code.as_deref());
+}
+
+/// Writes the client's error event, and notes its type for the record.
+fn error_event(
+    out: &mut BytesMut,
+    recording: &mut Option<Box<Recording>>,
+    message: &str,
+    error_type: &str,
+    code: Option<&str>,
+) {
+    if let Some(recording) = recording {
+        recording.note_error(error_type, code);
+    }
+    sse::encode_error(out, message, error_type, code);
 }
 
 /// When mock event `index` (0-based) is due: `(index + 1) * delay`.

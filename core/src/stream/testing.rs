@@ -38,6 +38,8 @@ pub enum ClientEvent {
     /// Any other JSON object as the data (the `openai` format's chunks), its
     /// `data:` lines joined as an SSE parser joins them.
     Chunk(String),
+    /// `event: usage` with the backend's token counts (its JSON).
+    Usage(String),
     /// `data: [DONE]`.
     Done,
     /// `: keep-alive`.
@@ -85,6 +87,12 @@ fn parse_client_event(event: &str) -> Result<ClientEvent, String> {
             error_type: string(&error["type"]).ok_or_else(|| format!("error without type: {data}"))?,
             code: string(&error["code"]),
         });
+    }
+    if let Some(data) = event.strip_prefix("event: usage\ndata: ") {
+        if !json(data)?.is_object() {
+            return Err(format!("usage data is not a JSON object: {data:?}"));
+        }
+        return Ok(ClientEvent::Usage(data.to_owned()));
     }
     if let Some(data) = event.strip_prefix("event: reasoning\ndata: ") {
         let value = json(data)?;
@@ -179,6 +187,16 @@ impl Harness {
     /// How far the simulated clock is past the start.
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
+    }
+
+    /// True for a passthrough stream (its client may see the upstream's own errors).
+    pub fn passthrough(&self) -> bool {
+        self.checker.passthrough
+    }
+
+    /// Starts the stream's recording ([`Stream::record`]).
+    pub fn record(&mut self, keep_text: bool, max_text: usize) {
+        self.stream.record(keep_text, max_text);
     }
 
     pub fn stream(&self) -> &Stream {
@@ -460,6 +478,7 @@ impl Checker {
                 ClientEvent::Content { .. }
                 | ClientEvent::Reasoning(_)
                 | ClientEvent::Chunk(_)
+                | ClientEvent::Usage(_)
                 | ClientEvent::KeepAlive => {}
             }
         }
@@ -521,6 +540,8 @@ pub fn fuzz_config() -> StreamConfig {
         client_buffer: 256,
         client_send_buffer: 0,
         linger: Duration::from_millis(30),
+        record_text: true,
+        record_text_max_bytes: 40,
     }
 }
 

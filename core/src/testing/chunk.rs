@@ -18,8 +18,11 @@ pub(super) fn check(data: &[u8]) -> Result<(), String> {
     let _ = openai::error_from_status(status, data);
     let mut script = Script::new(data);
     let handoff = scripted_handoff(&mut script);
-    let defaults =
-        RequestDefaults { default_model: "fuzz-default-model", user_from_user_id: script.byte() % 2 == 1 };
+    let defaults = RequestDefaults {
+        default_model: "fuzz-default-model",
+        user_from_user_id: script.byte() % 2 == 1,
+        include_usage: script.byte() % 2 == 1,
+    };
     check_request_body(&handoff, &defaults)
 }
 
@@ -34,7 +37,7 @@ fn check_chunk(text: &str) -> Result<(), String> {
         return Ok(());
     };
     match parsed {
-        ChunkEvent::Delta { content, reasoning, finish_reason }
+        ChunkEvent::Delta { content, reasoning, finish_reason, .. }
             if content.as_deref() == expected.0
                 && reasoning.as_deref() == expected.1
                 && finish_reason.as_deref() == expected.2 =>
@@ -276,6 +279,9 @@ fn expected_body(handoff: &Handoff, defaults: &RequestDefaults<'_>) -> Result<Ma
     if let Some(user) = user {
         body.insert("user".into(), Value::String(user.clone()));
     }
+    if defaults.include_usage {
+        body.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+    }
     body.insert("stream".into(), Value::Bool(true));
     Ok(body)
 }
@@ -333,11 +339,13 @@ mod tests {
         );
         assert_eq!((handoff.user.as_deref(), handoff.user_id.as_deref()), (Some("x"), Some("7")));
         for user_from_user_id in [false, true] {
-            let defaults = RequestDefaults { default_model: "default", user_from_user_id };
+            let defaults =
+                RequestDefaults { default_model: "default", user_from_user_id, include_usage: true };
             assert_eq!(check_request_body(&handoff, &defaults), Ok(()));
         }
         let anonymous = Handoff { user: None, ..handoff };
-        let defaults = RequestDefaults { default_model: "default", user_from_user_id: true };
+        let defaults =
+            RequestDefaults { default_model: "default", user_from_user_id: true, include_usage: false };
         let body: Value = serde_json::from_slice(&openai::request_body(&anonymous, &defaults)).unwrap();
         assert_eq!(body["user"], "7", "user_id as user when configured");
         assert_eq!(check_request_body(&anonymous, &defaults), Ok(()));

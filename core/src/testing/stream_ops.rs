@@ -13,7 +13,7 @@ use crate::mock::{self, PROMPT_PREVIEW_CHARS, USER_ID_PREVIEW_CHARS};
 use bytes::Bytes;
 
 use crate::handoff::{Delivery, Format};
-use crate::stream::testing::{fuzz_config, Harness, TEST_HEAD};
+use crate::stream::testing::{fuzz_config, ClientEvent, Harness, TEST_HEAD};
 use crate::stream::{BackendFailure, FailureKind, Input, Outcome, Source, StreamConfig};
 
 /// Most inputs one script hands in.
@@ -65,7 +65,8 @@ fn drive(data: &[u8]) -> Result<(Outcome, bool), String> {
         config.max_error_body = 0;
     }
     let format = if first & 0x20 != 0 { Format::OpenAi } else { Format::Content };
-    let delivery = Delivery { format, reasoning: first & 0x40 != 0 };
+    let delivery = Delivery { format, reasoning: first & 0x40 != 0, usage_event: first & 0x08 != 0 };
+    let recording = first & 0x04 != 0;
     let is_mock = first % 4 == 0;
     let source = if is_mock {
         let connection = script.u64();
@@ -82,6 +83,9 @@ fn drive(data: &[u8]) -> Result<(Outcome, bool), String> {
         bound: memory_bound(&config),
         backend_sending: !is_mock,
     };
+    if recording {
+        run.harness.record(true, config.record_text_max_bytes);
+    }
     if first % 4 >= 2 {
         run.hand(Input::BackendHead { status: 200 })?;
     }
@@ -93,6 +97,9 @@ fn drive(data: &[u8]) -> Result<(Outcome, bool), String> {
     }
     let outcome = run.harness.run_until_finished(MAX_WAKES);
     run.check_after_step()?;
+    if recording {
+        check_recording(&run.harness, &outcome, format, config.record_text_max_bytes)?;
+    }
     let after = run.harness.handle(Input::ClientGone);
     if !after.is_empty() {
         return Err(format!("a finished stream reacted to input: {after:?}"));
@@ -197,6 +204,48 @@ impl Run {
     }
 }
 
+/// What a stream's record says must match what its client saw: the error type
+/// of its error event, and (for a completed content stream) its text.
+fn check_recording(
+    harness: &Harness,
+    outcome: &Outcome,
+    format: Format,
+    max_text: usize,
+) -> Result<(), String> {
+    let recording = harness.stream().recording().ok_or("recording was asked for")?;
+    let text = recording.text().ok_or("the text was asked for")?;
+    if text.len() > max_text {
+        return Err(format!("{} bytes of text kept past the cap of {max_text}", text.len()));
+    }
+    if harness.passthrough() {
+        // The upstream's own events (its `event: error` too) pass unread.
+        return Ok(());
+    }
+    let events = harness.client_events();
+    let seen_error = events.iter().find_map(ClientEvent::error_type);
+    let recorded_error = recording.error().map(|(error_type, _)| error_type);
+    if seen_error.is_some() && seen_error != recorded_error {
+        return Err(format!("the client saw error {seen_error:?}, the record says {recorded_error:?}"));
+    }
+    if matches!(outcome, Outcome::Failed(_)) != recorded_error.is_some() {
+        return Err(format!("outcome {outcome:?} with recorded error {recorded_error:?}"));
+    }
+    if *outcome == Outcome::Completed && format == Format::Content {
+        let sent: String = events
+            .iter()
+            .filter_map(|event| match event {
+                ClientEvent::Content { content, .. } => Some(content.as_str()),
+                _ => None,
+            })
+            .collect();
+        let matches = if recording.text_truncated() { sent.starts_with(text) } else { sent == text };
+        if !matches {
+            return Err(format!("the client got {sent:?}, the record kept {text:?}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,3 +286,4 @@ mod tests {
         assert!(cancelled);
     }
 }
+

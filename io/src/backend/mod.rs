@@ -58,6 +58,7 @@ struct Target {
     api_key: Option<String>,
     default_model: String,
     user_from_user_id: bool,
+    include_usage: bool,
     /// The backend's configured headers, as given (HTTP/1.1) and parsed (HTTP/2).
     extra_headers: Vec<(String, String)>,
     extra_h2: Vec<(http::HeaderName, HeaderValue)>,
@@ -72,6 +73,7 @@ impl Target {
         openai::RequestDefaults {
             default_model: &self.default_model,
             user_from_user_id: self.user_from_user_id,
+            include_usage: self.include_usage,
         }
     }
 }
@@ -225,6 +227,7 @@ impl<R: Runtime> OpenAiBackend<R> {
             api_key: config.api_key.clone(),
             default_model: config.default_model.clone(),
             user_from_user_id: config.user_from_user_id,
+            include_usage: config.include_usage,
             extra_headers: config.headers.clone(),
             extra_h2,
             config: config.clone(),

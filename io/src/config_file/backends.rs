@@ -22,6 +22,8 @@ const KEYS: &[&str] = &[
     "model",
     "headers",
     "http2",
+    "include_usage",
+    "record_text",
     "streams_per_connection",
     "connections",
     "connect_timeout",
@@ -110,6 +112,8 @@ pub(super) fn read(
                     }
                 }
                 "http2" => out.http2 = Some(boolean(&value).map_err(problem)?),
+                "include_usage" => out.include_usage = Some(boolean(&value).map_err(problem)?),
+                "record_text" => out.record_text = Some(boolean(&value).map_err(problem)?),
                 "insecure_tls" => out.insecure_tls = boolean(&value).map_err(problem)?,
                 "streams_per_connection" => {
                     out.streams_per_connection = Some(number(&value).map_err(problem)?)
