@@ -288,6 +288,8 @@ pub struct Settings {
     pub record_text: bool,
     /// Most bytes of text one record keeps; beyond it the text is marked truncated.
     pub record_text_max_bytes: usize,
+    /// Where completion records go (the `records-*` flags, or `[records]`).
+    pub records: crate::delivery::RecordsSettings,
     /// Seconds a backend connection carrying no stream stays open.
     pub backend_idle_timeout: u64,
     /// Seconds of silence before TCP keepalive probes a backend socket (0: off).
@@ -349,6 +351,7 @@ impl Default for Settings {
             delete_attachments: false,
             record_text: false,
             record_text_max_bytes: 64 * 1024,
+            records: crate::delivery::RecordsSettings::default(),
             backend_idle_timeout: BACKEND_IDLE_TIMEOUT_SECS,
             backend_tcp_keepalive: BACKEND_TCP_KEEPALIVE_SECS,
             backend_ping_interval: BACKEND_PING_INTERVAL_SECS,
@@ -422,6 +425,7 @@ impl std::fmt::Debug for Settings {
             delete_attachments,
             record_text,
             record_text_max_bytes,
+            records,
             backend_idle_timeout,
             backend_tcp_keepalive,
             backend_ping_interval,
@@ -474,6 +478,7 @@ impl std::fmt::Debug for Settings {
             .field("delete_attachments", delete_attachments)
             .field("record_text", record_text)
             .field("record_text_max_bytes", record_text_max_bytes)
+            .field("records", records)
             .field("backend_idle_timeout", backend_idle_timeout)
             .field("backend_tcp_keepalive", backend_tcp_keepalive)
             .field("backend_ping_interval", backend_ping_interval)
@@ -685,6 +690,8 @@ pub struct Config {
     /// ([`crate::backends::select`]); `backend`, `stream` and `pool` above are
     /// the default one's.
     pub named_backends: Vec<crate::backends::NamedBackend>,
+    /// Where completion records go (`None`: records are off).
+    pub records: Option<crate::delivery::RecordsConfig>,
     /// The metrics endpoint (`--metrics-addr`), when on.
     pub metrics: Option<crate::metrics::endpoint::MetricsConfig>,
     /// `--allow-uid` / `--allow-gid` as given (names or numeric ids), resolved
@@ -735,6 +742,8 @@ pub enum ConfigError {
     /// `--data-dir` must be absolute: a relative one would follow the daemon's
     /// working directory, which a service manager sets.
     RelativeDataDir,
+    /// The records delivery settings are refused (the reason names the key).
+    Records(String),
     /// A `[backends.NAME]` table is refused.
     Backend {
         /// The table's name (empty when the refusal is about all of them).
@@ -747,6 +756,7 @@ pub enum ConfigError {
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ConfigError::Records(reason) => f.write_str(reason),
             ConfigError::BadMode(mode) => write!(f, "--mode {mode:?} is not an octal permission like 0660"),
             ConfigError::BadUrl { url, reason } => write!(f, "backend URL {url:?}: {reason}"),
             ConfigError::ZeroValue(flag) => write!(f, "{flag} must be greater than zero"),
@@ -783,6 +793,7 @@ impl ConfigError {
             ConfigError::BadMetricsAddr(_) => "--metrics-addr",
             ConfigError::RelativeDataDir => "--data-dir",
             ConfigError::Backend { .. } => "backends",
+            ConfigError::Records(_) => "records",
         }
     }
 }
@@ -845,7 +856,9 @@ impl Settings {
             .map(|addr| crate::metrics::endpoint::MetricsConfig { addr, limits: Default::default() });
         let (backend, stream, pool) = self.backend_parts()?;
         let named_backends = crate::backends::validate(&self)?;
+        let records = self.records.validate()?;
         Ok(Config {
+            records,
             socket_path: self.socket,
             socket_mode,
             socket_owner: self.socket_owner,

@@ -103,6 +103,7 @@ pub mod attachments;
 pub mod backends;
 pub mod balance;
 pub mod config;
+pub mod delivery;
 pub mod guard;
 pub mod handoff;
 pub mod http1;

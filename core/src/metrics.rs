@@ -487,6 +487,60 @@ pub struct Metrics {
     /// worker's (one thread reloads).
     reloads_applied: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Completion records by what became of them (the records threads', once
+    /// per record, never per event).
+    records: [AtomicU64; RecordEvent::COUNT],
+    /// Gauge: bytes of records waiting in the webhook's spool.
+    records_spool_bytes: AtomicU64,
+}
+
+/// What became of a completion record: the `result` label of
+/// `handoff_records_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordEvent {
+    /// Appended to the records file.
+    Written,
+    /// Taken by the webhook receiver (2xx).
+    Delivered,
+    /// Written to the webhook's spool.
+    Spooled,
+    /// Lost: the queue or the spool was full, or the file could not be written.
+    Dropped,
+    /// Refused by the receiver for good (a 4xx), kept aside in the spool.
+    Rejected,
+    /// A webhook attempt that failed and will be retried.
+    Retried,
+}
+
+impl RecordEvent {
+    /// Every event, in the order they are exposed.
+    pub const ALL: [RecordEvent; 6] = [
+        RecordEvent::Written,
+        RecordEvent::Delivered,
+        RecordEvent::Spooled,
+        RecordEvent::Dropped,
+        RecordEvent::Rejected,
+        RecordEvent::Retried,
+    ];
+    /// How many there are.
+    pub const COUNT: usize = RecordEvent::ALL.len();
+
+    /// The `result` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordEvent::Written => "written",
+            RecordEvent::Delivered => "delivered",
+            RecordEvent::Spooled => "spooled",
+            RecordEvent::Dropped => "dropped",
+            RecordEvent::Rejected => "rejected",
+            RecordEvent::Retried => "retried",
+        }
+    }
+
+    fn index(self) -> usize {
+        RecordEvent::ALL.iter().position(|event| *event == self).unwrap_or(0)
+    }
 }
 
 /// What one scrape reads: every worker's counters summed.
@@ -525,6 +579,10 @@ pub struct Totals {
     pub config_reloads_applied: u64,
     /// Configuration reloads refused (the old configuration stayed), since start.
     pub config_reloads_failed: u64,
+    /// Completion records per [`RecordEvent`], since start.
+    pub records: [u64; RecordEvent::COUNT],
+    /// Gauge: bytes of records in the webhook's spool.
+    pub records_spool_bytes: u64,
     fd_events: [u64; FdEvent::COUNT],
 }
 
@@ -553,6 +611,18 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Counts `count` records that met `event`.
+    pub fn record_records(&self, event: RecordEvent, count: u64) {
+        if let Some(counter) = self.records.get(event.index()) {
+            counter.fetch_add(count, Relaxed);
+        }
+    }
+
+    /// Sets the spool gauge.
+    pub fn set_records_spool_bytes(&self, bytes: u64) {
+        self.records_spool_bytes.store(bytes, Relaxed);
+    }
+
     /// A new worker's counters, included in every later [`Metrics::totals`].
     pub fn register(&self) -> Arc<WorkerMetrics> {
         let worker = Arc::new(WorkerMetrics::default());
@@ -569,6 +639,10 @@ impl Metrics {
         let mut statuses = [0u64; STATUSES + 1];
         totals.config_reloads_applied = self.reloads_applied.load(Relaxed);
         totals.config_reloads_failed = self.reloads_failed.load(Relaxed);
+        for (total, count) in totals.records.iter_mut().zip(self.records.iter()) {
+            *total = count.load(Relaxed);
+        }
+        totals.records_spool_bytes = self.records_spool_bytes.load(Relaxed);
         let Ok(workers) = self.workers.lock() else { return totals };
         for worker in workers.iter() {
             for (total, count) in totals.handoffs.iter_mut().zip(worker.handoffs.iter()) {

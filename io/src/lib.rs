@@ -25,6 +25,7 @@ pub mod guard;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
+pub mod records;
 pub mod reload;
 pub mod runtime;
 pub mod stop;

@@ -200,6 +200,25 @@ impl Collector for Families {
         )?;
         {
             let mut family = encoder.encode_descriptor(
+                "records",
+                "Completion records by result: written to the file, delivered to or rejected by the webhook, spooled, dropped, attempts retried.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (event, count) in handoff_core::metrics::RecordEvent::ALL.iter().zip(totals.records) {
+                family
+                    .encode_family(&[("result", event.label())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        gauge(
+            &mut encoder,
+            "records_spool_bytes",
+            "Bytes of completion records waiting in the webhook spool.",
+            totals.records_spool_bytes,
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
                 "config_reloads",
                 "Configuration reloads (SIGHUP) by result: applied, or failed (the old configuration stayed).",
                 None,
