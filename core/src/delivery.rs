@@ -27,6 +27,8 @@ pub struct RecordsSettings {
     /// The shared secret that signs each POST (read from `webhook_secret_file`
     /// or `HANDOFF_RECORDS_WEBHOOK_SECRET`, never from the file itself).
     pub webhook_secret: Option<String>,
+    /// `webhook_secret_file`: where the daemon reads `webhook_secret` from.
+    pub webhook_secret_file: Option<PathBuf>,
     /// `webhook_timeout_ms`: connect plus the whole exchange.
     pub webhook_timeout_ms: u64,
     /// `retry_initial_ms`: the first retry's delay; each failure doubles it.
@@ -54,6 +56,7 @@ impl Default for RecordsSettings {
             queue: 65_536,
             webhook: None,
             webhook_secret: None,
+            webhook_secret_file: None,
             webhook_timeout_ms: 5000,
             retry_initial_ms: 500,
             retry_max_ms: 60_000,
@@ -236,7 +239,7 @@ pub fn judge_post(status: Option<u16>) -> PostVerdict {
 
 /// True when a record of `adding` bytes fits a spool holding `used` of `max`.
 pub fn spool_admits(used: u64, adding: u64, max: u64) -> bool {
-    used.saturating_add(adding) <= max
+    used.checked_add(adding).is_some_and(|total| total <= max)
 }
 
 /// A spooled record's file name: its sequence (zero-padded, so names sort in

@@ -56,6 +56,8 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     check(old.metrics != new.metrics, "metrics-addr", false);
     check(old.allow_uids != new.allow_uids || old.allow_gids != new.allow_gids, "allow-uid/gid", false);
     check(old.attachments != new.attachments, "data-dir and attachment limits", false);
+    // The records threads are started once; SIGHUP only reopens the file.
+    check(old.records != new.records, "records (file, webhook, spool)", false);
     check(
         old.drain_timeout != new.drain_timeout
             || old.receive_timeout != new.receive_timeout

@@ -264,6 +264,62 @@ pub struct Cli {
     /// `"text_truncated": true`.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub record_text_max_bytes: usize,
+
+    /// Append every stream's completion record to this file as JSON Lines
+    /// (absolute path; reopened on SIGHUP, for logrotate). Also `[records] file`.
+    #[arg(long, value_name = "PATH")]
+    pub records_file: Option<std::path::PathBuf>,
+
+    /// Sync the records file at most this often, in milliseconds (0: after every write).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub records_fsync_ms: u64,
+
+    /// Bytes of records the file writer buffers before it must write.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub records_buffer_bytes: usize,
+
+    /// Records waiting for the file or webhook thread, at most; beyond it a
+    /// record is dropped (counted), never waited for.
+    #[arg(long, value_name = "COUNT", default_value_t = 65_536)]
+    pub records_queue: usize,
+
+    /// POST every completion record to this URL (`http://`, `https://` or
+    /// `unix:/path.sock[:/http/path]`), spooled on disk until it answers 2xx.
+    #[arg(long, value_name = "URL")]
+    pub records_webhook: Option<String>,
+
+    /// File holding the webhook's shared secret (signs each POST with
+    /// `X-Handoff-Signature: sha256=<HMAC>`); else $HANDOFF_RECORDS_WEBHOOK_SECRET.
+    #[arg(long, value_name = "PATH")]
+    pub records_webhook_secret_file: Option<std::path::PathBuf>,
+
+    /// Milliseconds a webhook POST may take, connect included.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub records_webhook_timeout_ms: u64,
+
+    /// Delay before the first webhook retry, in milliseconds; each failure doubles it.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub records_retry_initial_ms: u64,
+
+    /// The longest delay between webhook retries, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub records_retry_max_ms: u64,
+
+    /// Records per webhook POST (1: one JSON object each; more: a JSON array).
+    #[arg(long, value_name = "COUNT", default_value_t = 100)]
+    pub records_batch_max: usize,
+
+    /// Directory where records wait for the webhook (required with one; absolute).
+    #[arg(long, value_name = "DIR")]
+    pub records_spool_dir: Option<std::path::PathBuf>,
+
+    /// Bytes the spool may hold; beyond it records are dropped (counted, logged).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub records_spool_max_bytes: u64,
+
+    /// At shutdown, milliseconds to write out queued records.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub records_flush_timeout_ms: u64,
 }
 
 impl Cli {
@@ -319,6 +375,22 @@ impl Cli {
         settings.delete_attachments = self.delete_attachments;
         settings.record_text = self.record_text;
         settings.record_text_max_bytes = self.record_text_max_bytes;
+        settings.records = handoff_core::delivery::RecordsSettings {
+            file: self.records_file,
+            fsync_ms: self.records_fsync_ms,
+            buffer_bytes: self.records_buffer_bytes,
+            queue: self.records_queue,
+            webhook: self.records_webhook,
+            webhook_secret: None,
+            webhook_secret_file: self.records_webhook_secret_file,
+            webhook_timeout_ms: self.records_webhook_timeout_ms,
+            retry_initial_ms: self.records_retry_initial_ms,
+            retry_max_ms: self.records_retry_max_ms,
+            batch_max: self.records_batch_max,
+            spool_dir: self.records_spool_dir,
+            spool_max_bytes: self.records_spool_max_bytes,
+            flush_timeout_ms: self.records_flush_timeout_ms,
+        };
         settings
     }
 

@@ -163,15 +163,32 @@ fn parse(
     let checker = command.clone().mut_args(|arg| arg.env(None::<&'static str>));
     let mut settings: Vec<Setting> = Vec::with_capacity(entries.len());
     let mut tables = Vec::new();
+    // `[records]` keys are the `records-*` flags (`file` is `--records-file`).
+    let mut keys = Vec::with_capacity(entries.len());
     for (key, value) in entries {
         let line = line_of(text, key.span().start);
+        let value_line = line_of(text, value.span().start);
         let key = key.into_inner();
+        match (key.as_str(), value.into_inner()) {
+            ("records", toml::Value::Table(records)) => {
+                for (name, value) in records {
+                    let long = format!("records-{}", name.replace('_', "-"));
+                    keys.push((format!("records.{name}"), long, line, line, value));
+                }
+            }
+            ("records", other) => {
+                let message = format!("expected a [records] table, not {}", other.type_str());
+                return Err(Problem { line: Some(line), key: Some(key), message });
+            }
+            (_, value) => keys.push((key.clone(), key.replace('_', "-"), line, value_line, value)),
+        }
+    }
+    for (key, long, line, value_line, value) in keys {
         if key == "backends" {
-            tables = backends::read(text, line, value.into_inner(), env)?;
+            tables = backends::read(text, line, value, env)?;
             continue;
         }
         let problem = |message: String| Problem { line: Some(line), key: Some(key.clone()), message };
-        let long = key.replace('_', "-");
         let Some(arg) = command.get_arguments().find(|arg| arg.get_long() == Some(long.as_str())) else {
             return Err(problem("unknown key: it names no flag (see --help)".to_owned()));
         };
@@ -182,8 +199,7 @@ fn parse(
         if let Some(earlier) = settings.iter().find(|setting| setting.id == id) {
             return Err(problem(format!("set twice (also on line {} as `{}`)", earlier.line, earlier.key)));
         }
-        let value_line = line_of(text, value.span().start);
-        let args = match (arg.get_action(), value.into_inner()) {
+        let args = match (arg.get_action(), value) {
             (ArgAction::SetTrue, toml::Value::Boolean(true)) => vec![OsString::from(format!("--{long}"))],
             (ArgAction::SetTrue, toml::Value::Boolean(false)) => Vec::new(),
             (ArgAction::SetTrue, _) => return Err(problem("expected true or false".to_owned())),
@@ -393,6 +409,26 @@ h2-connection-window = 1048576
         let error = merged("delay = 1\nsocket = \"unterminated\n", &[]).unwrap_err();
         assert_eq!(error.line, Some(2), "{error:?}");
         assert!(error.message.starts_with("not valid TOML"), "{error:?}");
+    }
+
+    #[test]
+    fn the_records_table_sets_the_records_flags_and_refuses_an_inline_secret() {
+        let text = "delay = 1\n\n[records]\nfile = \"/var/log/handoff/records.jsonl\"\nfsync_ms = 250\n\
+                    webhook = \"unix:/run/app.sock:/hook\"\nspool_dir = \"/var/spool/handoff\"\n";
+        let (cli, _) = merged(text, &[]).unwrap();
+        let records = cli.into_settings().records;
+        assert_eq!(records.file.as_deref(), Some(Path::new("/var/log/handoff/records.jsonl")));
+        assert_eq!((records.fsync_ms, records.webhook.as_deref()), (250, Some("unix:/run/app.sock:/hook")));
+        let error = merged("[records]\nwebhook_secret = \"s3cret\"\n", &[]).unwrap_err();
+        assert_eq!(
+            (error.line, error.key.as_deref()),
+            (Some(1), Some("records.webhook_secret")),
+            "{error:?}"
+        );
+        let error = merged("[records]\nfsync_ms = \"soon\"\n", &[]).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("records.fsync_ms"), "{error:?}");
+        let error = merged("records = 3\n", &[]).unwrap_err();
+        assert!(error.message.contains("[records] table"), "{error:?}");
     }
 
     #[test]

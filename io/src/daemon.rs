@@ -66,6 +66,18 @@ pub struct Global {
     fd_turn: AtomicBool,
     /// The latest configuration a SIGHUP reload accepted, for the workers.
     pub(crate) published: crate::reload::Published,
+    /// Where completion records go, set once at bind (unset: records are off).
+    records: std::sync::OnceLock<crate::records::Sink>,
+    /// The daemon's start on the wall clock (Unix ms): part of the request ids
+    /// it makes for records.
+    boot_unix_ms: u64,
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 before it: a broken clock).
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Holds [`Global`]'s fd turn until dropped.
@@ -92,7 +104,14 @@ impl Global {
             watch_fds_until: AtomicU64::new(0),
             fd_turn: AtomicBool::new(false),
             published: crate::reload::Published::default(),
+            records: std::sync::OnceLock::new(),
+            boot_unix_ms: unix_millis(),
         })
+    }
+
+    /// Where completion records go (`None`: records are off).
+    pub fn records(&self) -> Option<&crate::records::Sink> {
+        self.records.get()
     }
 
     /// The fd turn when no other worker holds it.
@@ -207,6 +226,8 @@ pub struct Shared<R: Runtime> {
     /// responses being written) and handoffs still being received: the worker
     /// exits only once these are done, so no answer is cut off.
     open_sockets: AtomicU64,
+    /// Where each stream's completion record goes (`None`: none is built).
+    pub(crate) records: Option<crate::records::Sink>,
 }
 
 impl<R: Runtime> Shared<R> {
@@ -282,6 +303,7 @@ impl<R: Runtime> Shared<R> {
             peer_log: LogLimit::new(FdGuard::default().log_interval),
             reserve: Reserve::open(0),
             open_sockets: AtomicU64::new(0),
+            records: None,
         })
     }
 }
@@ -421,6 +443,20 @@ impl Listening {
                 .map_err(DaemonError::Bind)?,
         };
         let global = Global::new(Limits::new(config.max_streams));
+        if let Some(records) = &config.records {
+            let sink = crate::records::Sink::start(records, Arc::clone(&global.metrics))
+                .map_err(DaemonError::Records)?;
+            tracing::info!(
+                file = records.file.as_ref().map(|file| file.display().to_string()),
+                webhook = records.webhook.as_ref().map(|webhook| format!(
+                    "{}{}",
+                    webhook.url.authority(),
+                    webhook.url.path
+                )),
+                "completion records on"
+            );
+            let _ = global.records.set(sink);
+        }
         tracing::info!(
             socket = %config.socket_path.display(),
             backend = if matches!(config.backend, Backend::Mock) { "mock" } else { "openai" },
@@ -496,6 +532,10 @@ impl Listening {
     /// After every worker returned: the counters, or the first error (the
     /// socket file we bound is removed then, so no client waits on it).
     pub fn finish(&self, result: Result<(), DaemonError>) -> Result<Snapshot, DaemonError> {
+        if let (Some(sink), Some(records)) = (self.global.records(), &self.config.records) {
+            // Every stream has ended: what they recorded reaches the file and the spool.
+            sink.shutdown(records.flush_timeout);
+        }
         match result {
             Ok(()) => Ok(self.global.limits.snapshot()),
             Err(error) => {
@@ -516,6 +556,8 @@ pub enum DaemonError {
     Activation(ActivationError),
     Backend(BackendSetupError),
     /// `--allow-uid` / `--allow-gid` names no account.
+    /// The records file or spool could not be opened.
+    Records(String),
     Account {
         flag: &'static str,
         error: crate::accounts::AccountError,
@@ -531,6 +573,7 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Backend(error) => write!(f, "{error}"),
             DaemonError::Account { flag, error } => write!(f, "{flag}: {error}"),
             DaemonError::Io(what, error) => write!(f, "{what}: {error}"),
+            DaemonError::Records(error) => write!(f, "completion records: {error}"),
         }
     }
 }
@@ -567,6 +610,7 @@ pub async fn run_worker<R: Runtime>(
     let served = Served::start(&runtime, &config, &metrics)?;
     let attachments = crate::attachments::Attachments::open(&config.attachments)
         .map_err(|e| DaemonError::Io("opening --data-dir", e))?;
+    let global_records = global.records().cloned();
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
         limits: Arc::clone(&global.limits),
@@ -590,6 +634,7 @@ pub async fn run_worker<R: Runtime>(
         peer_log: LogLimit::new(config.fd_guard.log_interval),
         reserve: Reserve::open(config.fd_guard.reserve_fds),
         open_sockets: AtomicU64::new(0),
+        records: global_records,
     });
     if !shared.reserve.refill() {
         let held = shared.reserve.held();
@@ -1138,6 +1183,19 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     let head = http1::client_head(&handoff.response_headers);
     let delivery = handoff.delivery;
     let (backend, stream_config) = served.get(chosen);
+    let record = shared.records.is_some().then(|| {
+        let name = chosen.and_then(|index| served.named.get(index)).map(|named| named.name.as_str());
+        let default_model = backend.as_ref().map(|backend| backend.config().default_model.as_str());
+        let meta = handoff_core::records::RecordMeta::for_handoff(
+            &handoff,
+            name,
+            default_model,
+            id,
+            shared.global.boot_unix_ms,
+            unix_millis(),
+        );
+        (Box::new(meta), handoff.record_text || stream_config.record_text)
+    });
     let (source, backend) = match backend {
         None => (Source::Mock(mock::Script::for_handoff(id, &handoff)), BackendStream::None),
         Some(backend) if backend.is_passthrough() => {
@@ -1146,11 +1204,16 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
         Some(backend) => (Source::Backend, backend.open_stream(StreamId(id), &handoff)),
     };
     drop(handoff);
-    let machine = Stream::with_delivery(shared.runtime.now(), stream_config, head, source, delivery);
+    let mut machine = Stream::with_delivery(shared.runtime.now(), stream_config, head, source, delivery);
+    let record = record.map(|(meta, keep_text)| {
+        machine.record(keep_text, stream_config.record_text_max_bytes);
+        meta
+    });
     let task: driver::StreamTask<R> =
         driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission)
             .with_identity(identity)
-            .with_used_files(used_files);
+            .with_used_files(used_files)
+            .with_record(record);
     shared.runtime.spawn(task);
 }
 

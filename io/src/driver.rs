@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use handoff_core::limits::Admission;
 use handoff_core::metrics::StreamSummary;
+use handoff_core::records::{completion_record, RecordMeta};
 use handoff_core::stream::close::{CloseInput, CloseOutput, Closing};
 use handoff_core::stream::{Input, Outcome, Output, Stream};
 
@@ -56,6 +57,11 @@ pub struct StreamTask<R: Runtime, C: ClientIo = FdClient<<R as Runtime>::Fd>> {
     /// Built when the outcome is decided; logged once the socket has closed
     /// (with the bytes the client took). `None` when streams are not logged.
     summary: Option<Box<StreamSummary>>,
+    /// What the stream's completion record says of its request (`None`:
+    /// records are off); the record is built once the socket has closed.
+    record: Option<Box<RecordMeta>>,
+    /// The outcome, kept from the decision to the close for the record.
+    outcome: Option<Outcome>,
     /// The daemon waits for this socket's close at shutdown.
     _hold: SocketHold<R>,
 }
@@ -86,6 +92,8 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             identity: None,
             used_files: None,
             summary: None,
+            record: None,
+            outcome: None,
             _hold: hold,
         };
         // The head is the machine's first output: write it now, before the task
@@ -106,6 +114,12 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
     /// Files the handoff brought, deleted after the outcome if core allows it.
     pub fn with_used_files(mut self, used_files: Option<Box<crate::attachments::UsedFiles>>) -> Self {
         self.used_files = used_files;
+        self
+    }
+
+    /// Builds a completion record for this stream once its socket has closed.
+    pub fn with_record(mut self, record: Option<Box<RecordMeta>>) -> Self {
+        self.record = record;
         self
     }
 
@@ -236,8 +250,11 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
         if let Some(used_files) = self.used_files.take() {
             used_files.finish(&summary);
         }
-        if self.shared.log_streams {
+        if self.shared.log_streams || self.record.is_some() {
             self.summary = Some(Box::new(summary));
+        }
+        if self.record.is_some() {
+            self.outcome = Some(outcome.clone());
         }
         self.admission = None;
         self.armed = None;
@@ -262,10 +279,26 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             self.shared.metrics.record_bytes_sent(bytes);
             if let Some(mut summary) = self.summary.take() {
                 summary.bytes = bytes;
-                crate::metrics::log_stream(self.id, &summary, self.identity.as_deref());
+                if self.shared.log_streams {
+                    crate::metrics::log_stream(self.id, &summary, self.identity.as_deref());
+                }
+                self.submit_record(&summary);
             }
         }
         closed
+    }
+}
+
+impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
+    /// Hands the finished stream's record to the records threads (once per
+    /// stream; the sink never blocks).
+    fn submit_record(&mut self, summary: &StreamSummary) {
+        let (Some(meta), Some(outcome), Some(sink)) =
+            (self.record.take(), self.outcome.take(), self.shared.records.as_ref())
+        else {
+            return;
+        };
+        sink.submit(completion_record(&meta, summary, &outcome, self.machine.recording()));
     }
 }
 

@@ -37,6 +37,7 @@ pub fn main(binary: &'static str, serve: impl FnOnce(Config) -> Result<Snapshot,
     let config = match Cli::from_arg_matches(&matches).map_err(|e| e.to_string()).and_then(|cli| {
         let mut settings = cli.into_settings();
         settings.backends = file.as_ref().map(|file| file.backends.clone()).unwrap_or_default();
+        crate::records::read_secret(&mut settings.records)?;
         settings.validate().map_err(|e| crate::config_file::describe(file.as_ref(), &e))
     }) {
         Ok(config) => config,
@@ -97,6 +98,7 @@ fn reread_config(command: &clap::Command, argv: &[std::ffi::OsString]) -> Result
     let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
     let mut settings = cli.into_settings();
     settings.backends = file.as_ref().map(|file| file.backends.clone()).unwrap_or_default();
+    crate::records::read_secret(&mut settings.records)?;
     settings.validate().map_err(|e| crate::config_file::describe(file.as_ref(), &e))
 }
 

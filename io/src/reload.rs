@@ -97,6 +97,10 @@ pub fn start(global: Arc<Global>, initial: Config) {
 
 /// One reload: the new configuration if accepted, else the current one.
 fn reload(global: &Global, current: Config, reread: &Reread) -> Config {
+    // logrotate's SIGHUP: the records file is reopened whatever the new file says.
+    if let Some(records) = global.records() {
+        records.reopen();
+    }
     let new = match reread() {
         Ok(new) => new,
         Err(error) => {

@@ -17,6 +17,27 @@ use std::time::{Duration, Instant};
 use handoff_core::delivery::RecordsConfig;
 use handoff_core::metrics::{Metrics, RecordEvent};
 
+/// Fills in the webhook's secret: from `webhook_secret_file`, else from
+/// `$HANDOFF_RECORDS_WEBHOOK_SECRET` (never from a flag or the config file,
+/// which others may read). The secret is redacted from logs from here on.
+pub fn read_secret(settings: &mut handoff_core::delivery::RecordsSettings) -> Result<(), String> {
+    let secret = match &settings.webhook_secret_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|error| format!("records webhook secret file {}: {error}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("HANDOFF_RECORDS_WEBHOOK_SECRET").ok(),
+    };
+    let secret = secret.filter(|secret| !secret.is_empty());
+    if let Some(secret) = &secret {
+        handoff_core::redact::register_secrets([secret.as_str()]);
+    }
+    settings.webhook_secret = secret;
+    Ok(())
+}
+
 /// Where a daemon's records go; cloned into every worker.
 #[derive(Clone)]
 pub struct Sink {

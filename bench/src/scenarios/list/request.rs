@@ -176,6 +176,7 @@ async fn request_fields_reach_the_backend(cx: Context, transport: Transport) {
             "tool_choice": {"type": "function", "function": {"name": "lookup"}},
             "user": "end-user-9",
             "stream": true,
+            "stream_options": {"include_usage": true},
         }),
         "every option, and `user` wins over user_id"
     );
@@ -194,6 +195,7 @@ async fn request_fields_reach_the_backend(cx: Context, transport: Transport) {
             "stop": "END",
             "user": "u-42",
             "stream": true,
+            "stream_options": {"include_usage": true},
         }),
         "the conversation as given, user_id as user, nothing unset"
     );
