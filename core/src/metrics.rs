@@ -593,6 +593,11 @@ impl Totals {
         HandoffOutcome::ALL.iter().copied().zip(self.handoffs.iter().copied())
     }
 
+    /// Completion records that met `event` since start.
+    pub fn records_of(&self, event: RecordEvent) -> u64 {
+        self.records.get(event.index()).copied().unwrap_or(0)
+    }
+
     /// The fd reserve's events, every event listed.
     pub fn fd_events(&self) -> impl Iterator<Item = (FdEvent, u64)> + '_ {
         FdEvent::ALL.iter().copied().zip(self.fd_events.iter().copied())
