@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use recorder::{Counter, Protocol, RecordedRequest, Recorder, WaitTimeout};
-pub use render::{DONE_EVENT, ERROR_EVENT};
+pub use render::{CACHED_TOKENS, DONE_EVENT, ERROR_EVENT, PROMPT_TOKENS};
 pub use request::MAX_REQUEST_BODY;
 pub use script::{Ending, Script};
 pub use tls::TlsSetupError;

@@ -5,6 +5,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::tokens::Token;
 
+/// The prompt tokens every final usage chunk reports.
+pub const PROMPT_TOKENS: u64 = 9;
+/// Of [`PROMPT_TOKENS`], how many the usage chunk says were cached.
+pub const CACHED_TOKENS: u64 = 3;
+
 /// The end of the event stream.
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
@@ -106,6 +111,22 @@ impl ChunkPrefix {
                 out.put_slice(USAGE_CHOICES);
             }
         }
+    }
+
+    /// The final usage chunk (`stream_options.include_usage`): no choices, and
+    /// counts a test can predict: [`PROMPT_TOKENS`] (of which [`CACHED_TOKENS`]
+    /// cached), one completion token per content chunk sent.
+    pub fn render_usage(&self, completion_tokens: u32, out: &mut BytesMut) {
+        let usage = format!(
+            ",\"choices\":[],\"usage\":{{\"prompt_tokens\":{PROMPT_TOKENS},\"completion_tokens\":{completion_tokens},\
+\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{CACHED_TOKENS}}},\
+\"completion_tokens_details\":{{\"reasoning_tokens\":0}}}}}}\n\n",
+            PROMPT_TOKENS + u64::from(completion_tokens)
+        );
+        let head = self.bytes.get(..self.head_len).unwrap_or_default();
+        out.reserve(head.len() + usage.len());
+        out.put_slice(head);
+        out.put_slice(usage.as_bytes());
     }
 
     fn render(&self, out: &mut BytesMut, parts: &[&[u8]]) {

@@ -22,7 +22,9 @@ pub(crate) struct StreamDefaults {
 #[derive(Debug)]
 pub(crate) enum Reply {
     /// `200` with an event stream played from `script`.
-    Stream { script: Script, prefix: ChunkPrefix },
+    /// `usage`: the request asked for `stream_options.include_usage`, so a
+    /// usage chunk follows the finish chunk.
+    Stream { script: Script, prefix: ChunkPrefix, usage: bool },
     /// A complete JSON error response.
     Error { status: u16, body: Bytes, head_delay: Duration },
     /// `200` with these events (each whole, in order), `delay` apart: an agent
@@ -37,6 +39,12 @@ struct ChatRequest {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
 }
 
 /// An immediate JSON error response of OpenAI's `invalid_request_error` type.
@@ -87,7 +95,8 @@ pub(crate) fn decide(
         return Reply::Error { status, body: status_error_body(status), head_delay: script.head_delay };
     }
     let prefix = ChunkPrefix::new(number, request.model.as_deref().unwrap_or("mock"));
-    Reply::Stream { script, prefix }
+    let usage = request.stream_options.and_then(|options| options.include_usage) == Some(true);
+    Reply::Stream { script, prefix, usage }
 }
 
 /// What a LangGraph-like `/runs/stream` sends: `metadata` with the run id, a

@@ -42,7 +42,7 @@ pub(crate) async fn play<S: ResponseSink>(reply: Reply, sink: &mut S) -> StreamO
 }
 
 async fn play_until_gone<S: ResponseSink>(reply: Reply, sink: &mut S) -> Result<StreamOutcome, ClientGone> {
-    let (script, prefix) = match reply {
+    let (script, prefix, usage) = match reply {
         Reply::Error { status, body, head_delay } => {
             if !head_delay.is_zero() {
                 sink.idle_until(Instant::now() + head_delay).await?;
@@ -50,7 +50,7 @@ async fn play_until_gone<S: ResponseSink>(reply: Reply, sink: &mut S) -> Result<
             sink.send_error(status, body).await?;
             return Ok(StreamOutcome::Completed);
         }
-        Reply::Stream { script, prefix } => (script, prefix),
+        Reply::Stream { script, prefix, usage } => (script, prefix, usage),
         Reply::Events { events, delay } => {
             sink.send_stream_head().await?;
             let count = events.len();
@@ -95,6 +95,10 @@ async fn play_until_gone<S: ResponseSink>(reply: Reply, sink: &mut S) -> Result<
         Ending::Finish(reason) => {
             prefix.render_finish(&reason, &mut buf);
             sink.send_event(buf.split().freeze(), false).await?;
+            if usage {
+                prefix.render_usage(script.content_chunks, &mut buf);
+                sink.send_event(buf.split().freeze(), false).await?;
+            }
             sink.send_event(Bytes::from_static(DONE_EVENT), true).await?;
         }
         Ending::Abort => sink.end().await?,

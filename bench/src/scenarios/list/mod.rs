@@ -16,6 +16,7 @@ pub mod named;
 pub mod operating;
 pub mod pacing;
 pub mod patterns;
+pub mod records;
 pub mod request;
 pub mod sharing;
 
