@@ -99,5 +99,7 @@ mod tests {
             s.openai_base = "http://127.0.0.1:9/v1".into();
         });
         assert_eq!(super::plan(&old, &backends).applied, ["the default backend"]);
+        let per_user = config(|s| s.max_streams_per_user = 2);
+        assert_eq!(super::plan(&old, &per_user).applied, ["max-streams-per-user"]);
     }
 }
