@@ -8,11 +8,17 @@
 //! 2. While draining (after SIGINT/SIGTERM), every other handoff gets `503`
 //!    (`server_unavailable` / `server_shutting_down`) with `Retry-After`, even
 //!    with slots free: the daemon is going away and must not start new streams.
-//! 3. At the stream limit, `503` (`server_overloaded` / `over_capacity`) with
+//! 3. A handoff whose `user_id` already has as many streams as a per-user limit
+//!    allows (`--max-streams-per-user`, or the chosen backend's
+//!    `max_streams_per_user`) gets `429` (`rate_limit_exceeded` /
+//!    `too_many_streams`) with `Retry-After: 1`: only that user must wait, so it
+//!    is judged before the daemon-wide limit and takes none of its slots.
+//! 4. At the stream limit, `503` (`server_overloaded` / `over_capacity`) with
 //!    `Retry-After`.
 //!
-//! Each refusal is counted exactly once in [`Limits`]: `bad_handoffs`, or
-//! `rejected` (every 503) with `rejected_draining` for the draining ones.
+//! Each refusal is counted exactly once in [`Limits`]: `bad_handoffs`,
+//! `rejected_user_limit` (every 429), or `rejected` (every 503) with
+//! `rejected_draining` for the draining ones.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,6 +29,11 @@ use crate::handoff::{Handoff, HandoffError};
 use crate::http1::{self, ErrorStatus};
 use crate::limits::{Admission, Limits};
 use crate::redact::redact;
+use crate::user_limits::{BackendLimit, UserLimits};
+
+/// What a `429` tells the client to wait, in seconds: one of the user's own
+/// streams ending is what frees the slot, and streams end all the time.
+pub const USER_LIMIT_RETRY_AFTER_SECS: u32 = 1;
 
 /// Why a handoff was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,13 +45,18 @@ pub enum Refusal {
     AtCapacity,
     /// The daemon is shutting down: `503` with `Retry-After`.
     Draining,
+    /// The handoff's user has as many streams as a per-user limit allows:
+    /// `429` with `Retry-After: 1`.
+    UserLimit,
 }
 
 impl Refusal {
-    /// The response status: 400 for a bad handoff, 503 otherwise.
+    /// The response status: 400 for a bad handoff, 429 for a user over its
+    /// limit, 503 otherwise.
     pub fn status(&self) -> ErrorStatus {
         match self {
             Refusal::BadHandoff(_) => ErrorStatus::BadRequest,
+            Refusal::UserLimit => ErrorStatus::TooManyRequests,
             Refusal::AtCapacity | Refusal::Draining => ErrorStatus::ServiceUnavailable,
         }
     }
@@ -51,6 +67,7 @@ impl Refusal {
             Refusal::BadHandoff(_) => "invalid_request_error",
             Refusal::AtCapacity => "server_overloaded",
             Refusal::Draining => "server_unavailable",
+            Refusal::UserLimit => "rate_limit_exceeded",
         }
     }
 
@@ -60,6 +77,7 @@ impl Refusal {
             Refusal::BadHandoff(_) => "bad_handoff",
             Refusal::AtCapacity => "over_capacity",
             Refusal::Draining => "server_shutting_down",
+            Refusal::UserLimit => "too_many_streams",
         }
     }
 
@@ -70,15 +88,21 @@ impl Refusal {
             Refusal::BadHandoff(error) => Cow::Owned(redact(&error.to_string()).into_owned()),
             Refusal::AtCapacity => Cow::Borrowed("the streaming daemon is at capacity"),
             Refusal::Draining => Cow::Borrowed("the streaming daemon is shutting down"),
+            Refusal::UserLimit => Cow::Borrowed("too many concurrent streams for this user"),
         }
     }
 
     /// The complete HTTP response the client gets: status line, JSON error body in
-    /// OpenAI's shape, `Content-Length`, `Connection: close`, and for the 503s
-    /// `Retry-After: retry_after_secs`.
+    /// OpenAI's shape, `Content-Length`, `Connection: close`, for the 503s
+    /// `Retry-After: retry_after_secs`, and for the 429
+    /// `Retry-After: 1` ([`USER_LIMIT_RETRY_AFTER_SECS`]).
     pub fn response(&self, retry_after_secs: u32) -> Bytes {
         let status = self.status();
-        let retry_after = (status == ErrorStatus::ServiceUnavailable).then_some(retry_after_secs);
+        let retry_after = match status {
+            ErrorStatus::ServiceUnavailable => Some(retry_after_secs),
+            ErrorStatus::TooManyRequests => Some(USER_LIMIT_RETRY_AFTER_SECS),
+            _ => None,
+        };
         http1::error_response(status, &self.message(), self.error_type(), Some(self.code()), retry_after)
     }
 }
@@ -90,6 +114,7 @@ impl std::fmt::Display for Refusal {
             Refusal::BadHandoff(error) => write!(f, "bad handoff: {error}"),
             Refusal::AtCapacity => write!(f, "at the stream limit"),
             Refusal::Draining => write!(f, "shutting down"),
+            Refusal::UserLimit => write!(f, "at the per-user stream limit"),
         }
     }
 }
@@ -99,6 +124,28 @@ impl std::fmt::Display for Refusal {
 /// holds its slot until the [`Admission`] is dropped.
 pub fn admit(
     limits: &Arc<Limits>,
+    draining: bool,
+    decoded: Result<Handoff, HandoffError>,
+) -> Result<(Handoff, Admission), Refusal> {
+    admit_checked(limits, None, draining, decoded)
+}
+
+/// [`admit`] with the per-user limits: `users` (the global per-user limit and
+/// every user's counts) and the chosen backend's own limit (`None`: a backend
+/// without one). The admission holds the user's slot until it is dropped.
+pub fn admit_for_user(
+    limits: &Arc<Limits>,
+    users: &Arc<UserLimits>,
+    backend: Option<BackendLimit<'_>>,
+    draining: bool,
+    decoded: Result<Handoff, HandoffError>,
+) -> Result<(Handoff, Admission), Refusal> {
+    admit_checked(limits, Some((users, backend)), draining, decoded)
+}
+
+fn admit_checked(
+    limits: &Arc<Limits>,
+    users: Option<(&Arc<UserLimits>, Option<BackendLimit<'_>>)>,
     draining: bool,
     decoded: Result<Handoff, HandoffError>,
 ) -> Result<(Handoff, Admission), Refusal> {
@@ -113,9 +160,21 @@ pub fn admit(
         limits.record_rejected_draining();
         return Err(Refusal::Draining);
     }
+    // Taken before the daemon-wide slot, so a 429 never counts as started; a
+    // 503 that follows drops the user's slot again.
+    let user_slot = match users {
+        Some((users, backend)) => match users.take(handoff.user_id.as_deref(), backend) {
+            Ok(slot) => slot,
+            Err(_) => {
+                limits.record_rejected_user_limit();
+                return Err(Refusal::UserLimit);
+            }
+        },
+        None => None,
+    };
     // `try_admit` counts its own refusal in `rejected`.
     match limits.try_admit() {
-        Some(admission) => Ok((handoff, admission)),
+        Some(admission) => Ok((handoff, admission.with_user_slot(user_slot))),
         None => Err(Refusal::AtCapacity),
     }
 }
@@ -284,6 +343,89 @@ mod tests {
         }
     }
 
+    fn of_user(user: &str) -> Result<Handoff, HandoffError> {
+        handoff::decode(format!(r#"{{"prompt":"hi","user_id":"{user}"}}"#).as_bytes())
+    }
+
+    #[test]
+    fn a_user_over_its_limit_gets_429_counted_once_and_takes_no_slot() {
+        let limits = Limits::new(10);
+        let users = UserLimits::new(2);
+        let admit_user = |user| admit_for_user(&limits, &users, None, false, of_user(user));
+        let first = admit_user("u1").expect("first of u1");
+        let second = admit_user("u1").expect("second of u1");
+        assert_eq!(admit_user("u1").expect_err("third of u1"), Refusal::UserLimit);
+        let other = admit_user("u2").expect("u2 is served");
+        let anonymous = admit_for_user(
+            &limits,
+            &users,
+            None,
+            false,
+            good().map(|mut handoff| {
+                handoff.user_id = None;
+                handoff
+            }),
+        );
+        assert!(anonymous.is_ok(), "a handoff without user_id is not limited");
+        let snapshot = limits.snapshot();
+        assert_eq!((snapshot.started, snapshot.active), (4, 4), "the 429 took no slot");
+        assert_eq!((snapshot.rejected_user_limit, snapshot.rejected), (1, 0));
+        drop(first);
+        assert!(admit_user("u1").is_ok(), "an ended stream frees its user's slot");
+        drop((second, other, anonymous));
+    }
+
+    #[test]
+    fn a_backend_limit_refuses_only_on_that_backend() {
+        let limits = Limits::new(10);
+        let users = UserLimits::new(0);
+        let on = |name| Some(BackendLimit { name, max_per_user: 1 });
+        let held = admit_for_user(&limits, &users, on("a"), false, of_user("u1")).expect("first on a");
+        let refused = admit_for_user(&limits, &users, on("a"), false, of_user("u1"));
+        assert_eq!(refused.expect_err("second on a"), Refusal::UserLimit);
+        assert!(admit_for_user(&limits, &users, on("b"), false, of_user("u1")).is_ok());
+        assert!(admit_for_user(&limits, &users, None, false, of_user("u1")).is_ok());
+        drop(held);
+    }
+
+    #[test]
+    fn at_capacity_a_users_slot_is_given_back() {
+        let limits = Limits::new(1);
+        let users = UserLimits::new(1);
+        let held = admit_for_user(&limits, &users, None, false, of_user("u1")).expect("admitted");
+        let refused = admit_for_user(&limits, &users, None, false, of_user("u2"));
+        assert_eq!(refused.expect_err("at capacity"), Refusal::AtCapacity);
+        assert_eq!(users.streams_of("u2"), 0, "the 503 left no count behind");
+        let refused = admit_for_user(&limits, &users, None, true, of_user("u1"));
+        assert_eq!(refused.expect_err("draining first"), Refusal::Draining);
+        drop(held);
+        assert_eq!(users.tracked(), 0);
+    }
+
+    #[test]
+    fn a_handoff_refused_after_admission_frees_its_users_slot() {
+        let limits = Limits::new(10);
+        let users = UserLimits::new(1);
+        let (_, admission) = admit_for_user(&limits, &users, None, false, of_user("u1")).expect("admitted");
+        let _ = refuse_admitted(admission, HandoffError::Truncated);
+        assert_eq!(users.streams_of("u1"), 0);
+    }
+
+    #[test]
+    fn the_429_response_carries_retry_after_one_and_its_code() {
+        for retry_after in [1, 30] {
+            let (status, headers, body) = parse(&Refusal::UserLimit.response(retry_after));
+            assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
+            assert_eq!(header(&headers, "retry-after"), Some("1"), "not --retry-after's {retry_after}");
+            assert_eq!(header(&headers, "content-type"), Some("application/json"));
+            assert_eq!(header(&headers, "connection"), Some("close"));
+            assert_eq!(body["error"]["type"], "rate_limit_exceeded");
+            assert_eq!(body["error"]["code"], "too_many_streams");
+            assert_eq!(body["error"]["message"], "too many concurrent streams for this user");
+        }
+        assert_eq!(Refusal::UserLimit.to_string(), "at the per-user stream limit");
+    }
+
     #[test]
     fn a_bad_handoff_message_is_redacted() {
         let error = HandoffError::InvalidField {
@@ -338,6 +480,7 @@ mod tests {
                             Err(Refusal::BadHandoff(_)) => seen.1 += 1,
                             Err(Refusal::AtCapacity) => seen.2 += 1,
                             Err(Refusal::Draining) => seen.3 += 1,
+                            Err(Refusal::UserLimit) => panic!("no per-user limit here"),
                         }
                     }
                     barrier.wait();

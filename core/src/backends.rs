@@ -72,6 +72,10 @@ pub struct BackendTable {
     pub ca: Option<PathBuf>,
     /// `paths` (kind `passthrough`): the prefixes a handoff's `path` may start with.
     pub paths: Vec<String>,
+    /// `max_streams_per_user`: most streams one `user_id` may have on this
+    /// backend at once (0 or unset: no limit of its own; the global
+    /// `--max-streams-per-user` still counts them). Not inherited.
+    pub max_streams_per_user: Option<u32>,
 }
 
 // Written out so the key never reaches a log.
@@ -95,6 +99,7 @@ impl std::fmt::Debug for BackendTable {
             .field("insecure_tls", &self.insecure_tls)
             .field("ca", &self.ca)
             .field("paths", &self.paths)
+            .field("max_streams_per_user", &self.max_streams_per_user)
             .finish()
     }
 }
@@ -110,6 +115,9 @@ pub struct NamedBackend {
     pub pool: PoolConfig,
     /// Its streams' timeouts; the rest as the flags say.
     pub stream: StreamConfig,
+    /// Most streams one `user_id` may have on this backend at once (0: no
+    /// limit of its own).
+    pub max_streams_per_user: u32,
 }
 
 /// Which backend serves a handoff: `None` for the default, or the index of the
@@ -235,7 +243,13 @@ fn validate_table(name: &str, table: &BackendTable, settings: &Settings) -> Resu
             paths.clone_from(&table.paths);
         }
     }
-    Ok(NamedBackend { name: name.to_owned(), backend, pool, stream })
+    Ok(NamedBackend {
+        name: name.to_owned(),
+        backend,
+        pool,
+        stream,
+        max_streams_per_user: table.max_streams_per_user.unwrap_or(0),
+    })
 }
 
 /// Whether `handoff` suits the backend chosen for it (`None`: the mock): a

@@ -224,6 +224,9 @@ pub struct Settings {
     pub benchmark: bool,
     /// Concurrent streams before new handoffs get 503.
     pub max_connections: u64,
+    /// Concurrent streams one `user_id` may have, all backends together, before
+    /// its next handoff gets 429 (0: no limit).
+    pub max_streams_per_user: u32,
     /// Shared-nothing workers (0: one per two CPUs, at least one).
     pub threads: usize,
     /// Seconds running streams may take to finish after SIGINT/SIGTERM.
@@ -323,6 +326,7 @@ impl Default for Settings {
             backend_connections: BACKEND_CONNECTIONS,
             benchmark: false,
             max_connections: MAX_CONNECTIONS,
+            max_streams_per_user: 0,
             threads: THREADS,
             drain_timeout: DRAIN_TIMEOUT_SECS,
             keep_alive: KEEP_ALIVE_SECS,
@@ -397,6 +401,7 @@ impl std::fmt::Debug for Settings {
             backend_connections,
             benchmark,
             max_connections,
+            max_streams_per_user,
             threads,
             drain_timeout,
             keep_alive,
@@ -450,6 +455,7 @@ impl std::fmt::Debug for Settings {
             .field("backend_connections", backend_connections)
             .field("benchmark", benchmark)
             .field("max_connections", max_connections)
+            .field("max_streams_per_user", max_streams_per_user)
             .field("threads", threads)
             .field("drain_timeout", drain_timeout)
             .field("keep_alive", keep_alive)
@@ -665,6 +671,9 @@ pub struct Config {
     pub benchmark: bool,
     /// Concurrent streams before new handoffs are refused 503.
     pub max_streams: u64,
+    /// Concurrent streams one `user_id` may have, all backends together, before
+    /// its next handoff is refused 429 (0: no limit; see [`crate::user_limits`]).
+    pub max_streams_per_user: u32,
     /// How long running streams may take to finish after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
     /// How long an accepted module connection may take to deliver its handoff.
@@ -869,6 +878,7 @@ impl Settings {
             threads: self.threads,
             benchmark: self.benchmark,
             max_streams: self.max_connections,
+            max_streams_per_user: self.max_streams_per_user,
             drain_timeout: Duration::from_secs(self.drain_timeout),
             receive_timeout: Duration::from_secs(self.receive_timeout),
             accept_backoff: Duration::from_millis(100),

@@ -19,9 +19,11 @@
 //! - [`mock`]: the mock backend's 18-event script, driven through [`stream`].
 //! - [`pool`]: backend connection bookkeeping (which connection gets the next stream).
 //! - [`limits`]: the concurrent-stream limit, counters and the benchmark summary.
+//! - [`user_limits`]: per-user concurrent stream counts (`--max-streams-per-user`
+//!   and a backend's `max_streams_per_user`), keyed by the handoff's `user_id`.
 //! - [`admission`]: whether a received handoff becomes a stream, and the complete
-//!   HTTP error response when it does not (400 bad handoff, 503 at capacity or
-//!   shutting down).
+//!   HTTP error response when it does not (400 bad handoff, 429 a user over its
+//!   limit, 503 at capacity or shutting down).
 //! - [`guard`]: who may hand off (`SO_PEERCRED`), which handed-off fds are
 //!   served (stream sockets only), and the fd reserve for a full fd table.
 //! - [`balance`]: whether a worker accepts the next handoff now or leaves it to a
@@ -122,3 +124,4 @@ pub mod stream;
 #[cfg(any(test, feature = "__testing"))]
 #[doc(hidden)]
 pub mod testing;
+pub mod user_limits;

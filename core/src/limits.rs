@@ -26,14 +26,17 @@ pub struct Limits {
     client_stalled: AtomicU64,
     rejected: AtomicU64,
     rejected_draining: AtomicU64,
+    rejected_user_limit: AtomicU64,
     bad_handoffs: AtomicU64,
     bytes_sent: AtomicU64,
 }
 
-/// One admitted stream; dropping it frees its slot.
+/// One admitted stream; dropping it frees its slot (and its user's, if any).
 #[derive(Debug)]
 pub struct Admission {
     limits: Arc<Limits>,
+    /// The stream's place in its user's counts, held as long as the admission.
+    user: Option<crate::user_limits::UserSlot>,
 }
 
 /// A consistent-enough copy of the counters.
@@ -58,6 +61,9 @@ pub struct Snapshot {
     pub rejected: u64,
     /// Of `rejected`, those answered 503 because the daemon was shutting down.
     pub rejected_draining: u64,
+    /// Handoffs answered 429: their user had as many streams as a per-user limit
+    /// allows (not in `rejected`).
+    pub rejected_user_limit: u64,
     /// Handoffs answered 400.
     pub bad_handoffs: u64,
     /// Bytes written to clients.
@@ -99,7 +105,7 @@ impl Limits {
         }
         self.peak_concurrent.fetch_max(active + 1, Relaxed);
         self.started.fetch_add(1, Relaxed);
-        Some(Admission { limits: Arc::clone(self) })
+        Some(Admission { limits: Arc::clone(self), user: None })
     }
 
     /// Counts a handoff answered 503 because the daemon is draining: in `rejected`
@@ -114,6 +120,12 @@ impl Limits {
     /// before [`crate::admission::admit`].
     pub fn record_rejected(&self) {
         self.record_rejected_draining();
+    }
+
+    /// Counts a handoff answered 429 for a per-user limit.
+    /// [`crate::admission::admit_for_user`] calls it.
+    pub fn record_rejected_user_limit(&self) {
+        self.rejected_user_limit.fetch_add(1, Relaxed);
     }
 
     /// Counts a handoff answered 400.
@@ -150,6 +162,7 @@ impl Limits {
             client_stalled: self.client_stalled.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             rejected_draining: self.rejected_draining.load(Relaxed),
+            rejected_user_limit: self.rejected_user_limit.load(Relaxed),
             bad_handoffs: self.bad_handoffs.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
         }
@@ -157,6 +170,12 @@ impl Limits {
 }
 
 impl Admission {
+    /// This admission holding `slot` (its user's place) until it is dropped.
+    pub fn with_user_slot(mut self, slot: Option<crate::user_limits::UserSlot>) -> Admission {
+        self.user = slot;
+        self
+    }
+
     /// The handoff turned out bad after it was admitted (a file it names could not
     /// be used): it never started, so it counts as a bad handoff, and its slot is
     /// freed now.
@@ -183,6 +202,7 @@ pub fn summary(snapshot: &Snapshot) -> String {
         ("client stalled", snapshot.client_stalled),
         ("rejected (503)", snapshot.rejected),
         ("rejected while draining (503)", snapshot.rejected_draining),
+        ("rejected per-user limit (429)", snapshot.rejected_user_limit),
         ("bad handoffs (400)", snapshot.bad_handoffs),
         ("bytes sent", snapshot.bytes_sent),
     ];
@@ -334,6 +354,7 @@ mod tests {
             client_stalled: 4,
             rejected: 5,
             rejected_draining: 2,
+            rejected_user_limit: 7,
             bad_handoffs: 6,
             bytes_sent: 123_456,
         };
@@ -350,6 +371,7 @@ mod tests {
                 "client stalled: 4",
                 "rejected (503): 5",
                 "rejected while draining (503): 2",
+                "rejected per-user limit (429): 7",
                 "bad handoffs (400): 6",
                 "bytes sent: 123456",
             ]

@@ -184,6 +184,8 @@ pub enum Rejection {
     /// The kernel had no fd for the client socket and closed it (MSG_CTRUNC
     /// with none received): that client got nothing, nobody could answer.
     FdDropped,
+    /// 429: the handoff's user had as many streams as a per-user limit allows.
+    UserLimit,
 }
 
 /// What the fd reserve saw, for `handoff_fd_exhaustion_total{event}`.
@@ -231,7 +233,7 @@ impl FdEvent {
 
 impl HandoffOutcome {
     /// Every value, in the order of the counters (`HandoffOutcome::index`, private).
-    pub const ALL: [HandoffOutcome; 22] = [
+    pub const ALL: [HandoffOutcome; 23] = [
         HandoffOutcome::Completed,
         HandoffOutcome::ClientGone,
         HandoffOutcome::ClientStalled,
@@ -254,10 +256,11 @@ impl HandoffOutcome {
         HandoffOutcome::Rejected(Rejection::NotStreamSocket),
         HandoffOutcome::Rejected(Rejection::FdExhausted),
         HandoffOutcome::Rejected(Rejection::FdDropped),
+        HandoffOutcome::Rejected(Rejection::UserLimit),
     ];
     const COUNT: usize = Self::ALL.len();
 
-    /// Its slot in a worker's counters (a scan of 22: once per stream).
+    /// Its slot in a worker's counters (a scan of 23: once per stream).
     fn index(self) -> usize {
         Self::ALL.iter().position(|&o| o == self).unwrap_or(0)
     }
@@ -306,6 +309,7 @@ impl HandoffOutcome {
                 Rejection::NotStreamSocket => "not_stream_socket",
                 Rejection::FdExhausted => "fd_exhausted",
                 Rejection::FdDropped => "fd_dropped",
+                Rejection::UserLimit => "user_limit",
             },
         }
     }
@@ -357,6 +361,7 @@ impl Rejection {
             Refusal::BadHandoff(_) => Rejection::BadHandoff,
             Refusal::AtCapacity => Rejection::Capacity,
             Refusal::Draining => Rejection::Draining,
+            Refusal::UserLimit => Rejection::UserLimit,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What a configuration reload (SIGHUP) may change while streams run.
 //!
-//! The backends (the flags' and the named ones, with their pools and stream
-//! timeouts) and `--max-connections` take effect for the handoffs that arrive
+//! The backends (the flags' and the named ones, with their pools, stream
+//! timeouts and per-user limits), `--max-connections` and
+//! `--max-streams-per-user` take effect for the handoffs that arrive
 //! after the reload; running streams finish on the backend and timeouts they
 //! started with. Everything else is fixed by what the process set up at start
 //! (the socket, its owner and mode, workers, log format, the metrics endpoint,
@@ -42,6 +43,7 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     check(old.stream != new.stream, "stream timeouts and limits", true);
     check(old.named_backends != new.named_backends, "named backends", true);
     check(old.max_streams != new.max_streams, "max-connections", true);
+    check(old.max_streams_per_user != new.max_streams_per_user, "max-streams-per-user", true);
     check(old.socket_path != new.socket_path, "socket", false);
     check(old.socket_mode != new.socket_mode, "mode", false);
     check(
@@ -97,5 +99,7 @@ mod tests {
             s.openai_base = "http://127.0.0.1:9/v1".into();
         });
         assert_eq!(super::plan(&old, &backends).applied, ["the default backend"]);
+        let per_user = config(|s| s.max_streams_per_user = 2);
+        assert_eq!(super::plan(&old, &per_user).applied, ["max-streams-per-user"]);
     }
 }

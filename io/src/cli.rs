@@ -94,6 +94,13 @@ pub struct Cli {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: u64,
 
+    /// Concurrent streams one handoff `user_id` may have before its next handoff
+    /// gets 429 Too Many Requests with Retry-After: 1 (0: no limit; a handoff
+    /// without `user_id` is never limited). A backend table's
+    /// `max_streams_per_user` limits that backend's streams on top.
+    #[arg(long, value_name = "COUNT", default_value_t = 0)]
+    pub max_streams_per_user: u32,
+
     /// Shared-nothing workers, one thread each (0 = one per two CPUs, at least one).
     #[arg(long, default_value_t = defaults::THREADS)]
     pub threads: usize,
@@ -343,6 +350,7 @@ impl Cli {
         settings.backend_connections = self.backend_connections;
         settings.benchmark = self.benchmark;
         settings.max_connections = self.max_connections;
+        settings.max_streams_per_user = self.max_streams_per_user;
         settings.threads = self.threads;
         settings.drain_timeout = self.drain_timeout;
         settings.keep_alive = self.keep_alive;

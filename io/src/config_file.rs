@@ -588,6 +588,21 @@ ca = \"/etc/ssl/extra.pem\"
     }
 
     #[test]
+    fn max_streams_per_user_is_a_top_level_key_and_a_backend_tables_key() {
+        let text = "max_streams_per_user = 2\n\n[backends.slow]\nkind = \"mock\"\nmax_streams_per_user = 1\n";
+        let (cli, _) = merged(text, &[]).unwrap();
+        assert_eq!(cli.max_streams_per_user, 2);
+        let (cli, _) = merged(text, &["--max-streams-per-user", "7"]).unwrap();
+        assert_eq!(cli.max_streams_per_user, 7, "the flag wins");
+        let read = tables(text, &[]).unwrap();
+        assert_eq!(read[0].1.max_streams_per_user, Some(1));
+        let negative = tables("[backends.a]\nkind = \"mock\"\nmax_streams_per_user = -1\n", &[]).unwrap_err();
+        assert!(negative.message.contains("out of range"), "{negative:?}");
+        let top = merged("max_streams_per_user = \"lots\"\n", &[]).unwrap_err();
+        assert_eq!(top.key.as_deref(), Some("max_streams_per_user"));
+    }
+
+    #[test]
     fn backend_tables_with_an_inline_key_a_missing_key_or_an_unknown_key_are_refused() {
         let refused = |text: &str| tables(text, &[]).unwrap_err();
         let inline = refused("[backends.a]\nbase_url = \"http://a\"\napi_key = \"sk-x\"\n");

@@ -22,6 +22,7 @@ use handoff_core::mock;
 use handoff_core::pool::StreamId;
 use handoff_core::stream::close::Closing;
 use handoff_core::stream::{Source, Stream, StreamConfig};
+use handoff_core::user_limits::{BackendLimit, UserLimits};
 use handoff_core::{admission, handoff};
 
 use crate::activation::ActivationError;
@@ -38,6 +39,11 @@ use crate::{driver, sys};
 /// once per handoff or per stream (an atomic each), never per event.
 pub struct Global {
     pub limits: Arc<Limits>,
+    /// Every user's running streams, for `--max-streams-per-user` and the
+    /// backends' `max_streams_per_user`: a Mutex-protected map shared by all
+    /// workers, locked once when a stream is admitted and once when it ends,
+    /// never per event (core's `user_limits` says why that is acceptable).
+    pub user_limits: Arc<UserLimits>,
     /// Set once shutdown began: queued handoffs are answered 503.
     draining: AtomicBool,
     /// The socket path is removed once, by the first worker to stop.
@@ -93,6 +99,7 @@ impl Global {
     pub fn new(limits: Arc<Limits>) -> Arc<Global> {
         Arc::new(Global {
             limits,
+            user_limits: UserLimits::new(0),
             draining: AtomicBool::new(false),
             unlinked: AtomicBool::new(false),
             handoffs: AtomicU64::new(0),
@@ -342,7 +349,12 @@ impl<R: Runtime> Served<R> {
             .iter()
             .map(|named| {
                 let backend = start(&named.backend, &named.pool, &named.name)?;
-                Ok(NamedServed { name: named.name.clone(), backend, stream_config: named.stream.clone() })
+                Ok(NamedServed {
+                    name: named.name.clone(),
+                    backend,
+                    stream_config: named.stream.clone(),
+                    max_streams_per_user: named.max_streams_per_user,
+                })
             })
             .collect::<Result<Vec<_>, DaemonError>>()?;
         Ok(Served { default, default_stream: config.stream.clone(), named })
@@ -372,6 +384,8 @@ struct NamedServed<R: Runtime> {
     backend: Option<OpenAiBackend<R>>,
     /// Its streams' timeouts.
     stream_config: StreamConfig,
+    /// Most streams one user may have on it at once (0: no limit of its own).
+    max_streams_per_user: u32,
 }
 
 /// Each worker owns its connections, so each backend pool's limits are divided
@@ -443,6 +457,7 @@ impl Listening {
                 .map_err(DaemonError::Bind)?,
         };
         let global = Global::new(Limits::new(config.max_streams));
+        global.user_limits.set_max_per_user(config.max_streams_per_user);
         if let Some(records) = &config.records {
             let sink = crate::records::Sink::start(records, Arc::clone(&global.metrics))
                 .map_err(DaemonError::Records)?;
@@ -461,6 +476,7 @@ impl Listening {
             socket = %config.socket_path.display(),
             backend = if matches!(config.backend, Backend::Mock) { "mock" } else { "openai" },
             max_streams = config.max_streams,
+            max_streams_per_user = config.max_streams_per_user,
             "listening"
         );
         for named in &config.named_backends {
@@ -1157,7 +1173,20 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
     });
     let draining =
         shared.global.draining.load(Ordering::Acquire) && shared.socket_origin.refuses_late_handoffs();
-    let (mut handoff, admission) = match admission::admit(&shared.limits, draining, decoded) {
+    // The chosen backend's own per-user limit (the default backend has none).
+    let backend_limit = chosen
+        .and_then(|index| served.named.get(index))
+        .map(|named| BackendLimit { name: named.name.as_str(), max_per_user: named.max_streams_per_user });
+    // The user's slot rides in the admission: held by the stream task until
+    // its outcome, given back when the admission is dropped (on every path).
+    let admitted = admission::admit_for_user(
+        &shared.limits,
+        &shared.global.user_limits,
+        backend_limit,
+        draining,
+        decoded,
+    );
+    let (mut handoff, admission) = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => return refuse(shared, client, refusal),
     };

@@ -122,6 +122,7 @@ fn reload(global: &Global, current: Config, reread: &Reread) -> Config {
         return current;
     }
     global.limits.set_max_streams(new.max_streams);
+    global.user_limits.set_max_per_user(new.max_streams_per_user);
     tracing::info!(applied = ?plan.applied, "SIGHUP: configuration reloaded; new handoffs use it, running streams finish as they started");
     global.published.publish(new.clone());
     new

@@ -173,6 +173,8 @@ macro_rules! scenario_tests {
             handoffs::silent_module_connection_does_not_stall_others,
             handoffs::bad_handoffs_over_sock_stream_get_400,
             limits::third_stream_over_max_connections_gets_503,
+            limits::per_user_limit_refuses_a_users_third_stream_with_429_and_serves_others,
+            limits::per_user_limit_of_a_backend_counts_only_its_streams,
             guard::guard_only_stream_sockets_are_served,
             guard::guard_a_peer_not_allowed_is_closed_unread,
             guard::guard_allowed_peers_are_served_and_unknown_names_refused,

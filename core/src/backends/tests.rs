@@ -234,3 +234,15 @@ fn a_handoff_names_its_backend_with_a_string() {
     let error = crate::handoff::decode(br#"{"backend":7}"#).unwrap_err();
     assert!(matches!(error, HandoffError::InvalidField { field: "backend", .. }), "{error:?}");
 }
+
+#[test]
+fn a_tables_per_user_limit_is_its_own_and_the_global_one_is_the_settings() {
+    let limited = BackendTable { max_streams_per_user: Some(3), ..local("http://127.0.0.1:8000/v1") };
+    let mut settings = settings(vec![("limited", limited), ("bare", local("http://10.0.0.2/v1"))]);
+    settings.max_streams_per_user = 5;
+    let config = settings.validate().unwrap();
+    assert_eq!(config.max_streams_per_user, 5);
+    assert_eq!(config.named_backends[0].max_streams_per_user, 3);
+    assert_eq!(config.named_backends[1].max_streams_per_user, 0, "not inherited from the global limit");
+    assert_eq!(Settings::default().validate().unwrap().max_streams_per_user, 0, "off by default");
+}

@@ -122,15 +122,18 @@ fn denied_name(name: &str) -> Option<&'static str> {
 pub enum ErrorStatus {
     /// 400 Bad Request: the request (the handoff) itself is wrong.
     BadRequest,
+    /// 429 Too Many Requests: this user has too many streams open; worth a retry.
+    TooManyRequests,
     /// 503 Service Unavailable: not now (at capacity or draining); worth a retry.
     ServiceUnavailable,
 }
 
 impl ErrorStatus {
-    /// The numeric status code (400 or 503).
+    /// The numeric status code (400, 429 or 503).
     pub fn code(self) -> u16 {
         match self {
             ErrorStatus::BadRequest => 400,
+            ErrorStatus::TooManyRequests => 429,
             ErrorStatus::ServiceUnavailable => 503,
         }
     }
@@ -139,6 +142,7 @@ impl ErrorStatus {
     pub fn reason(self) -> &'static str {
         match self {
             ErrorStatus::BadRequest => "Bad Request",
+            ErrorStatus::TooManyRequests => "Too Many Requests",
             ErrorStatus::ServiceUnavailable => "Service Unavailable",
         }
     }
@@ -341,6 +345,10 @@ mod tests {
         assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
         let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
         assert!(parsed["error"]["code"].is_null());
+
+        let response = error_response(ErrorStatus::TooManyRequests, "m", "t", None, Some(1));
+        assert!(text(&response).starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
+        assert!(text(&response).contains("\r\nRetry-After: 1\r\n"));
 
         let response = error_response(ErrorStatus::BadRequest, "m", "t", None, None);
         assert!(text(&response).starts_with("HTTP/1.1 400 Bad Request\r\n"));

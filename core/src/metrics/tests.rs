@@ -56,6 +56,7 @@ fn every_refusal_maps_to_a_rejection() {
     let cases = [
         (Refusal::AtCapacity, "capacity"),
         (Refusal::Draining, "draining"),
+        (Refusal::UserLimit, "user_limit"),
         (Refusal::BadHandoff(HandoffError::Truncated), "bad_handoff"),
     ];
     for (refusal, reason) in cases {

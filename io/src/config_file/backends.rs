@@ -33,6 +33,7 @@ const KEYS: &[&str] = &[
     "insecure_tls",
     "ca",
     "paths",
+    "max_streams_per_user",
 ];
 
 /// Reads the `backends` value (a table of tables) found at `line`, in the file's
@@ -123,6 +124,7 @@ pub(super) fn read(
                 "first_byte_timeout" => out.first_byte_timeout = Some(number(&value).map_err(problem)?),
                 "idle_timeout" => out.idle_timeout = Some(number(&value).map_err(problem)?),
                 "total_timeout" => out.total_timeout = Some(number(&value).map_err(problem)?),
+                "max_streams_per_user" => out.max_streams_per_user = Some(number(&value).map_err(problem)?),
                 _ => return Err(problem("unknown key".into())),
             }
         }
