@@ -25,8 +25,9 @@ pub async fn openai_format_forwards_every_chunk_with_tool_calls_and_reasoning(cx
     let response = daemon.hand_off(handoff.to_string()).await.read_to_end().await;
     let chunks = response.expect_openai_stream();
 
-    // The role chunk, the four content-less ones, the content, the finish.
-    assert_eq!(chunks.len(), 1 + 4 + TOKENS as usize + 1, "{chunks:#?}");
+    // The role chunk, the four content-less ones, the content, the finish, and the
+    // final usage chunk the daemon asked for (`stream_options.include_usage`).
+    assert_eq!(chunks.len(), 1 + 4 + TOKENS as usize + 1 + 1, "{chunks:#?}");
     for chunk in &chunks {
         assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
         assert_eq!(chunk["id"], chunks[0]["id"], "one completion's chunks");
@@ -47,7 +48,10 @@ pub async fn openai_format_forwards_every_chunk_with_tool_calls_and_reasoning(cx
     let text: String =
         chunks.iter().filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, expected_text());
-    assert_eq!(chunks.last().map(|chunk| chunk["choices"][0]["finish_reason"].clone()), Some(json!("stop")));
+    let finish = chunks.get(chunks.len() - 2).map(|chunk| chunk["choices"][0]["finish_reason"].clone());
+    assert_eq!(finish, Some(json!("stop")));
+    let last = chunks.last().map(|chunk| chunk["usage"]["completion_tokens"].clone());
+    assert_eq!(last, Some(json!(TOKENS)), "the usage chunk comes last");
 
     // An upstream error mid-stream is still the daemon's error event.
     let failing = json!({ "prompt": "fail", "format": "openai", "test_pattern": "error-event:1" });
