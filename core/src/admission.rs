@@ -13,6 +13,9 @@
 //!    `max_streams_per_user`) gets `429` (`rate_limit_exceeded` /
 //!    `too_many_streams`) with `Retry-After: 1`: only that user must wait, so it
 //!    is judged before the daemon-wide limit and takes none of its slots.
+//!    A user who has spent its token budget for the window
+//!    (`--user-token-budget`) gets `429` (`rate_limit_exceeded` /
+//!    `token_budget_exhausted`) with `Retry-After` until the next window.
 //! 4. At the stream limit, `503` (`server_overloaded` / `over_capacity`) with
 //!    `Retry-After`.
 //!
@@ -48,6 +51,12 @@ pub enum Refusal {
     /// The handoff's user has as many streams as a per-user limit allows:
     /// `429` with `Retry-After: 1`.
     UserLimit,
+    /// The handoff's user has spent its token budget for the current window:
+    /// `429` with `Retry-After` until the next window.
+    TokenBudget {
+        /// Seconds until the next window.
+        retry_after_secs: u32,
+    },
 }
 
 impl Refusal {
@@ -56,7 +65,7 @@ impl Refusal {
     pub fn status(&self) -> ErrorStatus {
         match self {
             Refusal::BadHandoff(_) => ErrorStatus::BadRequest,
-            Refusal::UserLimit => ErrorStatus::TooManyRequests,
+            Refusal::UserLimit | Refusal::TokenBudget { .. } => ErrorStatus::TooManyRequests,
             Refusal::AtCapacity | Refusal::Draining => ErrorStatus::ServiceUnavailable,
         }
     }
@@ -67,7 +76,7 @@ impl Refusal {
             Refusal::BadHandoff(_) => "invalid_request_error",
             Refusal::AtCapacity => "server_overloaded",
             Refusal::Draining => "server_unavailable",
-            Refusal::UserLimit => "rate_limit_exceeded",
+            Refusal::UserLimit | Refusal::TokenBudget { .. } => "rate_limit_exceeded",
         }
     }
 
@@ -78,6 +87,7 @@ impl Refusal {
             Refusal::AtCapacity => "over_capacity",
             Refusal::Draining => "server_shutting_down",
             Refusal::UserLimit => "too_many_streams",
+            Refusal::TokenBudget { .. } => "token_budget_exhausted",
         }
     }
 
@@ -89,6 +99,9 @@ impl Refusal {
             Refusal::AtCapacity => Cow::Borrowed("the streaming daemon is at capacity"),
             Refusal::Draining => Cow::Borrowed("the streaming daemon is shutting down"),
             Refusal::UserLimit => Cow::Borrowed("too many concurrent streams for this user"),
+            Refusal::TokenBudget { .. } => {
+                Cow::Borrowed("this user's token budget for the current window is spent")
+            }
         }
     }
 
@@ -98,9 +111,10 @@ impl Refusal {
     /// `Retry-After: 1` ([`USER_LIMIT_RETRY_AFTER_SECS`]).
     pub fn response(&self, retry_after_secs: u32) -> Bytes {
         let status = self.status();
-        let retry_after = match status {
-            ErrorStatus::ServiceUnavailable => Some(retry_after_secs),
-            ErrorStatus::TooManyRequests => Some(USER_LIMIT_RETRY_AFTER_SECS),
+        let retry_after = match (self, status) {
+            (Refusal::TokenBudget { retry_after_secs }, _) => Some(*retry_after_secs),
+            (_, ErrorStatus::ServiceUnavailable) => Some(retry_after_secs),
+            (_, ErrorStatus::TooManyRequests) => Some(USER_LIMIT_RETRY_AFTER_SECS),
             _ => None,
         };
         http1::error_response(status, &self.message(), self.error_type(), Some(self.code()), retry_after)
@@ -115,6 +129,7 @@ impl std::fmt::Display for Refusal {
             Refusal::AtCapacity => write!(f, "at the stream limit"),
             Refusal::Draining => write!(f, "shutting down"),
             Refusal::UserLimit => write!(f, "at the per-user stream limit"),
+            Refusal::TokenBudget { .. } => write!(f, "the user's token budget is spent"),
         }
     }
 }
@@ -139,13 +154,14 @@ pub fn admit_for_user(
     backend: Option<BackendLimit<'_>>,
     draining: bool,
     decoded: Result<Handoff, HandoffError>,
+    now_unix_ms: u64,
 ) -> Result<(Handoff, Admission), Refusal> {
-    admit_checked(limits, Some((users, backend)), draining, decoded)
+    admit_checked(limits, Some((users, backend, now_unix_ms)), draining, decoded)
 }
 
 fn admit_checked(
     limits: &Arc<Limits>,
-    users: Option<(&Arc<UserLimits>, Option<BackendLimit<'_>>)>,
+    users: Option<(&Arc<UserLimits>, Option<BackendLimit<'_>>, u64)>,
     draining: bool,
     decoded: Result<Handoff, HandoffError>,
 ) -> Result<(Handoff, Admission), Refusal> {
@@ -162,8 +178,14 @@ fn admit_checked(
     }
     // Taken before the daemon-wide slot, so a 429 never counts as started; a
     // 503 that follows drops the user's slot again.
+    if let Some((users, _, now_unix_ms)) = users {
+        if let Err(spent) = users.budget().check(handoff.user_id.as_deref(), now_unix_ms) {
+            limits.record_rejected_user_limit();
+            return Err(Refusal::TokenBudget { retry_after_secs: spent.retry_after_secs });
+        }
+    }
     let user_slot = match users {
-        Some((users, backend)) => match users.take(handoff.user_id.as_deref(), backend) {
+        Some((users, backend, _)) => match users.take(handoff.user_id.as_deref(), backend) {
             Ok(slot) => slot,
             Err(_) => {
                 limits.record_rejected_user_limit();
@@ -343,6 +365,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_user_past_its_token_budget_gets_429_until_the_next_window() {
+        let limits = Limits::new(10);
+        let users = UserLimits::new(0);
+        users.budget().configure(20, std::time::Duration::from_secs(60));
+        let usage = crate::openai::Usage { total_tokens: Some(25), ..Default::default() };
+        users.budget().spend(Some("u1"), &usage, 1_000);
+        let refused = admit_for_user(&limits, &users, None, false, of_user("u1"), 1_000).expect_err("spent");
+        assert_eq!(refused, Refusal::TokenBudget { retry_after_secs: 59 });
+        let (status, headers, body) = parse(&refused.response(7));
+        assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
+        assert_eq!(header(&headers, "retry-after"), Some("59"), "until the next window");
+        assert_eq!(body["error"]["type"], "rate_limit_exceeded");
+        assert_eq!(body["error"]["code"], "token_budget_exhausted");
+        assert_eq!(limits.snapshot().rejected_user_limit, 1, "counted with the 429s");
+        assert_eq!(limits.snapshot().started, 0, "a refusal starts nothing");
+        assert!(admit_for_user(&limits, &users, None, false, of_user("u2"), 1_000).is_ok(), "another user");
+        assert!(
+            admit_for_user(&limits, &users, None, false, of_user("u1"), 60_000).is_ok(),
+            "the next window"
+        );
+    }
+
     fn of_user(user: &str) -> Result<Handoff, HandoffError> {
         handoff::decode(format!(r#"{{"prompt":"hi","user_id":"{user}"}}"#).as_bytes())
     }
@@ -351,7 +396,7 @@ mod tests {
     fn a_user_over_its_limit_gets_429_counted_once_and_takes_no_slot() {
         let limits = Limits::new(10);
         let users = UserLimits::new(2);
-        let admit_user = |user| admit_for_user(&limits, &users, None, false, of_user(user));
+        let admit_user = |user| admit_for_user(&limits, &users, None, false, of_user(user), 0);
         let first = admit_user("u1").expect("first of u1");
         let second = admit_user("u1").expect("second of u1");
         assert_eq!(admit_user("u1").expect_err("third of u1"), Refusal::UserLimit);
@@ -365,6 +410,7 @@ mod tests {
                 handoff.user_id = None;
                 handoff
             }),
+            0,
         );
         assert!(anonymous.is_ok(), "a handoff without user_id is not limited");
         let snapshot = limits.snapshot();
@@ -380,11 +426,11 @@ mod tests {
         let limits = Limits::new(10);
         let users = UserLimits::new(0);
         let on = |name| Some(BackendLimit { name, max_per_user: 1 });
-        let held = admit_for_user(&limits, &users, on("a"), false, of_user("u1")).expect("first on a");
-        let refused = admit_for_user(&limits, &users, on("a"), false, of_user("u1"));
+        let held = admit_for_user(&limits, &users, on("a"), false, of_user("u1"), 0).expect("first on a");
+        let refused = admit_for_user(&limits, &users, on("a"), false, of_user("u1"), 0);
         assert_eq!(refused.expect_err("second on a"), Refusal::UserLimit);
-        assert!(admit_for_user(&limits, &users, on("b"), false, of_user("u1")).is_ok());
-        assert!(admit_for_user(&limits, &users, None, false, of_user("u1")).is_ok());
+        assert!(admit_for_user(&limits, &users, on("b"), false, of_user("u1"), 0).is_ok());
+        assert!(admit_for_user(&limits, &users, None, false, of_user("u1"), 0).is_ok());
         drop(held);
     }
 
@@ -392,11 +438,11 @@ mod tests {
     fn at_capacity_a_users_slot_is_given_back() {
         let limits = Limits::new(1);
         let users = UserLimits::new(1);
-        let held = admit_for_user(&limits, &users, None, false, of_user("u1")).expect("admitted");
-        let refused = admit_for_user(&limits, &users, None, false, of_user("u2"));
+        let held = admit_for_user(&limits, &users, None, false, of_user("u1"), 0).expect("admitted");
+        let refused = admit_for_user(&limits, &users, None, false, of_user("u2"), 0);
         assert_eq!(refused.expect_err("at capacity"), Refusal::AtCapacity);
         assert_eq!(users.streams_of("u2"), 0, "the 503 left no count behind");
-        let refused = admit_for_user(&limits, &users, None, true, of_user("u1"));
+        let refused = admit_for_user(&limits, &users, None, true, of_user("u1"), 0);
         assert_eq!(refused.expect_err("draining first"), Refusal::Draining);
         drop(held);
         assert_eq!(users.tracked(), 0);
@@ -406,7 +452,8 @@ mod tests {
     fn a_handoff_refused_after_admission_frees_its_users_slot() {
         let limits = Limits::new(10);
         let users = UserLimits::new(1);
-        let (_, admission) = admit_for_user(&limits, &users, None, false, of_user("u1")).expect("admitted");
+        let (_, admission) =
+            admit_for_user(&limits, &users, None, false, of_user("u1"), 0).expect("admitted");
         let _ = refuse_admitted(admission, HandoffError::Truncated);
         assert_eq!(users.streams_of("u1"), 0);
     }
@@ -480,7 +527,9 @@ mod tests {
                             Err(Refusal::BadHandoff(_)) => seen.1 += 1,
                             Err(Refusal::AtCapacity) => seen.2 += 1,
                             Err(Refusal::Draining) => seen.3 += 1,
-                            Err(Refusal::UserLimit) => panic!("no per-user limit here"),
+                            Err(Refusal::UserLimit | Refusal::TokenBudget { .. }) => {
+                                panic!("no per-user limit here")
+                            }
                         }
                     }
                     barrier.wait();

@@ -227,6 +227,11 @@ pub struct Settings {
     /// Concurrent streams one `user_id` may have, all backends together, before
     /// its next handoff gets 429 (0: no limit).
     pub max_streams_per_user: u32,
+    /// Tokens one `user_id` may spend per `user_token_window` seconds before
+    /// its next handoff gets 429 (0: no budget).
+    pub user_token_budget: u64,
+    /// The budget's window, seconds.
+    pub user_token_window: u64,
     /// Shared-nothing workers (0: one per two CPUs, at least one).
     pub threads: usize,
     /// Seconds running streams may take to finish after SIGINT/SIGTERM.
@@ -327,6 +332,8 @@ impl Default for Settings {
             benchmark: false,
             max_connections: MAX_CONNECTIONS,
             max_streams_per_user: 0,
+            user_token_budget: 0,
+            user_token_window: 3600,
             threads: THREADS,
             drain_timeout: DRAIN_TIMEOUT_SECS,
             keep_alive: KEEP_ALIVE_SECS,
@@ -402,6 +409,8 @@ impl std::fmt::Debug for Settings {
             benchmark,
             max_connections,
             max_streams_per_user,
+            user_token_budget,
+            user_token_window,
             threads,
             drain_timeout,
             keep_alive,
@@ -456,6 +465,8 @@ impl std::fmt::Debug for Settings {
             .field("benchmark", benchmark)
             .field("max_connections", max_connections)
             .field("max_streams_per_user", max_streams_per_user)
+            .field("user_token_budget", user_token_budget)
+            .field("user_token_window", user_token_window)
             .field("threads", threads)
             .field("drain_timeout", drain_timeout)
             .field("keep_alive", keep_alive)
@@ -674,6 +685,10 @@ pub struct Config {
     /// Concurrent streams one `user_id` may have, all backends together, before
     /// its next handoff is refused 429 (0: no limit; see [`crate::user_limits`]).
     pub max_streams_per_user: u32,
+    /// Tokens per user per window (0: none; see [`crate::token_budget`]).
+    pub user_token_budget: u64,
+    /// The token budget's window.
+    pub user_token_window: Duration,
     /// How long running streams may take to finish after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
     /// How long an accepted module connection may take to deliver its handoff.
@@ -879,6 +894,8 @@ impl Settings {
             benchmark: self.benchmark,
             max_streams: self.max_connections,
             max_streams_per_user: self.max_streams_per_user,
+            user_token_budget: self.user_token_budget,
+            user_token_window: Duration::from_secs(self.user_token_window),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             receive_timeout: Duration::from_secs(self.receive_timeout),
             accept_backoff: Duration::from_millis(100),

@@ -124,4 +124,5 @@ pub mod stream;
 #[cfg(any(test, feature = "__testing"))]
 #[doc(hidden)]
 pub mod testing;
+pub mod token_budget;
 pub mod user_limits;

@@ -186,6 +186,8 @@ pub enum Rejection {
     FdDropped,
     /// 429: the handoff's user had as many streams as a per-user limit allows.
     UserLimit,
+    /// 429: the handoff's user had spent its token budget for the window.
+    TokenBudget,
 }
 
 /// What the fd reserve saw, for `handoff_fd_exhaustion_total{event}`.
@@ -233,7 +235,7 @@ impl FdEvent {
 
 impl HandoffOutcome {
     /// Every value, in the order of the counters (`HandoffOutcome::index`, private).
-    pub const ALL: [HandoffOutcome; 23] = [
+    pub const ALL: [HandoffOutcome; 24] = [
         HandoffOutcome::Completed,
         HandoffOutcome::ClientGone,
         HandoffOutcome::ClientStalled,
@@ -257,6 +259,7 @@ impl HandoffOutcome {
         HandoffOutcome::Rejected(Rejection::FdExhausted),
         HandoffOutcome::Rejected(Rejection::FdDropped),
         HandoffOutcome::Rejected(Rejection::UserLimit),
+        HandoffOutcome::Rejected(Rejection::TokenBudget),
     ];
     const COUNT: usize = Self::ALL.len();
 
@@ -310,6 +313,7 @@ impl HandoffOutcome {
                 Rejection::FdExhausted => "fd_exhausted",
                 Rejection::FdDropped => "fd_dropped",
                 Rejection::UserLimit => "user_limit",
+                Rejection::TokenBudget => "token_budget",
             },
         }
     }
@@ -362,6 +366,7 @@ impl Rejection {
             Refusal::AtCapacity => Rejection::Capacity,
             Refusal::Draining => Rejection::Draining,
             Refusal::UserLimit => Rejection::UserLimit,
+            Refusal::TokenBudget { .. } => Rejection::TokenBudget,
         }
     }
 }

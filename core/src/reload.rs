@@ -44,6 +44,11 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     check(old.named_backends != new.named_backends, "named backends", true);
     check(old.max_streams != new.max_streams, "max-connections", true);
     check(old.max_streams_per_user != new.max_streams_per_user, "max-streams-per-user", true);
+    check(
+        old.user_token_budget != new.user_token_budget || old.user_token_window != new.user_token_window,
+        "user-token-budget",
+        true,
+    );
     check(old.socket_path != new.socket_path, "socket", false);
     check(old.socket_mode != new.socket_mode, "mode", false);
     check(

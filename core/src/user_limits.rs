@@ -24,6 +24,8 @@ pub struct UserLimits {
     /// by a reload ([`UserLimits::set_max_per_user`]).
     max_per_user: AtomicU32,
     counts: Mutex<Counts>,
+    /// The per-user token budget, judged at admission with the stream counts.
+    budget: crate::token_budget::TokenBudget,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +69,11 @@ impl UserLimits {
     /// Empty counts with a global limit of `max_per_user` streams per user (0: none).
     pub fn new(max_per_user: u32) -> Arc<UserLimits> {
         Arc::new(UserLimits { max_per_user: AtomicU32::new(max_per_user), ..Default::default() })
+    }
+
+    /// The per-user token budget (off until configured).
+    pub fn budget(&self) -> &crate::token_budget::TokenBudget {
+        &self.budget
     }
 
     /// The global per-user limit (0: none).

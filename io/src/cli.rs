@@ -101,6 +101,17 @@ pub struct Cli {
     #[arg(long, value_name = "COUNT", default_value_t = 0)]
     pub max_streams_per_user: u32,
 
+    /// Tokens (the backend's usage: total, else prompt + completion) one handoff
+    /// `user_id` may spend per --user-token-window before its next handoff gets
+    /// 429 with Retry-After until the next window (0: no budget). Kept in
+    /// memory; a restart starts every window afresh.
+    #[arg(long, value_name = "TOKENS", default_value_t = 0)]
+    pub user_token_budget: u64,
+
+    /// The token budget's window in seconds, aligned to the Unix epoch.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub user_token_window: u64,
+
     /// Shared-nothing workers, one thread each (0 = one per two CPUs, at least one).
     #[arg(long, default_value_t = defaults::THREADS)]
     pub threads: usize,
@@ -351,6 +362,8 @@ impl Cli {
         settings.benchmark = self.benchmark;
         settings.max_connections = self.max_connections;
         settings.max_streams_per_user = self.max_streams_per_user;
+        settings.user_token_budget = self.user_token_budget;
+        settings.user_token_window = self.user_token_window;
         settings.threads = self.threads;
         settings.drain_timeout = self.drain_timeout;
         settings.keep_alive = self.keep_alive;

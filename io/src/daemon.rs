@@ -80,7 +80,7 @@ pub struct Global {
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 before it: a broken clock).
-fn unix_millis() -> u64 {
+pub(crate) fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
@@ -206,7 +206,7 @@ pub struct Shared<R: Runtime> {
     pub metrics: Arc<WorkerMetrics>,
     /// One info line per finished stream (not under `--benchmark`).
     pub(crate) log_streams: bool,
-    global: Arc<Global>,
+    pub(crate) global: Arc<Global>,
     socket_type: SocketType,
     socket_origin: SocketOrigin,
     receive_timeout: Duration,
@@ -458,6 +458,7 @@ impl Listening {
         };
         let global = Global::new(Limits::new(config.max_streams));
         global.user_limits.set_max_per_user(config.max_streams_per_user);
+        global.user_limits.budget().configure(config.user_token_budget, config.user_token_window);
         if let Some(records) = &config.records {
             let sink = crate::records::Sink::start(records, Arc::clone(&global.metrics))
                 .map_err(DaemonError::Records)?;
@@ -1185,6 +1186,7 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
         backend_limit,
         draining,
         decoded,
+        unix_millis(),
     );
     let (mut handoff, admission) = match admitted {
         Ok(admitted) => admitted,
@@ -1225,6 +1227,12 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
         );
         (Box::new(meta), handoff.record_text || stream_config.record_text)
     });
+    // With a token budget, the stream's usage is spent against its user's at its end.
+    let budget_user = handoff
+        .user_id
+        .as_deref()
+        .filter(|_| shared.global.user_limits.budget().is_on())
+        .map(Box::<str>::from);
     let (source, backend) = match backend {
         None => (Source::Mock(mock::Script::for_handoff(id, &handoff)), BackendStream::None),
         Some(backend) if backend.is_passthrough() => {
@@ -1238,11 +1246,16 @@ fn start_stream<R: Runtime>(shared: &Arc<Shared<R>>, mut received: Received) {
         machine.record(keep_text, stream_config.record_text_max_bytes);
         meta
     });
+    if record.is_none() && budget_user.is_some() {
+        // The budget needs the usage only: no text is kept.
+        machine.record(false, 0);
+    }
     let task: driver::StreamTask<R> =
         driver::StreamTask::new(shared.clone(), id, fd, machine, backend, admission)
             .with_identity(identity)
             .with_used_files(used_files)
-            .with_record(record);
+            .with_record(record)
+            .with_budget_user(budget_user);
     shared.runtime.spawn(task);
 }
 

@@ -62,6 +62,9 @@ pub struct StreamTask<R: Runtime, C: ClientIo = FdClient<<R as Runtime>::Fd>> {
     record: Option<Box<RecordMeta>>,
     /// The outcome, kept from the decision to the close for the record.
     outcome: Option<Outcome>,
+    /// The user whose token budget this stream's usage is spent from (`None`:
+    /// no budget, or no user).
+    budget_user: Option<Box<str>>,
     /// The daemon waits for this socket's close at shutdown.
     _hold: SocketHold<R>,
 }
@@ -94,6 +97,7 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
             summary: None,
             record: None,
             outcome: None,
+            budget_user: None,
             _hold: hold,
         };
         // The head is the machine's first output: write it now, before the task
@@ -118,6 +122,12 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
     }
 
     /// Builds a completion record for this stream once its socket has closed.
+    /// Spends the stream's usage from `user`'s token budget at its outcome.
+    pub fn with_budget_user(mut self, user: Option<Box<str>>) -> Self {
+        self.budget_user = user;
+        self
+    }
+
     pub fn with_record(mut self, record: Option<Box<RecordMeta>>) -> Self {
         self.record = record;
         self
@@ -255,6 +265,12 @@ impl<R: Runtime, C: ClientIo> StreamTask<R, C> {
         }
         if self.record.is_some() {
             self.outcome = Some(outcome.clone());
+        }
+        if let Some(user) = self.budget_user.take() {
+            if let Some(usage) = self.machine.recording().and_then(|recording| recording.usage()) {
+                let budget = self.shared.global.user_limits.budget();
+                budget.spend(Some(&user), usage, crate::daemon::unix_millis());
+            }
         }
         self.admission = None;
         self.armed = None;

@@ -123,6 +123,7 @@ fn reload(global: &Global, current: Config, reread: &Reread) -> Config {
     }
     global.limits.set_max_streams(new.max_streams);
     global.user_limits.set_max_per_user(new.max_streams_per_user);
+    global.user_limits.budget().configure(new.user_token_budget, new.user_token_window);
     tracing::info!(applied = ?plan.applied, "SIGHUP: configuration reloaded; new handoffs use it, running streams finish as they started");
     global.published.publish(new.clone());
     new

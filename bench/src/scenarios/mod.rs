@@ -125,6 +125,7 @@ macro_rules! scenario_tests {
             patterns::patterns_over_h2c,
             patterns::patterns_over_tls,
             records::webhook_records_survive_a_receiver_down_and_a_daemon_restart,
+            limits::a_user_past_its_token_budget_gets_429_and_others_are_served,
             patterns::http1_connection_cut_by_a_reset_is_not_reused,
             patterns::http1_connections_are_kept_alive_between_streams,
             pacing::keep_alive_comment_fills_upstream_silence,

@@ -96,3 +96,39 @@ pub async fn per_user_limit_of_a_backend_counts_only_its_streams(cx: Context) {
     expect_mock_stream(&daemon, r#"{"prompt":"f","user_id":"u1","backend":"slow"}"#).await;
     daemon.terminate().await;
 }
+
+/// `--user-token-budget 30`: mock-llm reports 15 tokens per 6-token stream
+/// (`PROMPT_TOKENS` + 6), so two streams spend a user's budget; its third
+/// handoff gets 429 with `Retry-After` until the next window, another user is
+/// served, and a user's budget is its own.
+pub async fn a_user_past_its_token_budget_gets_429_and_others_are_served(cx: Context) {
+    use super::{openai_daemon, start_mock, Transport};
+    let mock = start_mock(Transport::H2c, 6, std::time::Duration::from_millis(1)).await;
+    let daemon = openai_daemon(&cx, &mock, Transport::H2c)
+        .args(["--user-token-budget", "30", "--user-token-window", "3600"])
+        .start()
+        .await;
+    assert_eq!(crate::mockllm::PROMPT_TOKENS + 6, 15, "each stream spends 15 tokens");
+    for prompt in ["first", "second"] {
+        let handoff = format!(r#"{{"prompt":"{prompt}","user_id":"u1"}}"#);
+        daemon.hand_off(handoff).await.read_to_end().await.expect_completed_stream();
+    }
+    let refused = daemon.hand_off(r#"{"prompt":"third","user_id":"u1"}"#).await.read_to_end().await;
+    let error = refused.expect_error_response(429);
+    assert_eq!(error.error_type, "rate_limit_exceeded");
+    assert_eq!(error.code.as_deref(), Some("token_budget_exhausted"));
+    let retry_after: u32 = refused
+        .header("Retry-After")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {:?}", refused.text()));
+    assert!((1..=3600).contains(&retry_after), "until the next window: {retry_after}");
+    daemon
+        .hand_off(r#"{"prompt":"other","user_id":"u2"}"#)
+        .await
+        .read_to_end()
+        .await
+        .expect_completed_stream();
+    daemon.hand_off(r#"{"prompt":"anonymous"}"#).await.read_to_end().await.expect_completed_stream();
+    assert_eq!(mock.recorder().requests_seen().len(), 4, "the refused handoff never reached the backend");
+    daemon.terminate().await;
+}
