@@ -189,8 +189,12 @@ mod tests {
 
     fn listening(socket_type: rustix::net::SocketType) -> OwnedFd {
         let fd = unix_socket(socket_type);
-        // Autobind to an abstract address: nothing on disk to clean up.
-        rustix::net::bind(&fd, &SocketAddrUnix::new_abstract_name(b"").unwrap()).unwrap();
+        // An abstract address, unique per socket (an empty name is one fixed
+        // name, so tests running at once collided): nothing on disk to clean up.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("handoff-activation-test-{}-{n}", std::process::id());
+        rustix::net::bind(&fd, &SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap()).unwrap();
         rustix::net::listen(&fd, 1).unwrap();
         fd
     }
