@@ -38,6 +38,21 @@ pub fn read_secret(settings: &mut handoff_core::delivery::RecordsSettings) -> Re
     Ok(())
 }
 
+/// Waits until `deadline` for a records thread (told to stop) to end, and
+/// joins it; false when it is still running at the deadline.
+fn join_by(thread: &std::sync::Mutex<Option<std::thread::JoinHandle<()>>>, deadline: Instant) -> bool {
+    let thread = thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let Some(thread) = thread else { return true };
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !thread.is_finished() {
+        return false;
+    }
+    let _ = thread.join();
+    true
+}
+
 /// Where a daemon's records go; cloned into every worker.
 #[derive(Clone)]
 pub struct Sink {

@@ -15,7 +15,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -90,16 +90,8 @@ impl Webhook {
     pub(super) fn shutdown(&self, deadline: Instant) {
         let _ = self.control.try_send(Message::Shutdown);
         let _ = self.queue.try_send(Message::Shutdown);
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(thread) = thread {
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            } else {
-                tracing::warn!("the records webhook did not spool its queue within the shutdown deadline");
-            }
+        if !super::join_by(&self.thread, deadline) {
+            tracing::warn!("the records webhook did not spool its queue within the shutdown deadline");
         }
     }
 }
